@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds the binaries the tests and the demo need, from the Go module proxy,
+# into bin/ (or $BIN_DIR). A binary already there is reused.
+#   kube-apiserver, etcd  -> bin/k8s/   (envtest's BinaryAssetsDirectory)
+#   ferretdb              -> bin/
+#   controller-gen        -> bin/
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN_DIR="${BIN_DIR:-$ROOT/bin}"
+K8S_DIR="$BIN_DIR/k8s"
+CONTROLLER_TOOLS_VERSION="${CONTROLLER_TOOLS_VERSION:-v0.23.0}"
+FERRETDB_VERSION="v1.24.2"
+mkdir -p "$K8S_DIR"
+
+log() { echo "[install-tools] $*" >&2; }
+
+build_tool() { # name, module dir, package, output
+  local name="$1" dir="$2" pkg="$3" out="$4"
+  if [[ -x "$out" ]]; then return 0; fi
+  log "building $name (first run only; kube-apiserver takes ~5 minutes on 2 cores)..."
+  local start=$SECONDS
+  (cd "$ROOT/hack/tools/$dir" && go build -o "$out.tmp" "$pkg")
+  mv "$out.tmp" "$out"
+  log "built $name in $((SECONDS - start))s"
+}
+
+build_ferretdb() {
+  local out="$BIN_DIR/ferretdb"
+  if [[ -x "$out" ]]; then return 0; fi
+  log "building ferretdb $FERRETDB_VERSION (first run only, ~1 minute)..."
+  local start=$SECONDS work
+  # FerretDB reads its version from an embedded file that the module zip
+  # lacks; vendor the module in a scratch copy and write it there.
+  work="$(mktemp -d)"
+  cp "$ROOT/hack/tools/ferretdb/"{go.mod,go.sum,tools.go} "$work/"
+  (cd "$work" && go mod vendor &&
+    echo "$FERRETDB_VERSION" > vendor/github.com/FerretDB/FerretDB/build/version/version.txt &&
+    go build -mod=vendor -o "$out.tmp" github.com/FerretDB/FerretDB/cmd/ferretdb)
+  rm -rf "$work"
+  mv "$out.tmp" "$out"
+  log "built ferretdb in $((SECONDS - start))s"
+}
+
+build_controller_gen() {
+  local out="$BIN_DIR/controller-gen"
+  if [[ -x "$out" ]] && "$out" --version 2>/dev/null | grep -q "$CONTROLLER_TOOLS_VERSION"; then return 0; fi
+  log "installing controller-gen $CONTROLLER_TOOLS_VERSION..."
+  GOBIN="$BIN_DIR" go install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_TOOLS_VERSION"
+}
+
+want="${*:-controller-gen etcd kube-apiserver ferretdb}"
+for tool in $want; do
+  case "$tool" in
+    controller-gen) build_controller_gen ;;
+    etcd) build_tool etcd etcd go.etcd.io/etcd/server/v3 "$K8S_DIR/etcd" ;;
+    kube-apiserver) build_tool kube-apiserver kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$K8S_DIR/kube-apiserver" ;;
+    ferretdb) build_ferretdb ;;
+    *) log "unknown tool $tool"; exit 2 ;;
+  esac
+done

@@ -1,0 +1,162 @@
+// Package sessionstore holds the logic the operator bundles for each session
+// store backend: reach it (Ping), prepare it (EnsureSchema) and remove the
+// sessions that have expired (Cleanup), on the exact layouts Flask-Session
+// writes. Each backend lives in one file named after it.
+//
+// The one rule every backend keeps: a session that has not expired is never
+// deleted, even when it is refreshed while a cleanup runs.
+package sessionstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Backend names, as spec.backend and SESSION_STORE_BACKEND spell them.
+const (
+	BackendRedis      = "redis"
+	BackendMemcached  = "memcached"
+	BackendMongoDB    = "mongodb"
+	BackendPostgreSQL = "postgresql"
+	BackendFilesystem = "filesystem"
+)
+
+// Backends lists every supported backend name.
+var Backends = []string{BackendRedis, BackendMemcached, BackendMongoDB, BackendPostgreSQL, BackendFilesystem}
+
+// Config says which store to reach and how its sessions are laid out. It is
+// read from the connection Secret's keys (see env.go) by the cleanup command,
+// and built from a SessionStore and its Secrets by the controller.
+type Config struct {
+	Backend string
+	// URL is the connection URL, credentials included; never log it.
+	URL string
+	// KeyPrefix is Flask-Session's SESSION_KEY_PREFIX ("session:").
+	KeyPrefix string
+	// Lifetime is the session lifetime (Flask's PERMANENT_SESSION_LIFETIME).
+	Lifetime time.Duration
+
+	// MongoDB.
+	Database   string
+	Collection string
+	TTLIndex   bool
+
+	// PostgreSQL.
+	Table             string
+	Schema            string
+	CreateTable       bool
+	CreateExpiryIndex bool
+
+	// Filesystem (cachelib FileSystemCache).
+	Dir string
+
+	// Redis: give keys that have no TTL the lifetime (opt-in).
+	FixMissingTTL bool
+}
+
+// CleanupOptions tunes one cleanup run.
+type CleanupOptions struct {
+	// Now is the cut-off: sessions whose expiry is at or before it are
+	// expired. Backends with a clock of their own (PostgreSQL) use the
+	// server's clock instead and report it in Report.Now.
+	Now       time.Time
+	BatchSize int
+	DryRun    bool
+	// Progress, when set, is called after each batch.
+	Progress func(Report)
+}
+
+// Report is what one cleanup run saw and did. It is printed by the cleanup
+// command and written as its termination message, so keep it small.
+type Report struct {
+	Backend string    `json:"backend"`
+	DryRun  bool      `json:"dryRun,omitempty"`
+	Now     time.Time `json:"now"`
+	// Scanned counts the sessions looked at.
+	Scanned int64 `json:"scanned"`
+	// Expired counts the sessions found expired; Deleted those removed
+	// (fewer than Expired when a session was refreshed in between, or in a
+	// dry run).
+	Expired int64 `json:"expired"`
+	Deleted int64 `json:"deleted"`
+	// Kept counts sessions left alone for a reason other than being live,
+	// by reason (for example "noExpiry", "unreadable", "noTTL").
+	Kept    map[string]int64 `json:"kept,omitempty"`
+	Batches int              `json:"batches"`
+	// Duration is the wall time of the run.
+	Duration time.Duration `json:"duration"`
+	// NativeExpiry is true when the store expires sessions by itself
+	// (Redis, Memcached, MongoDB with a TTL index) and nothing had to go.
+	NativeExpiry bool `json:"nativeExpiry,omitempty"`
+	// Message says in a sentence what happened, for people.
+	Message string `json:"message,omitempty"`
+}
+
+// AddKept counts n sessions kept for reason.
+func (r *Report) AddKept(reason string, n int64) {
+	if n == 0 {
+		return
+	}
+	if r.Kept == nil {
+		r.Kept = map[string]int64{}
+	}
+	r.Kept[reason] += n
+}
+
+// SchemaResult says what EnsureSchema found and did.
+type SchemaResult struct {
+	// Present is true when the store holds what sessions need (table,
+	// index) after the call.
+	Present bool `json:"present"`
+	// Created lists what this call created ("table", "expiry index", "ttl index").
+	Created []string `json:"created,omitempty"`
+	// TTLUnsupported is true for MongoDB-wire servers without TTL indexes
+	// (FerretDB 1.x); not an error, the cleanup job covers them.
+	TTLUnsupported bool   `json:"ttlUnsupported,omitempty"`
+	Message        string `json:"message,omitempty"`
+}
+
+// Store is one session store.
+type Store interface {
+	// Ping reaches the store within ctx's deadline; the error says what
+	// failed (DNS, refused, auth, TLS, missing table).
+	Ping(ctx context.Context) error
+	// EnsureSchema creates what the Config asks for and is missing.
+	EnsureSchema(ctx context.Context) (SchemaResult, error)
+	// Cleanup removes expired sessions; see each backend for its rules.
+	Cleanup(ctx context.Context, opts CleanupOptions) (Report, error)
+	// Close releases connections.
+	Close() error
+}
+
+// ErrorKind classifies a store error, so the controller can set a stable
+// condition reason without parsing messages.
+type ErrorKind string
+
+const (
+	ErrConfig       ErrorKind = "InvalidConfig"
+	ErrDNS          ErrorKind = "DNSError"
+	ErrRefused      ErrorKind = "ConnectionRefused"
+	ErrTimeout      ErrorKind = "Timeout"
+	ErrAuth         ErrorKind = "AuthenticationFailed"
+	ErrTLS          ErrorKind = "TLSError"
+	ErrMissingTable ErrorKind = "TableMissing"
+	ErrUnknown      ErrorKind = "StoreError"
+)
+
+// Error is a store error with its kind. Its message never holds a credential.
+type Error struct {
+	Kind ErrorKind
+	Op   string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("%s: %s", e.Op, e.Kind)
+	}
+	return fmt.Sprintf("%s: %v", e.Op, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
