@@ -104,8 +104,8 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 }
 
 // Validate checks that c holds what its backend needs. The error is an
-// *Error of kind ErrConfig whose Op is the env key at fault; it never
-// repeats the URL, which may hold a password.
+// *Error of kind ErrConfig whose Op is the env key at fault; it never quotes
+// the URL or any part of it but its scheme, since it may hold a password.
 func (c Config) Validate() error {
 	if c.Backend == "" {
 		return cmdConfigError(EnvBackend, "not set (want one of %s)", strings.Join(Backends, ", "))
@@ -196,7 +196,7 @@ func cmdValidateRedisURL(raw string) error {
 	}
 	if db := strings.Trim(u.Path, "/"); db != "" {
 		if n, err := strconv.Atoi(db); err != nil || n < 0 {
-			return cmdConfigError(EnvURL, "the path of a %s:// URL is the database number, not %q", u.Scheme, cmdShort(db))
+			return cmdConfigError(EnvURL, "the path of a %s:// URL must be the database number (%s://host:6379/0)", u.Scheme, u.Scheme)
 		}
 	}
 	return nil
@@ -247,13 +247,15 @@ func cmdValidateMemcachedURL(raw string) error {
 	if rest == "" {
 		return cmdConfigError(EnvURL, "no server in the memcached:// URL; want memcached://host:port[,host:port...]")
 	}
-	for server := range strings.SplitSeq(rest, ",") {
+	// Messages count servers rather than quote them: no part of a URL is echoed.
+	servers := strings.Split(rest, ",")
+	for i, server := range servers {
 		host, port, err := net.SplitHostPort(server)
 		if err != nil || host == "" {
-			return cmdConfigError(EnvURL, "server %q is not host:port", cmdShort(server))
+			return cmdConfigError(EnvURL, "server %d of %d is not host:port", i+1, len(servers))
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return cmdConfigError(EnvURL, "server %q has no valid port", cmdShort(server))
+			return cmdConfigError(EnvURL, "server %d of %d has no valid port", i+1, len(servers))
 		}
 	}
 	return nil
@@ -282,7 +284,7 @@ func cmdDirFromFileURL(raw string) (string, error) {
 		return "", cmdConfigError(EnvURL, "not a valid file:///path URL")
 	}
 	if u.Host != "" && u.Host != "localhost" {
-		return "", cmdConfigError(EnvURL, "a file:// URL names a local directory: file:///path (not host %q)", cmdShort(u.Host))
+		return "", cmdConfigError(EnvURL, "a file:// URL names a local directory: file:///path, with no host")
 	}
 	if u.Path == "" {
 		return "", cmdConfigError(EnvURL, "a file:// URL needs a path: file:///path")

@@ -1,0 +1,265 @@
+package sessionstore
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func cmdLookup(env map[string]string) func(string) (string, bool) {
+	return func(key string) (string, bool) {
+		v, ok := env[key]
+		return v, ok
+	}
+}
+
+func TestConfigFromEnvDefaults(t *testing.T) {
+	cfg, err := ConfigFromEnv(cmdLookup(map[string]string{EnvBackend: "postgresql", EnvURL: "postgres://h/db"}))
+	if err != nil {
+		t.Fatalf("ConfigFromEnv: %v", err)
+	}
+	want := Config{
+		Backend:           "postgresql",
+		URL:               "postgres://h/db",
+		KeyPrefix:         "session:",
+		Lifetime:          744 * time.Hour,
+		Database:          "flask_session",
+		Collection:        "sessions",
+		Table:             "sessions",
+		CreateTable:       true,
+		CreateExpiryIndex: true,
+		TTLIndex:          true,
+		FixMissingTTL:     false,
+	}
+	if cfg != want {
+		t.Fatalf("defaults:\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestConfigFromEnvReadsEveryKey(t *testing.T) {
+	env := map[string]string{
+		EnvBackend:           "mongodb",
+		EnvURL:               "mongodb://u:p@h:27017/",
+		EnvKeyPrefix:         "app1:",
+		EnvLifetimeSeconds:   "3600",
+		EnvDatabase:          "db_1",
+		EnvCollection:        "coll",
+		EnvTable:             "tbl",
+		EnvSchema:            "sch",
+		EnvDir:               "/var/sessions",
+		EnvCreateTable:       "false",
+		EnvCreateExpiryIndex: "false",
+		EnvTTLIndex:          "false",
+		EnvFixMissingTTL:     "true",
+	}
+	cfg, err := ConfigFromEnv(cmdLookup(env))
+	if err != nil {
+		t.Fatalf("ConfigFromEnv: %v", err)
+	}
+	want := Config{
+		Backend: "mongodb", URL: "mongodb://u:p@h:27017/", KeyPrefix: "app1:", Lifetime: time.Hour,
+		Database: "db_1", Collection: "coll", Table: "tbl", Schema: "sch", Dir: "/var/sessions",
+		CreateTable: false, CreateExpiryIndex: false, TTLIndex: false, FixMissingTTL: true,
+	}
+	if cfg != want {
+		t.Fatalf("\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestConfigFromEnvKeyPrefix(t *testing.T) {
+	cfg, err := ConfigFromEnv(cmdLookup(map[string]string{EnvKeyPrefix: ""}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KeyPrefix != "" {
+		t.Errorf("explicitly empty prefix: got %q, want empty (Flask-Session reads it as empty too)", cfg.KeyPrefix)
+	}
+	cfg, err = ConfigFromEnv(cmdLookup(map[string]string{EnvKeyPrefix: " sp "}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KeyPrefix != " sp " {
+		t.Errorf("prefix must be used exactly as written: got %q", cfg.KeyPrefix)
+	}
+}
+
+func TestConfigFromEnvTrimsNewlines(t *testing.T) {
+	cfg, err := ConfigFromEnv(cmdLookup(map[string]string{
+		EnvBackend: "Redis\n", EnvURL: "redis://h:6379/0\n", EnvLifetimeSeconds: "120\n", EnvTTLIndex: "false\n",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Backend != "redis" || cfg.URL != "redis://h:6379/0" || cfg.Lifetime != 2*time.Minute || cfg.TTLIndex {
+		t.Fatalf("got %+v", cfg)
+	}
+}
+
+func TestConfigFromEnvDirFromFileURL(t *testing.T) {
+	for _, tc := range []struct{ url, dir, want string }{
+		{"file:///var/lib/sessions", "", "/var/lib/sessions"},
+		{"file://localhost/var/lib/s%20x/", "", "/var/lib/s x"},
+		{"file:///from/url", "/from/dir", "/from/dir"},
+		{"", "", ""},
+		{"redis://h/0", "", ""},
+	} {
+		cfg, err := ConfigFromEnv(cmdLookup(map[string]string{EnvURL: tc.url, EnvDir: tc.dir}))
+		if err != nil {
+			t.Fatalf("url %q dir %q: %v", tc.url, tc.dir, err)
+		}
+		if cfg.Dir != tc.want {
+			t.Errorf("url %q dir %q: Dir = %q, want %q", tc.url, tc.dir, cfg.Dir, tc.want)
+		}
+	}
+	_, err := ConfigFromEnv(cmdLookup(map[string]string{EnvURL: "file://otherhost/x"}))
+	cmdWantConfigError(t, err, EnvURL, "no host")
+}
+
+func TestConfigFromEnvParseErrorsNameTheKey(t *testing.T) {
+	for _, tc := range []struct {
+		key, value string
+	}{
+		{EnvLifetimeSeconds, "1h"},
+		{EnvLifetimeSeconds, "-5"},
+		{EnvLifetimeSeconds, "99999999999999999999"},
+		{EnvCreateTable, "yes please"},
+		{EnvCreateExpiryIndex, "maybe"},
+		{EnvTTLIndex, "2"},
+		{EnvFixMissingTTL, "on"},
+	} {
+		_, err := ConfigFromEnv(cmdLookup(map[string]string{tc.key: tc.value}))
+		cmdWantConfigError(t, err, tc.key, tc.value)
+	}
+}
+
+func TestValidateAcceptsGoodConfigs(t *testing.T) {
+	base := func(backend, url string) Config {
+		cfg, err := ConfigFromEnv(cmdLookup(map[string]string{EnvBackend: backend, EnvURL: url}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	for _, cfg := range []Config{
+		base("redis", "redis://127.0.0.1:6379/0"),
+		base("redis", "rediss://:p%40ss@redis.example:6380"),
+		base("redis", "unix:///run/redis.sock"),
+		base("memcached", "memcached://127.0.0.1:11211"),
+		base("memcached", "memcached://a:11211,b.example:11212,[::1]:11213/"),
+		base("mongodb", "mongodb://user:p%2Fw@a:27017,b:27017/db?replicaSet=rs0"),
+		base("mongodb", "mongodb+srv://cluster.example/"),
+		base("postgresql", "postgres://u:pw@127.0.0.1:5432/test?sslmode=disable"),
+		base("postgresql", "postgresql:///test?host=/run/postgresql"),
+		base("filesystem", "file:///var/lib/flask_session"),
+		{Backend: "filesystem", Dir: "/tmp/x", Lifetime: time.Minute},
+		{Backend: "postgresql", URL: "postgres://h/db", Table: "_t1", Schema: "Public_2", Lifetime: time.Hour},
+		{Backend: "postgresql", URL: "postgres://h/db", Table: strings.Repeat("t", 63), Lifetime: time.Hour},
+		{Backend: "mongodb", URL: "mongodb://h", Database: "my-db_2", Collection: "c", Lifetime: time.Hour},
+	} {
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%+v: %v", cfg, err)
+		}
+	}
+}
+
+func TestValidateRejectsAndNamesTheKey(t *testing.T) {
+	pg := Config{Backend: "postgresql", URL: "postgres://h/db", Table: "sessions", Lifetime: time.Hour}
+	mongo := Config{Backend: "mongodb", URL: "mongodb://h", Database: "flask_session", Collection: "sessions", Lifetime: time.Hour}
+	with := func(c Config, edit func(*Config)) Config { edit(&c); return c }
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		key     string
+		mention string
+	}{
+		{"no backend", Config{Lifetime: time.Hour}, EnvBackend, "not set"},
+		{"unknown backend", Config{Backend: "dynamodb", Lifetime: time.Hour}, EnvBackend, "dynamodb"},
+		{"short lifetime", with(pg, func(c *Config) { c.Lifetime = 59 * time.Second }), EnvLifetimeSeconds, "59"},
+		{"redis no url", Config{Backend: "redis", Lifetime: time.Hour}, EnvURL, "not set"},
+		{"redis wrong scheme", Config{Backend: "redis", URL: "http://h", Lifetime: time.Hour}, EnvURL, "http"},
+		{"redis no host", Config{Backend: "redis", URL: "redis:///0", Lifetime: time.Hour}, EnvURL, "host"},
+		{"redis bad db", Config{Backend: "redis", URL: "redis://h/zero", Lifetime: time.Hour}, EnvURL, "database number"},
+		{"unix no path", Config{Backend: "redis", URL: "unix://", Lifetime: time.Hour}, EnvURL, "path"},
+		{"redis fix ttl empty prefix", Config{Backend: "redis", URL: "redis://h", FixMissingTTL: true, Lifetime: time.Hour}, EnvKeyPrefix, "every key"},
+		{"memcached no url", Config{Backend: "memcached", Lifetime: time.Hour}, EnvURL, "not set"},
+		{"memcached wrong scheme", Config{Backend: "memcached", URL: "tcp://h:1", Lifetime: time.Hour}, EnvURL, "tcp"},
+		{"memcached no port", Config{Backend: "memcached", URL: "memcached://h", Lifetime: time.Hour}, EnvURL, "host:port"},
+		{"memcached bad port", Config{Backend: "memcached", URL: "memcached://h:1,h:99999", Lifetime: time.Hour}, EnvURL, "port"},
+		{"memcached empty", Config{Backend: "memcached", URL: "memcached://", Lifetime: time.Hour}, EnvURL, "no server"},
+		{"mongo wrong scheme", with(mongo, func(c *Config) { c.URL = "postgres://h" }), EnvURL, "postgres"},
+		{"mongo no host", with(mongo, func(c *Config) { c.URL = "mongodb:///db" }), EnvURL, "host"},
+		{"mongo bad database", with(mongo, func(c *Config) { c.Database = "a.b" }), EnvDatabase, `"a.b"`},
+		{"mongo empty database", with(mongo, func(c *Config) { c.Database = "" }), EnvDatabase, "empty"},
+		{"mongo long database", with(mongo, func(c *Config) { c.Database = strings.Repeat("d", 64) }), EnvDatabase, "63"},
+		{"mongo bad collection", with(mongo, func(c *Config) { c.Collection = "sessions.x" }), EnvCollection, "plain identifier"},
+		{"pg wrong scheme", with(pg, func(c *Config) { c.URL = "mysql://h/db" }), EnvURL, "mysql"},
+		{"pg no url", with(pg, func(c *Config) { c.URL = "" }), EnvURL, "not set"},
+		{"pg dsn", with(pg, func(c *Config) { c.URL = "host=h dbname=x" }), EnvURL, "postgres://"},
+		{"pg bad table", with(pg, func(c *Config) { c.Table = "x;y" }), EnvTable, `"x;y" is not a plain identifier`},
+		{"pg table digit", with(pg, func(c *Config) { c.Table = "1x" }), EnvTable, "plain identifier"},
+		{"pg table quote", with(pg, func(c *Config) { c.Table = `a"b` }), EnvTable, "plain identifier"},
+		{"pg long table", with(pg, func(c *Config) { c.Table = strings.Repeat("t", 64) }), EnvTable, "63"},
+		{"pg empty table", with(pg, func(c *Config) { c.Table = "" }), EnvTable, "empty"},
+		{"pg bad schema", with(pg, func(c *Config) { c.Schema = "public.x" }), EnvSchema, "plain identifier"},
+		{"fs no dir", Config{Backend: "filesystem", Lifetime: time.Hour}, EnvDir, "not set"},
+		{"fs relative dir", Config{Backend: "filesystem", Dir: "flask_session", Lifetime: time.Hour}, EnvDir, "absolute"},
+		{"fs foreign url", Config{Backend: "filesystem", URL: "redis://h", Dir: "/x", Lifetime: time.Hour}, EnvURL, "file:///path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmdWantConfigError(t, tc.cfg.Validate(), tc.key, tc.mention)
+		})
+	}
+}
+
+// The URL's credentials must never reach a message, whatever is wrong with it.
+func TestValidateNeverEchoesURLCredentials(t *testing.T) {
+	const secret = "Sup3rS3cret"
+	for _, tc := range []struct{ backend, url string }{
+		{"postgresql", "mysql://user:" + secret + "@h/db"},
+		{"postgresql", "postgres://user:" + secret + "@h:5432:bad/db"},
+		{"postgresql", "postgres://user:" + secret + "%zz@h/db"},
+		{"postgresql", "user:" + secret + "@h/db"},
+		{"redis", "http://:" + secret + "@h"},
+		{"redis", "redis://:" + secret + "@/0"},
+		{"redis", "redis://:" + secret + "@h/" + secret},
+		{"redis", "redis://:" + secret + " @h"},
+		{"mongodb", "mongo://u:" + secret + "@h"},
+		{"mongodb", "mongodb://u:" + secret + "@/db"},
+		{"memcached", "memcached://u:" + secret + "@h:1"},
+		{"memcached", "memcache://u:" + secret + "@h:1"},
+		{"memcached", "memcached://" + secret},
+		{"filesystem", "s3://u:" + secret + "@bucket"},
+	} {
+		cfg := Config{Backend: tc.backend, URL: tc.url, Lifetime: time.Hour, Table: "t", Database: "d", Collection: "c", Dir: "/d"}
+		err := cfg.Validate()
+		if err == nil {
+			t.Errorf("%s %q: accepted", tc.backend, tc.url)
+			continue
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: message leaks the credential: %v", tc.backend, err)
+		}
+		cmdWantConfigError(t, err, EnvURL, "")
+	}
+}
+
+func cmdWantConfigError(t *testing.T, err error, key, mention string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("want an error naming %s, got none", key)
+	}
+	var se *Error
+	if !errors.As(err, &se) {
+		t.Fatalf("want *Error, got %T: %v", err, err)
+	}
+	if se.Kind != ErrConfig {
+		t.Errorf("kind = %s, want %s (%v)", se.Kind, ErrConfig, err)
+	}
+	if se.Op != key || !strings.HasPrefix(err.Error(), key+": ") {
+		t.Errorf("error does not name %s first: %v", key, err)
+	}
+	if !strings.Contains(err.Error(), mention) {
+		t.Errorf("error %q does not mention %q", err, mention)
+	}
+}
