@@ -279,16 +279,17 @@ func (inv *invocation) withSignals(ctx context.Context) (context.Context, func()
 }
 
 func stopReason(ctx context.Context) string {
-	cause := context.Cause(ctx)
-	switch {
-	case cause == nil:
+	// Compared, not errors.Is: a signal's cause also matches Canceled.
+	switch cause := context.Cause(ctx); cause {
+	case nil:
 		return "stopped"
-	case errors.Is(cause, context.Canceled):
+	case context.Canceled:
 		return "cancelled"
-	case errors.Is(cause, context.DeadlineExceeded):
+	case context.DeadlineExceeded:
 		return "deadline reached"
+	default:
+		return cause.Error()
 	}
-	return cause.Error()
 }
 
 func (inv *invocation) cleanup(parent context.Context) int {
@@ -347,8 +348,8 @@ func (inv *invocation) cleanup(parent context.Context) int {
 			reason = stopReason(stopper.ctx) // says when the grace ran out
 		}
 		res.StoppedEarly = true
-		res.Error = fmt.Sprintf("stopped early (%s) after %d batches: %s; rerun to finish",
-			reason, report.Batches, countsOf(report))
+		res.Error = fmt.Sprintf("stopped early (%s) after %s: %s; rerun to finish",
+			reason, batchesOf(report.Batches), countsOf(report))
 		res.ErrorKind = sessionstore.ErrTimeout
 		fmt.Fprintf(inv.stderr, "%s: %s\n", inv.name, oneLine(res.Error))
 		inv.emit(res)
@@ -512,7 +513,7 @@ func summaryOf(r sessionstore.Report, stoppedEarly bool) string {
 	if stoppedEarly {
 		b.WriteString("stopped early: ")
 	}
-	fmt.Fprintf(&b, "%s: %s; %d batches in %s", r.Backend, countsOf(r), r.Batches, r.Duration.Round(time.Millisecond))
+	fmt.Fprintf(&b, "%s: %s; %s in %s", r.Backend, countsOf(r), batchesOf(r.Batches), roundDuration(r.Duration))
 	if r.DryRun {
 		b.WriteString(" (dry run: nothing deleted)")
 	}
@@ -524,6 +525,24 @@ func summaryOf(r sessionstore.Report, stoppedEarly bool) string {
 		b.WriteString(r.Message)
 	}
 	return b.String()
+}
+
+func batchesOf(n int) string {
+	if n == 1 {
+		return "1 batch"
+	}
+	return fmt.Sprintf("%d batches", n)
+}
+
+// roundDuration keeps three significant digits or so: "305µs", "12ms", "4.2s".
+func roundDuration(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Microsecond).String()
 }
 
 func countsOf(r sessionstore.Report) string {
@@ -562,7 +581,7 @@ func (p *progressLogger) observe(r sessionstore.Report) {
 	p.latest, p.seen = r, true
 	if now := time.Now(); p.lastLog.IsZero() || now.Sub(p.lastLog) >= p.interval {
 		p.lastLog = now
-		fmt.Fprintf(p.out, "%s: progress: batch %d: %s (%s)\n", p.name, r.Batches, countsOf(r), r.Duration.Round(time.Millisecond))
+		fmt.Fprintf(p.out, "%s: progress: batch %d: %s (%s)\n", p.name, r.Batches, countsOf(r), roundDuration(r.Duration))
 	}
 	if p.atBatchEnd != nil {
 		p.atBatchEnd()

@@ -560,7 +560,7 @@ func TestCancelStopsAfterCurrentBatch(t *testing.T) {
 	if r.code != ExitStoreFailed {
 		t.Fatalf("want exit 1:\n%s", r)
 	}
-	if !strings.Contains(r.stderr, "stopped early (cancelled) after 1 batches") || !strings.Contains(r.stderr, "rerun to finish") {
+	if !strings.Contains(r.stderr, "stopped early (cancelled) after 1 batch:") || !strings.Contains(r.stderr, "rerun to finish") {
 		t.Errorf("stderr does not say it stopped early after one batch: %q", r.stderr)
 	}
 	res := decodeResult(t, "stdout", []byte(r.stdout))
@@ -764,5 +764,59 @@ func TestCleanupPostgreSQL(t *testing.T) {
 	}
 	if r := run(t, ctx, Check, env, nil); r.code != ExitOK || !strings.Contains(r.stdout, "ok: postgresql") {
 		t.Errorf("check after cleanup:\n%s", r)
+	}
+}
+
+func TestProgressIsLoggedFirstThenSpaced(t *testing.T) {
+	var out bytes.Buffer
+	boundaries := 0
+	p := &progressLogger{out: &out, name: "cleanup", interval: time.Hour, atBatchEnd: func() { boundaries++ }}
+	for i := 1; i <= 3; i++ {
+		p.observe(sessionstore.Report{Batches: i, Scanned: int64(i * 10)})
+	}
+	if got := out.String(); got != "cleanup: progress: batch 1: scanned 10, expired 0, deleted 0 (0s)\n" {
+		t.Errorf("want only the first batch logged within the interval, got %q", got)
+	}
+	if boundaries != 3 {
+		t.Errorf("batch boundary seen %d times, want 3", boundaries)
+	}
+	// A backend that fails with an empty report still gets its progress reported.
+	if r := p.complete(sessionstore.Report{}); r.Batches != 3 || r.Scanned != 30 {
+		t.Errorf("complete: %+v", r)
+	}
+}
+
+func TestBatchStopper(t *testing.T) {
+	old := stopGrace
+	stopGrace = 10 * time.Millisecond
+	t.Cleanup(func() { stopGrace = old })
+
+	// No stop asked: a batch boundary changes nothing.
+	stop, cancelStop := context.WithCancel(t.Context())
+	b := newBatchStopper(stop)
+	b.atBatchEnd()
+	if b.ctx.Err() != nil {
+		t.Fatal("cleanup context ended without a stop")
+	}
+	// Stopped: the next boundary ends the cleanup context at once.
+	cancelStop()
+	b.atBatchEnd()
+	if b.ctx.Err() == nil || context.Cause(b.ctx) != context.Canceled {
+		t.Fatalf("boundary after a stop: err %v cause %v", b.ctx.Err(), context.Cause(b.ctx))
+	}
+	b.release()
+
+	// Stopped and no boundary comes: the grace runs out.
+	stop, cancelStop = context.WithCancel(t.Context())
+	b = newBatchStopper(stop)
+	defer b.release()
+	cancelStop()
+	select {
+	case <-b.ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the grace never ran out")
+	}
+	if cause := context.Cause(b.ctx); cause == nil || !strings.Contains(cause.Error(), "did not finish within 10ms") {
+		t.Errorf("cause: %v", cause)
 	}
 }
