@@ -1,0 +1,151 @@
+package sessionstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+// The tests use the memcached that hack/start-services.sh starts.
+const memcachedTestURL = "memcached://127.0.0.1:11211"
+
+func memcachedTestServerUp(t *testing.T) {
+	t.Helper()
+	client := memcache.New("127.0.0.1:11211")
+	defer client.Close()
+	if err := client.Ping(); err != nil {
+		t.Fatalf("memcached is not reachable at 127.0.0.1:11211 (%v); run hack/start-services.sh", err)
+	}
+}
+
+func memcachedTestStore(t *testing.T, url string) Store {
+	t.Helper()
+	store, err := New(Config{Backend: BackendMemcached, URL: url, KeyPrefix: "session:", Lifetime: time.Hour})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+type memcachedFlaskSession struct {
+	SID   string `json:"sid"`
+	Value string `json:"value"`
+}
+
+func memcachedRunPython(t *testing.T, stdin string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command("/usr/bin/python3", append([]string{"testdata/flask_memcached_sessions.py"}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("Flask-Session (Debian's python3-flask-session, python3-memcache; run hack/start-services.sh) failed: %v\n%s", err, stderr.String())
+	}
+	return out
+}
+
+func TestMemcachedPing(t *testing.T) {
+	memcachedTestServerUp(t)
+	ctx := context.Background()
+	if err := memcachedTestStore(t, memcachedTestURL).Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if err := memcachedTestStore(t, "memcached://127.0.0.1").Ping(ctx); err != nil {
+		t.Fatalf("Ping with the default port: %v", err)
+	}
+
+	closed := redisClosedAddr(t)
+	t.Run("refused", func(t *testing.T) {
+		redisWantKind(t, memcachedTestStore(t, "memcached://"+closed).Ping(ctx), ErrRefused)
+	})
+	t.Run("one server of two refuses", func(t *testing.T) {
+		err := memcachedTestStore(t, memcachedTestURL+","+closed).Ping(ctx)
+		redisWantKind(t, err, ErrRefused)
+		if !strings.Contains(err.Error(), closed) {
+			t.Fatalf("error %q does not name the server that failed", err)
+		}
+	})
+	t.Run("dns", func(t *testing.T) {
+		redisWantKind(t, memcachedTestStore(t, "memcached://no-such-host.invalid:11211").Ping(ctx), ErrDNS)
+	})
+}
+
+func TestMemcachedConfigErrors(t *testing.T) {
+	for _, url := range []string{
+		"",
+		"redis://127.0.0.1:11211",
+		"memcached://",
+		"memcached://user:secret@127.0.0.1:11211",
+		"memcached://127.0.0.1:11211,127.0.0.1:notaport",
+		"memcached://127.0.0.1:99999",
+	} {
+		_, err := New(Config{Backend: BackendMemcached, URL: url})
+		redisWantKind(t, err, ErrConfig)
+		if strings.Contains(err.Error(), "secret") {
+			t.Fatalf("error quotes the password: %v", err)
+		}
+	}
+}
+
+func TestMemcachedCleanupLeavesFlaskSessions(t *testing.T) {
+	memcachedTestServerUp(t)
+	ctx := context.Background()
+	b := make([]byte, 6)
+	rand.Read(b)
+	prefix := "sstest:" + hex.EncodeToString(b) + ":"
+
+	// Lifetimes over 30 days are sent as an absolute time; both kinds must survive.
+	var sessions []memcachedFlaskSession
+	for _, lifetime := range []time.Duration{time.Hour, 40 * 24 * time.Hour} {
+		var written []memcachedFlaskSession
+		out := memcachedRunPython(t, "", "write", memcachedTestURL, prefix, fmt.Sprint(int(lifetime.Seconds())), "4")
+		if err := json.Unmarshal(out, &written); err != nil || len(written) != 4 {
+			t.Fatalf("flask wrote %d sessions (%v): %s", len(written), err, out)
+		}
+		sessions = append(sessions, written...)
+	}
+
+	rep, err := memcachedTestStore(t, memcachedTestURL).Cleanup(ctx, CleanupOptions{BatchSize: 2})
+	if err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if !rep.NativeExpiry || rep.Deleted != 0 || rep.Expired != 0 || !strings.Contains(rep.Message, "expires sessions by itself") {
+		t.Fatalf("report %+v: want native expiry, nothing deleted and a message saying so", rep)
+	}
+
+	sids := make([]string, len(sessions))
+	for i, s := range sessions {
+		sids[i] = s.SID
+	}
+	in, _ := json.Marshal(sids)
+	var read map[string]*string
+	out := memcachedRunPython(t, string(in), "read", memcachedTestURL, prefix)
+	if err := json.Unmarshal(out, &read); err != nil {
+		t.Fatalf("flask read: %v: %s", err, out)
+	}
+	for _, s := range sessions {
+		if got := read[s.SID]; got == nil || *got != s.Value {
+			t.Errorf("the app reads %v for session %s, want %q", got, s.SID, s.Value)
+		}
+	}
+}
+
+func TestMemcachedCleanupFailsWhenUnreachable(t *testing.T) {
+	rep, err := memcachedTestStore(t, "memcached://"+redisClosedAddr(t)).Cleanup(context.Background(), CleanupOptions{})
+	redisWantKind(t, err, ErrRefused)
+	if rep.Deleted != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	_, err = memcachedTestStore(t, "memcached://"+redisClosedAddr(t)).EnsureSchema(context.Background())
+	redisWantKind(t, err, ErrRefused)
+}

@@ -1,0 +1,238 @@
+package sessionstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Flask-Session writes one Redis key per session, KeyPrefix+sid, with SETEX
+// (0.3/0.4) or SET EX (0.8), so Redis expires sessions by itself and the
+// cleanup deletes nothing. What it does: count the keys under the prefix and
+// find those without a TTL, which are leaks that never go away; with
+// Config.FixMissingTTL it gives them the session lifetime.
+
+func init() { register(BackendRedis, newRedis) }
+
+const redisDefaultBatchSize = 1000
+
+type redisStore struct {
+	cfg    Config
+	client *redis.Client
+}
+
+func newRedis(cfg Config) (Store, error) {
+	if cfg.URL == "" {
+		return nil, newError(ErrConfig, EnvURL, errors.New("not set; want redis://[user:password@]host:port/db or rediss://"))
+	}
+	opts, err := redis.ParseURL(cfg.URL)
+	if err != nil {
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			// url.Error quotes the whole URL, password included.
+			return nil, newError(ErrConfig, EnvURL, errors.New("not a valid URL (percent-encode any special characters in the user name and password)"))
+		}
+		return nil, newError(ErrConfig, EnvURL, err)
+	}
+	if cfg.FixMissingTTL {
+		// An empty prefix would make SCAN MATCH "*" give every key of the
+		// database a TTL, not only sessions.
+		if cfg.KeyPrefix == "" {
+			return nil, newError(ErrConfig, EnvKeyPrefix, errors.New("empty, so fixing missing TTLs would touch every key in the database"))
+		}
+		if cfg.Lifetime < time.Second {
+			return nil, newError(ErrConfig, EnvLifetimeSeconds, errors.New("fixing missing TTLs needs the session lifetime"))
+		}
+	}
+	opts.ContextTimeoutEnabled = true
+	// CLIENT SETINFO is noise in the server's log on Redis < 7.2.
+	opts.DisableIdentity = true
+	return &redisStore{cfg: cfg, client: redis.NewClient(opts)}, nil
+}
+
+func (s *redisStore) Ping(ctx context.Context) error {
+	return redisError("ping redis", s.client.Ping(ctx).Err())
+}
+
+func (s *redisStore) EnsureSchema(ctx context.Context) (SchemaResult, error) {
+	if err := s.Ping(ctx); err != nil {
+		return SchemaResult{}, err
+	}
+	return SchemaResult{Present: true, Message: "Redis expires sessions by itself; nothing to create"}, nil
+}
+
+// Cleanup walks the keys under the prefix with SCAN (never KEYS, never a
+// blocking command) and asks each batch's TTLs in one pipeline. SCAN may
+// return a key twice while Redis resizes its tables, so on a store that
+// changes during the walk the counts are close, not exact; fixing a TTL is
+// idempotent and counted only when it happened.
+func (s *redisStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, error) {
+	start := time.Now()
+	rep := Report{Backend: BackendRedis, DryRun: opts.DryRun, Now: opts.Now, NativeExpiry: true}
+	if rep.Now.IsZero() {
+		rep.Now = start.UTC()
+	}
+	batchSize := opts.BatchSize
+	if batchSize <= 0 {
+		batchSize = redisDefaultBatchSize
+	}
+	pattern := redisGlobEscape(s.cfg.KeyPrefix) + "*"
+	var noTTL, fixed int64
+
+	finish := func(err error) (Report, error) {
+		rep.AddKept("noTTL", noTTL-fixed)
+		rep.AddKept("ttlFixed", fixed)
+		rep.Duration = time.Since(start)
+		rep.Message = s.message(rep, noTTL, fixed)
+		return rep, err
+	}
+
+	var cursor uint64
+	for {
+		if err := ctx.Err(); err != nil {
+			return finish(err)
+		}
+		keys, next, err := s.client.Scan(ctx, cursor, pattern, int64(batchSize)).Result()
+		if err != nil {
+			return finish(redisError("scan redis", err))
+		}
+		// The prefix check is the last guard: a proxy that ignored MATCH
+		// must not make us touch keys that are not sessions.
+		sessionKeys := keys[:0]
+		for _, key := range keys {
+			if strings.HasPrefix(key, s.cfg.KeyPrefix) {
+				sessionKeys = append(sessionKeys, key)
+			}
+		}
+		batchScanned, withoutTTL, err := s.ttls(ctx, sessionKeys)
+		if err != nil {
+			return finish(err)
+		}
+		rep.Scanned += batchScanned
+		noTTL += int64(len(withoutTTL))
+		if s.cfg.FixMissingTTL && !opts.DryRun && len(withoutTTL) > 0 {
+			n, err := s.fixTTLs(ctx, withoutTTL)
+			fixed += n
+			if err != nil {
+				return finish(err)
+			}
+		}
+		rep.Batches++
+		if opts.Progress != nil {
+			progress := rep
+			progress.Kept = map[string]int64{}
+			progress.AddKept("noTTL", noTTL-fixed)
+			progress.AddKept("ttlFixed", fixed)
+			progress.Duration = time.Since(start)
+			opts.Progress(progress)
+		}
+		cursor = next
+		if cursor == 0 {
+			return finish(nil)
+		}
+	}
+}
+
+// ttls returns how many of keys still exist and those that have no TTL.
+func (s *redisStore) ttls(ctx context.Context, keys []string) (int64, []string, error) {
+	if len(keys) == 0 {
+		return 0, nil, nil
+	}
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.DurationCmd, len(keys))
+	for i, key := range keys {
+		cmds[i] = pipe.TTL(ctx, key)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, nil, redisError("read TTLs in redis", err)
+	}
+	var existing int64
+	var withoutTTL []string
+	for i, cmd := range cmds {
+		// go-redis returns TTL's -1 (no TTL) and -2 (no key) as nanoseconds.
+		switch cmd.Val() {
+		case -2:
+			// Expired or deleted since SCAN saw it.
+		case -1:
+			existing++
+			withoutTTL = append(withoutTTL, keys[i])
+		default:
+			existing++
+		}
+	}
+	return existing, withoutTTL, nil
+}
+
+// fixTTLs gives keys the session lifetime with EXPIRE NX, which sets it only
+// while the key still has no TTL: a session the app rewrote meanwhile keeps
+// the TTL the app gave it.
+func (s *redisStore) fixTTLs(ctx context.Context, keys []string) (int64, error) {
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.BoolCmd, len(keys))
+	for i, key := range keys {
+		cmds[i] = pipe.ExpireNX(ctx, key, s.cfg.Lifetime)
+	}
+	_, err := pipe.Exec(ctx)
+	var fixed int64
+	for _, cmd := range cmds {
+		if cmd.Err() == nil && cmd.Val() {
+			fixed++
+		}
+	}
+	if err != nil {
+		if strings.Contains(strings.ToLower(err.Error()), "syntax") {
+			return fixed, newError(ErrUnknown, "fix missing TTLs in redis", fmt.Errorf("EXPIRE ... NX needs Redis 7 or newer: %w", err))
+		}
+		return fixed, redisError("fix missing TTLs in redis", err)
+	}
+	return fixed, nil
+}
+
+func (s *redisStore) message(rep Report, noTTL, fixed int64) string {
+	msg := fmt.Sprintf("Redis expires sessions by itself; %d keys under the prefix, %d without a TTL", rep.Scanned, noTTL)
+	switch {
+	case noTTL == 0:
+	case s.cfg.FixMissingTTL && rep.DryRun:
+		msg += fmt.Sprintf("; a real run would give them a TTL of %s", s.cfg.Lifetime)
+	case s.cfg.FixMissingTTL:
+		msg += fmt.Sprintf("; gave %d of them a TTL of %s", fixed, s.cfg.Lifetime)
+	default:
+		msg += " (they never expire; enable fixing missing TTLs to give them the session lifetime)"
+	}
+	return msg
+}
+
+func (s *redisStore) Close() error { return s.client.Close() }
+
+// redisGlobEscape makes prefix match itself literally in SCAN MATCH.
+func redisGlobEscape(prefix string) string {
+	var b strings.Builder
+	for _, r := range prefix {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// redisError classifies err, telling authentication failures apart by the
+// server's own error codes.
+func redisError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	for _, code := range []string{"WRONGPASS", "NOAUTH", "NOPERM"} {
+		if strings.HasPrefix(msg, code) {
+			return newError(ErrAuth, op, err)
+		}
+	}
+	return classify(op, err)
+}

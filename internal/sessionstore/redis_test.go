@@ -1,0 +1,389 @@
+package sessionstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The tests use the Redis that hack/start-services.sh starts; each one works
+// under a key prefix of its own.
+const redisTestURL = "redis://127.0.0.1:6379/0"
+
+// redisTestClient returns a plain client for setting up and checking keys, and
+// fails the test when Redis is not running.
+func redisTestClient(t *testing.T) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(redisTestURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opts)
+	t.Cleanup(func() { client.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err != nil {
+		t.Fatalf("Redis is not reachable at %s (%v); run hack/start-services.sh", redisTestURL, err)
+	}
+	return client
+}
+
+// redisTestPrefix returns a prefix of this test's own (extra is put in front
+// of its random part) and deletes every key under it when the test ends.
+func redisTestPrefix(t *testing.T, client *redis.Client, extra string) string {
+	t.Helper()
+	b := make([]byte, 6)
+	rand.Read(b)
+	prefix := "sstest:" + extra + hex.EncodeToString(b) + ":"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := client.Scan(ctx, 0, redisGlobEscape(prefix)+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			client.Del(ctx, iter.Val())
+		}
+	})
+	return prefix
+}
+
+func redisTestStore(t *testing.T, cfg Config) Store {
+	t.Helper()
+	cfg.Backend = BackendRedis
+	if cfg.URL == "" {
+		cfg.URL = redisTestURL
+	}
+	if cfg.Lifetime == 0 {
+		cfg.Lifetime = time.Hour
+	}
+	store, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+type redisFlaskSession struct {
+	SID   string `json:"sid"`
+	Value string `json:"value"`
+}
+
+// redisFlaskWrite has the real Flask-Session write count sessions.
+func redisFlaskWrite(t *testing.T, prefix string, lifetime time.Duration, count int) []redisFlaskSession {
+	t.Helper()
+	var sessions []redisFlaskSession
+	out := redisRunPython(t, "", "write", redisTestURL, prefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count))
+	if err := json.Unmarshal(out, &sessions); err != nil || len(sessions) != count {
+		t.Fatalf("flask wrote %d sessions (%v): %s", len(sessions), err, out)
+	}
+	return sessions
+}
+
+// redisFlaskRead returns what the real Flask-Session app reads for each sid.
+func redisFlaskRead(t *testing.T, prefix string, sessions []redisFlaskSession) map[string]*string {
+	t.Helper()
+	sids := make([]string, len(sessions))
+	for i, s := range sessions {
+		sids[i] = s.SID
+	}
+	in, _ := json.Marshal(sids)
+	var read map[string]*string
+	out := redisRunPython(t, string(in), "read", redisTestURL, prefix)
+	if err := json.Unmarshal(out, &read); err != nil {
+		t.Fatalf("flask read: %v: %s", err, out)
+	}
+	return read
+}
+
+func redisRunPython(t *testing.T, stdin string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command("/usr/bin/python3", append([]string{"testdata/flask_redis_sessions.py"}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("Flask-Session (Debian's python3-flask-session, python3-redis; run hack/start-services.sh) failed: %v\n%s", err, stderr.String())
+	}
+	return out
+}
+
+func redisWantKind(t *testing.T, err error, want ErrorKind) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want %s", want)
+	}
+	if got := KindOf(err); got != want {
+		t.Fatalf("got kind %s (%v), want %s", got, err, want)
+	}
+}
+
+func TestRedisPing(t *testing.T) {
+	redisTestClient(t)
+	ctx := context.Background()
+
+	if err := redisTestStore(t, Config{}).Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		err := redisTestStore(t, Config{URL: "redis://" + redisClosedAddr(t) + "/0"}).Ping(ctx)
+		redisWantKind(t, err, ErrRefused)
+	})
+	t.Run("dns", func(t *testing.T) {
+		err := redisTestStore(t, Config{URL: "redis://no-such-host.invalid:6379/0"}).Ping(ctx)
+		redisWantKind(t, err, ErrDNS)
+	})
+	t.Run("timeout", func(t *testing.T) {
+		// A listener that accepts and never answers.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		err = redisTestStore(t, Config{URL: "redis://" + ln.Addr().String() + "/0"}).Ping(tctx)
+		redisWantKind(t, err, ErrTimeout)
+	})
+	t.Run("tls certificate not trusted", func(t *testing.T) {
+		// Any TLS server with a self-signed certificate fails the handshake
+		// before a Redis command is sent.
+		srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+		srv.StartTLS()
+		defer srv.Close()
+		err := redisTestStore(t, Config{URL: "rediss://" + srv.Listener.Addr().String() + "/0"}).Ping(ctx)
+		redisWantKind(t, err, ErrTLS)
+	})
+}
+
+// redisClosedAddr returns a loopback address nothing listens on.
+func redisClosedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestRedisConfigErrors(t *testing.T) {
+	secret := "s3cr%t"
+	for name, cfg := range map[string]Config{
+		"no url":                  {},
+		"bad scheme":              {URL: "http://h:6379"},
+		"unparsable url":          {URL: "redis://u:" + secret + "@h:6379/0"},
+		"fix with no prefix":      {URL: redisTestURL, FixMissingTTL: true, Lifetime: time.Hour},
+		"fix without a lifetime":  {URL: redisTestURL, KeyPrefix: "session:", FixMissingTTL: true, Lifetime: -1},
+		"database is not numeric": {URL: "redis://h:6379/x"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg.Backend = BackendRedis
+			_, err := New(cfg)
+			redisWantKind(t, err, ErrConfig)
+			if strings.Contains(err.Error(), secret) {
+				t.Fatalf("error quotes the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestRedisErrorKinds(t *testing.T) {
+	// The server's own codes; WRONGPASS is also seen live in TestRedisAuth.
+	for msg, want := range map[string]ErrorKind{
+		"WRONGPASS invalid username-password pair or user is disabled.": ErrAuth,
+		"NOAUTH Authentication required.":                               ErrAuth,
+		"NOPERM this user has no permissions to run the 'scan' command": ErrAuth,
+		"LOADING Redis is loading the dataset in memory":                ErrUnknown,
+	} {
+		if got := KindOf(redisError("op", errors.New(msg))); got != want {
+			t.Errorf("%q: got %s, want %s", msg, got, want)
+		}
+	}
+}
+
+func TestRedisCleanupCountsFlaskSessions(t *testing.T) {
+	client := redisTestClient(t)
+	ctx := context.Background()
+	prefix := redisTestPrefix(t, client, "")
+	other := redisTestPrefix(t, client, "other")
+
+	sessions := redisFlaskWrite(t, prefix, time.Hour, 7)
+	// A leak: a session key without a TTL, and one outside the prefix.
+	if err := client.Set(ctx, prefix+"leaked", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Set(ctx, other+"unrelated", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	count := func(t *testing.T, cfg Config, dryRun bool) Report {
+		t.Helper()
+		cfg.KeyPrefix = prefix
+		var progress int
+		rep, err := redisTestStore(t, cfg).Cleanup(ctx, CleanupOptions{BatchSize: 2, DryRun: dryRun, Progress: func(Report) { progress++ }})
+		if err != nil {
+			t.Fatalf("Cleanup: %v", err)
+		}
+		if rep.Scanned != 8 || rep.Deleted != 0 || rep.Expired != 0 || !rep.NativeExpiry {
+			t.Fatalf("report %+v: want 8 scanned, nothing expired or deleted, native expiry", rep)
+		}
+		if rep.Batches < 2 || progress != rep.Batches {
+			t.Fatalf("%d batches, %d progress calls: want several batches of 2, each reported", rep.Batches, progress)
+		}
+		return rep
+	}
+	ttl := func(key string) time.Duration { return client.TTL(ctx, key).Val() }
+
+	rep := count(t, Config{}, false)
+	if rep.Kept["noTTL"] != 1 || rep.Kept["ttlFixed"] != 0 || !strings.Contains(rep.Message, "1 without a TTL") {
+		t.Fatalf("report %+v: want the one key without a TTL counted and not fixed", rep)
+	}
+	if ttl(prefix+"leaked") != -1 {
+		t.Fatalf("the key without a TTL got one without FixMissingTTL")
+	}
+
+	rep = count(t, Config{FixMissingTTL: true, Lifetime: 2 * time.Hour}, true)
+	if rep.Kept["noTTL"] != 1 || ttl(prefix+"leaked") != -1 {
+		t.Fatalf("dry run %+v changed a TTL or lost the count", rep)
+	}
+
+	rep = count(t, Config{FixMissingTTL: true, Lifetime: 2 * time.Hour}, false)
+	if rep.Kept["ttlFixed"] != 1 || rep.Kept["noTTL"] != 0 || !strings.Contains(rep.Message, "gave 1") {
+		t.Fatalf("report %+v: want the key without a TTL fixed", rep)
+	}
+	if got := ttl(prefix + "leaked"); got < 2*time.Hour-time.Minute || got > 2*time.Hour {
+		t.Fatalf("fixed key has TTL %s, want the lifetime of 2h", got)
+	}
+	if ttl(other+"unrelated") != -1 {
+		t.Fatalf("a key outside the prefix got a TTL")
+	}
+	// Sessions that had a TTL keep the one Flask-Session gave them.
+	for _, s := range sessions {
+		if got := ttl(prefix + s.SID); got > time.Hour || got < time.Hour-time.Minute {
+			t.Fatalf("session %s has TTL %s, want Flask-Session's 1h", s.SID, got)
+		}
+	}
+
+	read := redisFlaskRead(t, prefix, sessions)
+	for _, s := range sessions {
+		if got := read[s.SID]; got == nil || *got != s.Value {
+			t.Errorf("the app reads %v for session %s, want %q", got, s.SID, s.Value)
+		}
+	}
+}
+
+func TestRedisCleanupPrefixWithGlobCharacters(t *testing.T) {
+	client := redisTestClient(t)
+	ctx := context.Background()
+	prefix := redisTestPrefix(t, client, `g[ab]*?\`)
+	// The same prefix read as a glob would match this key as well.
+	decoy := strings.NewReplacer(`[ab]`, "a", `*`, "zz", `?`, "q", `\`, "").Replace(prefix) + "decoy"
+	t.Cleanup(func() { client.Del(context.Background(), decoy) })
+	for _, key := range []string{prefix + "s1", decoy} {
+		if err := client.Set(ctx, key, "x", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var matched []string
+	for iter := client.Scan(ctx, 0, prefix+"*", 100).Iterator(); iter.Next(ctx); {
+		matched = append(matched, iter.Val())
+	}
+	if !slices.Contains(matched, decoy) {
+		t.Fatalf("test setup: the unescaped prefix matches %q, not the decoy %q", matched, decoy)
+	}
+
+	rep, err := redisTestStore(t, Config{KeyPrefix: prefix, FixMissingTTL: true}).Cleanup(ctx, CleanupOptions{BatchSize: 10})
+	if err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if rep.Scanned != 1 || rep.Kept["ttlFixed"] != 1 {
+		t.Fatalf("report %+v: want only the key under the literal prefix", rep)
+	}
+	if client.TTL(ctx, decoy).Val() != -1 {
+		t.Fatalf("the decoy outside the prefix got a TTL")
+	}
+	if client.TTL(ctx, prefix+"s1").Val() <= 0 {
+		t.Fatalf("the key under the prefix was not fixed")
+	}
+}
+
+func TestRedisCleanupStopsOnCancel(t *testing.T) {
+	client := redisTestClient(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	prefix := redisTestPrefix(t, client, "")
+	for i := range 50 {
+		client.Set(ctx, fmt.Sprintf("%s%d", prefix, i), "x", time.Hour)
+	}
+	rep, err := redisTestStore(t, Config{KeyPrefix: prefix}).Cleanup(ctx, CleanupOptions{BatchSize: 5, Progress: func(Report) { cancel() }})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if rep.Batches != 1 || rep.Scanned == 0 {
+		t.Fatalf("report %+v: want the first batch's partial report", rep)
+	}
+}
+
+func TestRedisAuth(t *testing.T) {
+	client := redisTestClient(t)
+	ctx := context.Background()
+	user := "sstest-" + strings.TrimSuffix(redisTestPrefix(t, client, "")[len("sstest:"):], ":")
+	password := "p@ss:w/rd?#% x"
+	if err := client.Do(ctx, "ACL", "SETUSER", user, "on", ">"+password, "~*", "&*", "+@all").Err(); err != nil {
+		t.Fatalf("ACL SETUSER: %v", err)
+	}
+	t.Cleanup(func() { client.Do(context.Background(), "ACL", "DELUSER", user) })
+	prefix := redisTestPrefix(t, client, "")
+	client.Set(ctx, prefix+"s1", "x", 0)
+
+	authURL := func(password string) string {
+		return "redis://" + redisPercentEncode(user) + ":" + redisPercentEncode(password) + "@127.0.0.1:6379/0"
+	}
+	store := redisTestStore(t, Config{URL: authURL(password), KeyPrefix: prefix, FixMissingTTL: true})
+	if err := store.Ping(ctx); err != nil {
+		t.Fatalf("Ping with the percent-encoded password: %v", err)
+	}
+	rep, err := store.Cleanup(ctx, CleanupOptions{})
+	if err != nil || rep.Kept["ttlFixed"] != 1 {
+		t.Fatalf("Cleanup as the ACL user: %+v, %v", rep, err)
+	}
+
+	wrong := password + "-wrong"
+	err = redisTestStore(t, Config{URL: authURL(wrong), KeyPrefix: prefix}).Ping(ctx)
+	redisWantKind(t, err, ErrAuth)
+	if strings.Contains(err.Error(), wrong) || strings.Contains(err.Error(), redisPercentEncode(wrong)) {
+		t.Fatalf("error quotes the password: %v", err)
+	}
+	_, err = redisTestStore(t, Config{URL: authURL(wrong), KeyPrefix: prefix}).Cleanup(ctx, CleanupOptions{})
+	redisWantKind(t, err, ErrAuth)
+}
+
+// redisPercentEncode escapes every byte but the unreserved ones, as a user
+// would to put any password in a URL.
+func redisPercentEncode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
