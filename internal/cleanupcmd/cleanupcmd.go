@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
@@ -88,6 +90,15 @@ func Check(ctx context.Context, args []string, env func(string) (string, bool), 
 	return inv.check(ctx)
 }
 
+// quietRedisLogger drops go-redis's own log lines (dial retries), which it
+// writes straight to the process's stderr, past the redactor; the error it
+// finally returns says the same and is reported on one line.
+type quietRedisLogger struct{}
+
+func (quietRedisLogger) Printf(context.Context, string, ...any) {}
+
+var silenceRedisOnce sync.Once
+
 // configFlags maps each flag that overrides a Secret key to that key.
 var configFlags = []struct{ flag, key, usage string }{
 	{"backend", sessionstore.EnvBackend, "store backend: " + strings.Join(sessionstore.Backends, ", ")},
@@ -122,6 +133,7 @@ func start(name string, args []string, env func(string) (string, bool), stdout, 
 	if env == nil {
 		env = os.LookupEnv
 	}
+	silenceRedisOnce.Do(func() { redis.SetLogger(quietRedisLogger{}) })
 	inv = &invocation{name: name, terminationLog: defaultTerminationLog}
 
 	fset := flag.NewFlagSet(name, flag.ContinueOnError)

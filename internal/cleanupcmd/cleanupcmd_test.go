@@ -103,6 +103,40 @@ func decodeResult(t *testing.T, what string, data []byte) result {
 	return res
 }
 
+// captureProcessStderr returns what fn's callees wrote to file descriptor 2
+// directly (drivers' default loggers), not through the writers they were given.
+func captureProcessStderr(t *testing.T, fn func()) string {
+	t.Helper()
+	saved, err := syscall.Dup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(saved)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Dup3(int(pw.Fd()), 2, 0); err != nil {
+		t.Fatal(err)
+	}
+	captured := make(chan string)
+	go func() {
+		data, _ := io.ReadAll(pr)
+		captured <- string(data)
+	}()
+	var restore sync.Once
+	restoreStderr := func() {
+		restore.Do(func() {
+			syscall.Dup3(saved, 2, 0)
+			pw.Close()
+		})
+	}
+	defer restoreStderr() // also when fn fails the test
+	fn()
+	restoreStderr()
+	return <-captured
+}
+
 func requireServer(t *testing.T, name, addr string) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 3*time.Second)
@@ -363,7 +397,13 @@ func TestNoCredentialInAnyOutput(t *testing.T) {
 			for _, output := range []string{"text", "json"} {
 				t.Run(tc.name+"/"+cmd.name+"/"+output, func(t *testing.T) {
 					env := map[string]string{sessionstore.EnvBackend: tc.backend, sessionstore.EnvURL: tc.url}
-					r := run(t, t.Context(), cmd.run, env, nil, "--output="+output)
+					var r runResult
+					processStderr := captureProcessStderr(t, func() {
+						r = run(t, t.Context(), cmd.run, env, nil, "--output="+output)
+					})
+					if processStderr != "" {
+						t.Errorf("a driver wrote to the process's stderr, past the command's writers: %q", processStderr)
+					}
 					if r.code != ExitStoreFailed {
 						t.Fatalf("want exit 1:\n%s", r)
 					}
