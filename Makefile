@@ -1,0 +1,93 @@
+# sessionstore-operator. `make help` lists the targets.
+
+IMG ?= ghcr.io/sessionstore/sessionstore-operator:latest
+BIN_DIR := $(CURDIR)/bin
+CONTROLLER_GEN := $(BIN_DIR)/controller-gen
+ENVTEST_ASSETS := $(BIN_DIR)/k8s
+GO_TEST_FLAGS ?=
+
+export KUBEBUILDER_ASSETS := $(ENVTEST_ASSETS)
+
+.DEFAULT_GOAL := help
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRD and RBAC from the markers in api/ and controllers/.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./controllers/..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: controller-gen ## Generate the DeepCopy methods of the API types.
+	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Run gofmt.
+	gofmt -l -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: tools
+tools: ## Build controller-gen, etcd, kube-apiserver and FerretDB into bin/ (first run ~7 minutes).
+	hack/install-tools.sh
+
+.PHONY: services
+services: ## Start Redis, PostgreSQL, memcached and FerretDB on loopback, installing what is missing.
+	hack/start-services.sh
+
+.PHONY: test
+test: tools services manifests generate vet ## Build what the tests need, start the servers, run every test.
+	hack/check-generated.sh
+	go test $(GO_TEST_FLAGS) ./... -count=1 -timeout 30m
+
+.PHONY: bench
+bench: tools services ## Run the benchmarks on stores they fill themselves (see docs/benchmarks.md).
+	go test ./internal/sessionstore -run '^$$' -bench . -benchtime 1x -count 3 -timeout 60m | tee bin/bench.txt
+
+.PHONY: demo
+demo: tools build ## Start a local control plane, the operator and the samples; print what it made; stop.
+	hack/demo.sh
+
+##@ Build
+
+.PHONY: build
+build: manifests generate fmt vet ## Build the operator binary into bin/manager.
+	go build -o bin/manager .
+
+.PHONY: run
+run: manifests generate ## Run the operator against the cluster of your kubeconfig.
+	go run . --leader-elect=false
+
+.PHONY: docker-build
+docker-build: ## Build the container image (needs a Docker engine).
+	docker build -t $(IMG) .
+
+##@ Deployment
+
+.PHONY: install
+install: manifests ## Install the CRD into the cluster of your kubeconfig.
+	kubectl apply --server-side -k config/crd
+
+.PHONY: uninstall
+uninstall: manifests ## Remove the CRD (and every SessionStore) from the cluster.
+	kubectl delete --ignore-not-found -k config/crd
+
+.PHONY: deploy
+deploy: manifests ## Deploy the operator with image $(IMG) to the cluster of your kubeconfig.
+	cd config/manager && kubectl kustomize . >/dev/null && \
+	  tmp=$$(mktemp -d) && cp -r $(CURDIR)/config $$tmp/ && \
+	  (cd $$tmp/config/manager && kubectl kustomize edit set image controller=$(IMG) 2>/dev/null || \
+	    sed -i "s|newName: .*|newName: $${IMG%:*}|; s|newTag: .*|newTag: $${IMG##*:}|" kustomization.yaml) && \
+	  kubectl apply --server-side -k $$tmp/config/default; rm -rf $$tmp
+
+.PHONY: undeploy
+undeploy: ## Remove the operator from the cluster.
+	kubectl delete --ignore-not-found -k config/default
+
+.PHONY: controller-gen
+controller-gen:
+	@hack/install-tools.sh controller-gen

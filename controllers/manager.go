@@ -1,0 +1,100 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/sessionstore/sessionstore-operator/internal/specs"
+)
+
+// managedSelector selects the objects the operator labelled as its own.
+var managedSelector = labels.SelectorFromSet(labels.Set{specs.ManagedByLabel: specs.ManagedByValue})
+
+// CacheOptions configures the manager's cache so that its memory does not
+// grow with unrelated objects: of Secrets and CronJobs it holds only those
+// the operator labelled. Credential Secrets are read from the API server
+// when needed instead. namespaces empty means all.
+func CacheOptions(namespaces []string) cache.Options {
+	opts := cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}:   {Label: managedSelector},
+			&batchv1.CronJob{}: {Label: managedSelector},
+		},
+	}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}
+
+// newSecretMetadataCache is a cache of Secrets' names only: every other
+// metadata field is dropped, so each Secret costs a few dozen bytes whatever
+// its size, labels or annotations.
+func newSecretMetadataCache(cfg *rest.Config, scheme *runtime.Scheme, mapper meta.RESTMapper, namespaces []string) (cache.Cache, error) {
+	opts := CacheOptions(namespaces)
+	opts.Scheme = scheme
+	opts.Mapper = mapper
+	opts.ByObject = nil
+	opts.DefaultTransform = func(obj any) (any, error) {
+		if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+			return &metav1.PartialObjectMetadata{
+				TypeMeta: m.TypeMeta,
+				ObjectMeta: metav1.ObjectMeta{
+					Name:            m.Name,
+					Namespace:       m.Namespace,
+					UID:             m.UID,
+					ResourceVersion: m.ResourceVersion,
+				},
+			}, nil
+		}
+		return obj, nil
+	}
+	return cache.New(cfg, opts)
+}
+
+// Options are the controller's settings from the manager's flags.
+type Options struct {
+	// CleanupImage is the image cleanup CronJobs run: the operator's own.
+	CleanupImage string
+	// Namespaces to watch; empty means all.
+	Namespaces []string
+}
+
+// Setup adds the SessionStore controller, and the Secret metadata cache it
+// watches, to mgr.
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreReconciler, error) {
+	if opts.CleanupImage == "" {
+		return nil, fmt.Errorf("the cleanup image is not set")
+	}
+	secretMeta, err := newSecretMetadataCache(mgr.GetConfig(), mgr.GetScheme(), mgr.GetRESTMapper(), opts.Namespaces)
+	if err != nil {
+		return nil, fmt.Errorf("creating the Secret metadata cache: %w", err)
+	}
+	if err := mgr.Add(secretMeta); err != nil {
+		return nil, err
+	}
+	r := &SessionStoreReconciler{
+		Client:              mgr.GetClient(),
+		APIReader:           mgr.GetAPIReader(),
+		Scheme:              mgr.GetScheme(),
+		Recorder:            mgr.GetEventRecorder("sessionstore-controller"),
+		SecretMetadataCache: secretMeta,
+		CleanupImage:        opts.CleanupImage,
+	}
+	return r, r.SetupWithManager(ctx, mgr)
+}

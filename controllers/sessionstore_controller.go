@@ -1,0 +1,120 @@
+// Package controllers reconciles SessionStores: for each one a connection
+// Secret for apps and, for backends without native expiry, a cleanup
+// CronJob, with what it sees reported in status.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+)
+
+// SessionStoreReconciler reconciles SessionStore objects.
+type SessionStoreReconciler struct {
+	// Client reads from the manager's cache (SessionStores, and only the
+	// Secrets and CronJobs the operator labelled) and writes to the API server.
+	Client client.Client
+	// APIReader reads credential Secrets straight from the API server, so
+	// they need not be cached.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	// SecretMetadataCache holds only the metadata of Secrets, to learn when
+	// a referenced credential Secret changes.
+	SecretMetadataCache cache.Cache
+	// CleanupImage is the operator's own image, run by cleanup CronJobs.
+	CleanupImage string
+}
+
+// reconcileScope carries one reconcile's state between its phases.
+type reconcileScope struct {
+	store *v1.SessionStore
+	// status is built up by the phases and written once at the end.
+	status v1.SessionStoreStatus
+	// connectionSecretReady tells the CronJob phase whether the Secret its
+	// pods load is the operator's and current.
+	connectionSecretReady bool
+}
+
+// phase is one named step of a reconcile.
+type phase struct {
+	name string
+	run  func(context.Context, *reconcileScope) error
+}
+
+// +kubebuilder:rbac:groups=sessionstore.dev,resources=sessionstores,verbs=get;list;watch
+// +kubebuilder:rbac:groups=sessionstore.dev,resources=sessionstores/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=sessionstore.dev,resources=sessionstores/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one SessionStore's owned objects to what its spec says and
+// reports what it found. Errors that only a change of spec or of a referenced
+// Secret can fix are conditions, not returned errors, so they do not retry in
+// a loop; the watches bring the store back when something changes.
+func (r *SessionStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	store := &v1.SessionStore{}
+	if err := r.Client.Get(ctx, req.NamespacedName, store); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !store.DeletionTimestamp.IsZero() {
+		// Owner references let the garbage collector remove what we own.
+		return ctrl.Result{}, nil
+	}
+
+	scope := &reconcileScope{store: store, status: *store.Status.DeepCopy()}
+	phases := []phase{
+		{"connection Secret", r.reconcileConnectionSecret},
+		{"stale connection Secrets", r.removeStaleConnectionSecrets},
+		{"cleanup CronJob", r.reconcileCleanupCronJob},
+	}
+	var errs []error
+	for _, p := range phases {
+		if err := p.run(ctx, scope); err != nil {
+			log.FromContext(ctx).Error(err, "reconcile phase failed", "phase", p.name)
+			errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
+		}
+	}
+	if err := r.writeStatus(ctx, scope, len(errs) == 0); err != nil {
+		errs = append(errs, err)
+	}
+	return ctrl.Result{}, errors.Join(errs...)
+}
+
+// SetupWithManager registers the controller and its watches.
+func (r *SessionStoreReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if err := indexReferencedSecrets(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.SessionStore{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
+			predicate.LabelChangedPredicate{}))).
+		Owns(&corev1.Secret{}).
+		Owns(&batchv1.CronJob{}).
+		WatchesRawSource(r.referencedSecretSource()).
+		Complete(r)
+}
+
+// ignoreNotFound returns nil for a NotFound error.
+func ignoreNotFound(err error) error {
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}

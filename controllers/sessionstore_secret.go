@@ -1,0 +1,165 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/specs"
+)
+
+// secretNamesIndex indexes SessionStores by every Secret name they involve:
+// the credential Secrets they reference and their connection Secret.
+const secretNamesIndex = "sessionstore.dev/secret-names"
+
+// secretProblem is a reason the connection Secret cannot be written that only
+// a change to a Secret or the spec can fix.
+type secretProblem struct {
+	reason  string
+	message string
+}
+
+func (p *secretProblem) Error() string { return p.message }
+
+// reconcileConnectionSecret writes the Secret apps load with envFrom.
+func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, s *reconcileScope) error {
+	name := specs.ConnectionSecretName(s.store)
+	s.status.ConnectionSecretName = name
+
+	values, problem, err := r.readReferencedSecrets(ctx, s.store)
+	if err != nil {
+		return err
+	}
+	if problem != nil {
+		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, problem.reason, problem.message)
+		return nil
+	}
+	desired, err := specs.ConnectionSecret(s.store, values)
+	if err != nil {
+		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonInvalidSecretValue, err.Error())
+		return nil
+	}
+	existing := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: desired.Namespace, Name: desired.Name}}
+	owner, err := r.lookupOwned(ctx, s.store, existing)
+	if err != nil {
+		return err
+	}
+	switch owner {
+	case foreign:
+		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonSecretConflict,
+			fmt.Sprintf("Secret %s exists and is not managed by this SessionStore; delete it or set spec.connectionSecretName", name))
+		return nil
+	case absent, oursUncached:
+		existing = nil
+	}
+	if err := controllerutil.SetControllerReference(s.store, desired, r.Scheme); err != nil {
+		return err
+	}
+	applied, err := applyIfDrifted(ctx, r.Client, desired, existing)
+	if err != nil {
+		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonApplyFailed,
+			fmt.Sprintf("writing Secret %s: %v", name, apierrors.ReasonForError(err)))
+		return err
+	}
+	if applied {
+		log := ctrlLog(ctx)
+		log.Info("connection Secret written", "secret", name)
+	}
+	s.connectionSecretReady = true
+	setCondition(s, ConditionConnectionSecretReady, metav1.ConditionTrue, ReasonSecretReady,
+		fmt.Sprintf("Secret %s holds the connection settings", name))
+	return nil
+}
+
+// readReferencedSecrets reads every credential key the spec points at,
+// straight from the API server (credential Secrets are not cached).
+func (r *SessionStoreReconciler) readReferencedSecrets(ctx context.Context, store *v1.SessionStore) (specs.SecretValues, *secretProblem, error) {
+	values := specs.SecretValues{}
+	for _, ref := range specs.ReferencedSecrets(store) {
+		if _, read := values[ref.Name]; !read {
+			secret := &corev1.Secret{}
+			err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: store.Namespace, Name: ref.Name}, secret)
+			if apierrors.IsNotFound(err) {
+				return nil, &secretProblem{ReasonSecretNotFound,
+					fmt.Sprintf("Secret %s referenced by %s not found", ref.Name, ref.Field)}, nil
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("reading Secret %s: %w", ref.Name, err)
+			}
+			values[ref.Name] = secret.Data
+		}
+		if _, ok := values[ref.Name][ref.Key]; !ok {
+			return nil, &secretProblem{ReasonSecretKeyMissing,
+				fmt.Sprintf("Secret %s referenced by %s has no key %q", ref.Name, ref.Field, ref.Key)}, nil
+		}
+	}
+	return values, nil, nil
+}
+
+// removeStaleConnectionSecrets deletes connection Secrets this store wrote
+// under a name it no longer uses (after spec.connectionSecretName changed).
+func (r *SessionStoreReconciler) removeStaleConnectionSecrets(ctx context.Context, s *reconcileScope) error {
+	owned := &corev1.SecretList{}
+	if err := r.Client.List(ctx, owned, client.InNamespace(s.store.Namespace),
+		client.MatchingLabels{specs.StoreLabel: s.store.Name, specs.ComponentLabel: "connection"}); err != nil {
+		return err
+	}
+	current := specs.ConnectionSecretName(s.store)
+	for i := range owned.Items {
+		secret := &owned.Items[i]
+		if secret.Name == current || !metav1.IsControlledBy(secret, s.store) {
+			continue
+		}
+		if err := r.Client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); ignoreNotFound(err) != nil {
+			return err
+		}
+		ctrlLog(ctx).Info("stale connection Secret deleted", "secret", secret.Name)
+	}
+	return nil
+}
+
+// indexReferencedSecrets lets a Secret event find the stores it matters to.
+func indexReferencedSecrets(ctx context.Context, indexer client.FieldIndexer) error {
+	return indexer.IndexField(ctx, &v1.SessionStore{}, secretNamesIndex, func(obj client.Object) []string {
+		store := obj.(*v1.SessionStore)
+		names := []string{specs.ConnectionSecretName(store)}
+		for _, ref := range specs.ReferencedSecrets(store) {
+			names = append(names, ref.Name)
+		}
+		return names
+	})
+}
+
+// referencedSecretSource watches the metadata of Secrets, which is all it
+// takes to learn that a credential Secret changed or appeared, or that a
+// conflicting Secret went away, without caching any Secret's data.
+func (r *SessionStoreReconciler) referencedSecretSource() source.Source {
+	secretMeta := &metav1.PartialObjectMetadata{}
+	secretMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return source.Kind(r.SecretMetadataCache, secretMeta,
+		handler.TypedEnqueueRequestsFromMapFunc(r.storesUsingSecret))
+}
+
+func (r *SessionStoreReconciler) storesUsingSecret(ctx context.Context, secret *metav1.PartialObjectMetadata) []reconcile.Request {
+	stores := &v1.SessionStoreList{}
+	if err := r.Client.List(ctx, stores, client.InNamespace(secret.Namespace),
+		client.MatchingFields{secretNamesIndex: secret.Name}); err != nil {
+		ctrlLog(ctx).Error(err, "listing SessionStores for a Secret", "secret", secret.Name)
+		return nil
+	}
+	requests := make([]reconcile.Request, 0, len(stores.Items))
+	for _, store := range stores.Items {
+		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&store)})
+	}
+	return requests
+}

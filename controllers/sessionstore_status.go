@@ -1,0 +1,99 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// Condition types. Tools alert on them: they are stable.
+const (
+	ConditionReady                 = "Ready"
+	ConditionConnectionSecretReady = "ConnectionSecretReady"
+	ConditionCleanupScheduled      = "CleanupScheduled"
+)
+
+// Condition reasons, CamelCase and stable.
+const (
+	ReasonReady                    = "Ready"
+	ReasonNotReady                 = "NotReady"
+	ReasonReconcileFailed          = "ReconcileFailed"
+	ReasonSecretReady              = "SecretReady"
+	ReasonSecretNotFound           = "SecretNotFound"
+	ReasonSecretKeyMissing         = "SecretKeyMissing"
+	ReasonInvalidSecretValue       = "InvalidSecretValue"
+	ReasonSecretConflict           = "SecretConflict"
+	ReasonApplyFailed              = "ApplyFailed"
+	ReasonScheduled                = "Scheduled"
+	ReasonSuspended                = "Suspended"
+	ReasonNativeExpiry             = "NativeExpiry"
+	ReasonInvalidSchedule          = "InvalidSchedule"
+	ReasonConnectionSecretNotReady = "ConnectionSecretNotReady"
+	ReasonCronJobConflict          = "CronJobConflict"
+)
+
+// readinessConditions are summarised by Ready, in the order their problems
+// are named.
+var readinessConditions = []string{ConditionConnectionSecretReady, ConditionCleanupScheduled}
+
+// falseButFine lists reasons for which a False condition is not a problem.
+var falseButFine = map[string]bool{ReasonNativeExpiry: true, ReasonSuspended: true}
+
+func setCondition(s *reconcileScope, condType string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&s.status.Conditions, metav1.Condition{
+		Type:               condType,
+		Status:             status,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: s.store.Generation,
+	})
+}
+
+// summarizeReady sets Ready from the other conditions; its message names the
+// first thing that is wrong.
+func summarizeReady(s *reconcileScope, phasesSucceeded bool) {
+	for _, condType := range readinessConditions {
+		c := meta.FindStatusCondition(s.status.Conditions, condType)
+		if c == nil {
+			setCondition(s, ConditionReady, metav1.ConditionFalse, ReasonNotReady, condType+" is not known yet")
+			return
+		}
+		if c.Status != metav1.ConditionTrue && !falseButFine[c.Reason] {
+			setCondition(s, ConditionReady, metav1.ConditionFalse, c.Reason, fmt.Sprintf("%s: %s", condType, c.Message))
+			return
+		}
+	}
+	if !phasesSucceeded {
+		setCondition(s, ConditionReady, metav1.ConditionFalse, ReasonReconcileFailed,
+			"the last reconcile failed; it is retried with backoff (see the operator's log)")
+		return
+	}
+	setCondition(s, ConditionReady, metav1.ConditionTrue, ReasonReady, "the session store is ready for apps")
+}
+
+// writeStatus writes the status built by the phases, once, and only when it
+// differs from what the API server holds: a reconcile with nothing to do
+// makes no write at all.
+func (r *SessionStoreReconciler) writeStatus(ctx context.Context, s *reconcileScope, phasesSucceeded bool) error {
+	summarizeReady(s, phasesSucceeded)
+	if phasesSucceeded {
+		s.status.ObservedGeneration = s.store.Generation
+	}
+	if equality.Semantic.DeepEqual(s.store.Status, s.status) {
+		return nil
+	}
+	before := s.store.DeepCopy()
+	s.store.Status = s.status
+	if err := r.Client.Status().Patch(ctx, s.store, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("writing status: %w", err)
+	}
+	return nil
+}
+
+func ctrlLog(ctx context.Context) logr.Logger { return log.FromContext(ctx) }

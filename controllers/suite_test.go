@@ -1,0 +1,157 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+)
+
+// The suite runs one real kube-apiserver and etcd (envtest, built by
+// hack/install-tools.sh into bin/k8s) and one manager with the controller,
+// configured as main.go configures it.
+var (
+	testEnv        *envtest.Environment
+	k8sClient      client.Client // the tests' own client, uncached
+	testScheme     = runtime.NewScheme()
+	testCfg        *rest.Config
+	testMgr        ctrl.Manager
+	testReconciler *SessionStoreReconciler
+	writeCount     atomic.Int64 // writes the manager's client made
+	testImage      = "registry.example/sessionstore-operator:test"
+	suiteCtx       context.Context
+	suiteCancel    context.CancelFunc
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
+	utilruntime.Must(v1.AddToScheme(testScheme))
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
+
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		assets = filepath.Join("..", "bin", "k8s")
+	}
+	for _, bin := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(assets, bin)); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: %s not found in %s: run `make tools` (hack/install-tools.sh) first\n", bin, assets)
+			return 1
+		}
+	}
+	testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assets,
+	}
+	var err error
+	testCfg, err = testEnv.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: starting envtest: %v\n", err)
+		return 1
+	}
+	defer func() { _ = testEnv.Stop() }()
+
+	k8sClient, err = client.New(testCfg, client.Options{Scheme: testScheme})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: client: %v\n", err)
+		return 1
+	}
+	testMgr, err = ctrl.NewManager(testCfg, ctrl.Options{
+		Scheme:  testScheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache:   CacheOptions(nil),
+		NewClient: func(cfg *rest.Config, opts client.Options) (client.Client, error) {
+			c, err := client.NewWithWatch(cfg, opts)
+			if err != nil {
+				return nil, err
+			}
+			return interceptor.NewClient(c, countingWrites()), nil
+		},
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: manager: %v\n", err)
+		return 1
+	}
+	suiteCtx, suiteCancel = context.WithCancel(context.Background())
+	defer suiteCancel()
+	if testReconciler, err = Setup(suiteCtx, testMgr, Options{CleanupImage: testImage}); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: setup: %v\n", err)
+		return 1
+	}
+	go func() {
+		if err := testMgr.Start(suiteCtx); err != nil {
+			fmt.Fprintf(os.Stderr, "manager stopped: %v\n", err)
+		}
+	}()
+	if !testMgr.GetCache().WaitForCacheSync(suiteCtx) {
+		fmt.Fprintln(os.Stderr, "FAIL: cache did not sync")
+		return 1
+	}
+	code := m.Run()
+	suiteCancel()
+	time.Sleep(200 * time.Millisecond)
+	return code
+}
+
+// zapLevel keeps the manager quiet but for errors; TEST_VERBOSE=1 shows all.
+func zapLevel() zapcore.Level {
+	if os.Getenv("TEST_VERBOSE") != "" {
+		return zapcore.DebugLevel
+	}
+	return zapcore.ErrorLevel
+}
+
+// countingWrites counts every write verb the manager's client sends.
+func countingWrites() interceptor.Funcs {
+	return interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			writeCount.Add(1)
+			return c.Create(ctx, obj, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			writeCount.Add(1)
+			return c.Update(ctx, obj, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			writeCount.Add(1)
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+		Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+			writeCount.Add(1)
+			return c.Apply(ctx, obj, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			writeCount.Add(1)
+			return c.Delete(ctx, obj, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			writeCount.Add(1)
+			return c.SubResource(sub).Update(ctx, obj, opts...)
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			writeCount.Add(1)
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	}
+}

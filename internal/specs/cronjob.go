@@ -1,0 +1,157 @@
+package specs
+
+import (
+	"strconv"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+)
+
+const (
+	// CleanupContainerName is the container that runs `cleanup`.
+	CleanupContainerName = "cleanup"
+	// cleanupBackoffLimit retries a failed run a little: a cleanup is
+	// idempotent, and the next schedule comes anyway.
+	cleanupBackoffLimit = 2
+	// cleanupStartingDeadline drops a run that could not start within this
+	// many seconds instead of piling up missed runs.
+	cleanupStartingDeadline = 600
+	// nonRootUser is the distroless nonroot user the image runs as.
+	nonRootUser = 65532
+	// sessionVolume is the filesystem backend's volume name.
+	sessionVolume = "sessions"
+)
+
+// defaultCleanupResources keeps a cleanup pod schedulable in namespaces with
+// a LimitRange or quota when the spec sets none.
+var defaultCleanupResources = corev1.ResourceRequirements{
+	Requests: corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("50m"),
+		corev1.ResourceMemory: resource.MustParse("64Mi"),
+	},
+	Limits: corev1.ResourceList{
+		corev1.ResourceMemory: resource.MustParse("256Mi"),
+	},
+}
+
+// CleanupCronJob builds the CronJob that runs the operator's own image with
+// `cleanup` against store, or nil for backends with native expiry.
+func CleanupCronJob(store *v1.SessionStore, image string) *batchv1.CronJob {
+	if HasNativeExpiry(store.Spec.Backend) {
+		return nil
+	}
+	cleanup := store.Spec.Cleanup
+	labels := Labels(store, "cleanup")
+	return &batchv1.CronJob{
+		TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "CronJob"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      CleanupCronJobName(store),
+			Namespace: store.Namespace,
+			Labels:    labels,
+		},
+		Spec: batchv1.CronJobSpec{
+			Schedule:                   EffectiveSchedule(store),
+			TimeZone:                   cleanup.TimeZone,
+			Suspend:                    ptr.To(cleanup.Suspend),
+			ConcurrencyPolicy:          batchv1.ForbidConcurrent,
+			StartingDeadlineSeconds:    ptr.To[int64](cleanupStartingDeadline),
+			SuccessfulJobsHistoryLimit: ptr.To(ptr.Deref(cleanup.SuccessfulJobsHistoryLimit, 3)),
+			FailedJobsHistoryLimit:     ptr.To(ptr.Deref(cleanup.FailedJobsHistoryLimit, 3)),
+			JobTemplate: batchv1.JobTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: batchv1.JobSpec{
+					ActiveDeadlineSeconds: ptr.To(activeDeadline(cleanup)),
+					BackoffLimit:          ptr.To[int32](cleanupBackoffLimit),
+					Template: corev1.PodTemplateSpec{
+						ObjectMeta: metav1.ObjectMeta{Labels: labels},
+						Spec:       cleanupPodSpec(store, image),
+					},
+				},
+			},
+		},
+	}
+}
+
+func activeDeadline(cleanup v1.CleanupSpec) int64 {
+	if cleanup.ActiveDeadlineSeconds > 0 {
+		return cleanup.ActiveDeadlineSeconds
+	}
+	return 3600
+}
+
+func cleanupPodSpec(store *v1.SessionStore, image string) corev1.PodSpec {
+	resources := store.Spec.Cleanup.Resources
+	if len(resources.Requests) == 0 && len(resources.Limits) == 0 {
+		resources = defaultCleanupResources
+	}
+	pod := corev1.PodSpec{
+		RestartPolicy: corev1.RestartPolicyNever,
+		// The cleanup talks to the store only, never to the API server.
+		AutomountServiceAccountToken: ptr.To(false),
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot:   ptr.To(true),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		Containers: []corev1.Container{{
+			Name:            CleanupContainerName,
+			Image:           image,
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			Args:            []string{"cleanup"},
+			EnvFrom: []corev1.EnvFromSource{{
+				SecretRef: &corev1.SecretEnvSource{
+					LocalObjectReference: corev1.LocalObjectReference{Name: ConnectionSecretName(store)},
+				},
+			}},
+			Env:                      CleanupEnv(store),
+			Resources:                resources,
+			TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+			SecurityContext: &corev1.SecurityContext{
+				RunAsNonRoot:             ptr.To(true),
+				ReadOnlyRootFilesystem:   ptr.To(true),
+				AllowPrivilegeEscalation: ptr.To(false),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			},
+		}},
+	}
+	if fs := store.Spec.Filesystem; store.Spec.Backend == v1.BackendFilesystem && fs != nil {
+		pod.SecurityContext.RunAsUser = ptr.To(ptr.Deref(fs.RunAsUser, nonRootUser))
+		pod.SecurityContext.RunAsGroup = fs.RunAsGroup
+		pod.SecurityContext.FSGroup = fs.FSGroup
+		pod.Volumes = []corev1.Volume{{
+			Name: sessionVolume,
+			VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: fs.ClaimName},
+			},
+		}}
+		pod.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: sessionVolume, MountPath: fs.Path}}
+	}
+	return pod
+}
+
+// CleanupEnv is the cleanup container's environment beyond the connection
+// Secret: the settings only the cleanup needs.
+func CleanupEnv(store *v1.SessionStore) []corev1.EnvVar {
+	batch := store.Spec.Cleanup.BatchSize
+	if batch <= 0 {
+		batch = 1000
+	}
+	env := []corev1.EnvVar{{Name: sessionstore.EnvBatchSize, Value: strconv.Itoa(int(batch))}}
+	switch {
+	case store.Spec.PostgreSQL != nil:
+		pg := store.Spec.PostgreSQL
+		env = append(env,
+			corev1.EnvVar{Name: sessionstore.EnvCreateTable, Value: strconv.FormatBool(ptr.Deref(pg.CreateTable, true))},
+			corev1.EnvVar{Name: sessionstore.EnvCreateExpiryIndex, Value: strconv.FormatBool(ptr.Deref(pg.CreateExpiryIndex, true))})
+	case store.Spec.MongoDB != nil:
+		env = append(env,
+			corev1.EnvVar{Name: sessionstore.EnvTTLIndex, Value: strconv.FormatBool(ptr.Deref(store.Spec.MongoDB.TTLIndex, true))})
+	}
+	return env
+}

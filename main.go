@@ -1,0 +1,139 @@
+// Command sessionstore-operator runs the SessionStore controller by default,
+// and the bundled store logic as subcommands, so the cleanup CronJob runs
+// the operator's own image:
+//
+//	sessionstore-operator [flags]     run the manager
+//	sessionstore-operator cleanup     remove expired sessions from one store
+//	sessionstore-operator check       reach one store once
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/controllers"
+)
+
+// defaultImage is the image cleanup CronJobs run when neither --cleanup-image
+// nor OPERATOR_IMAGE says otherwise.
+const defaultImage = "ghcr.io/sessionstore/sessionstore-operator:latest"
+
+func main() {
+	if len(os.Args) > 1 {
+		if sub, ok := subcommands[os.Args[1]]; ok {
+			os.Exit(sub(os.Args[2:]))
+		}
+	}
+	os.Exit(runManager(os.Args[1:]))
+}
+
+// subcommands run the bundled store logic; see cmd_store.go.
+var subcommands = map[string]func(args []string) int{}
+
+func runManager(args []string) int {
+	var (
+		metricsAddr     string
+		secureMetrics   bool
+		probeAddr       string
+		leaderElect     bool
+		watchNamespaces string
+		cleanupImage    string
+	)
+	fs := flag.NewFlagSet("sessionstore-operator", flag.ContinueOnError)
+	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
+		"address the metrics endpoint binds to; \"0\" turns it off")
+	fs.BoolVar(&secureMetrics, "metrics-secure", true,
+		"serve metrics over HTTPS with authentication and authorization (TokenReview and SubjectAccessReview)")
+	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
+	fs.BoolVar(&leaderElect, "leader-elect", false,
+		"elect a leader, so that only one of several replicas reconciles")
+	fs.StringVar(&watchNamespaces, "watch-namespaces", os.Getenv("WATCH_NAMESPACES"),
+		"comma-separated namespaces to watch (env WATCH_NAMESPACES); empty watches all")
+	fs.StringVar(&cleanupImage, "cleanup-image", envOr("OPERATOR_IMAGE", defaultImage),
+		"image the cleanup CronJobs run, the operator's own (env OPERATOR_IMAGE)")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1.AddToScheme(scheme))
+
+	namespaces := splitList(watchNamespaces)
+	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics}
+	if secureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        probeAddr,
+		LeaderElection:                leaderElect,
+		LeaderElectionID:              "3c1e5d7a.sessionstore.dev",
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(namespaces),
+	})
+	if err != nil {
+		setupLog.Error(err, "unable to create the manager")
+		return 1
+	}
+	ctx := ctrl.SetupSignalHandler()
+	if _, err := controllers.Setup(ctx, mgr, controllers.Options{CleanupImage: cleanupImage, Namespaces: namespaces}); err != nil {
+		setupLog.Error(err, "unable to set up the SessionStore controller")
+		return 1
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		setupLog.Error(err, "unable to set up the health check")
+		return 1
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		setupLog.Error(err, "unable to set up the ready check")
+		return 1
+	}
+	setupLog.Info("starting the manager", "namespaces", namespacesForLog(namespaces), "cleanupImage", cleanupImage)
+	if err := mgr.Start(ctx); err != nil {
+		setupLog.Error(err, "the manager stopped")
+		return 1
+	}
+	return 0
+}
+
+func envOr(key, fallback string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return fallback
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+func namespacesForLog(ns []string) string {
+	if len(ns) == 0 {
+		return "all"
+	}
+	return fmt.Sprint(ns)
+}
