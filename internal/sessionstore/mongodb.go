@@ -1,0 +1,427 @@
+package sessionstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
+)
+
+// Flask-Session keeps one document per session in Database.Collection:
+//
+//	{_id: <ObjectId>, id: KeyPrefix+sid, val: <pickled session, binary>, expiration: <date, UTC>}
+//
+// written with an upsert on id (0.3.2: collection.update({'id': ...}, doc,
+// upsert=True); the server assigns _id). A non-permanent session has
+// expiration null (0.3.2 and 0.4 both write None then). 0.7+ adds a TTL index
+// on expiration; older versions, and servers without TTL indexes (FerretDB
+// 1.x), leave expired documents until the app happens to read them.
+
+func init() { register(BackendMongoDB, newMongoDB) }
+
+const (
+	mongoDefaultBatchSize = 1000
+	// FerretDB deletes the matched documents with one SQL statement that
+	// binds one variable per _id, and SQLite refuses more than 32766 of them
+	// (PostgreSQL 65535); larger batches are split into deletes of this size.
+	mongoMaxIDsPerDelete = 10000
+	// A delete once sent is let finish after a stop; this bounds it.
+	mongoBatchTimeout = 5 * time.Minute
+	// Flask-Session 0.7's create_index("expiration", expireAfterSeconds=0)
+	// names the index this; using the same name keeps both idempotent.
+	mongoTTLIndexName = "expiration_1"
+
+	mongoCodeUnauthorized         = 13
+	mongoCodeAuthenticationFailed = 18
+	mongoCodeNamespaceNotFound    = 26
+	mongoCodeNotImplemented       = 238
+)
+
+var (
+	// The names this package accepts are a safe subset of what MongoDB allows.
+	mongoDatabaseName   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	mongoCollectionName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+type mongoStore struct {
+	cfg Config
+
+	mu     sync.Mutex
+	client *mongo.Client
+}
+
+func newMongoDB(cfg Config) (Store, error) {
+	scheme, _, ok := strings.Cut(cfg.URL, "://")
+	if !ok || (scheme != "mongodb" && scheme != "mongodb+srv") {
+		return nil, newError(ErrConfig, EnvURL, errors.New("want a mongodb:// or mongodb+srv:// URL"))
+	}
+	if err := mongoValidateName(EnvDatabase, "database", cfg.Database, mongoDatabaseName, "letters, digits, _ and -"); err != nil {
+		return nil, err
+	}
+	if err := mongoValidateName(EnvCollection, "collection", cfg.Collection, mongoCollectionName, "a plain identifier: a letter or _, then letters, digits or _"); err != nil {
+		return nil, err
+	}
+	return &mongoStore{cfg: cfg}, nil
+}
+
+func mongoValidateName(key, field, value string, pattern *regexp.Regexp, want string) error {
+	switch {
+	case value == "":
+		return newError(ErrConfig, key, fmt.Errorf("the %s name is empty", field))
+	case len(value) > MaxIdentifierLength:
+		return newError(ErrConfig, key, fmt.Errorf("the %s name is longer than %d characters", field, MaxIdentifierLength))
+	case !pattern.MatchString(value):
+		return newError(ErrConfig, key, fmt.Errorf("the %s name %q is not %s", field, value, want))
+	}
+	return nil
+}
+
+// connect makes the client on first use, so that New does not resolve
+// names (mongodb+srv:// looks up SRV records while parsing).
+func (s *mongoStore) connect() (*mongo.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != nil {
+		return s.client, nil
+	}
+	// Defaults first: a value in the URL's query overrides them.
+	opts := options.Client().
+		SetServerSelectionTimeout(10 * time.Second).
+		SetConnectTimeout(10 * time.Second).
+		ApplyURI(s.cfg.URL)
+	client, err := mongo.Connect(opts)
+	if err != nil {
+		var dnsErr *net.DNSError
+		if errors.As(err, &dnsErr) {
+			return nil, newError(ErrDNS, "connect mongodb", fmt.Errorf("looking up the servers: %w", dnsErr))
+		}
+		// The parser's messages quote parts of the URL, password included.
+		return nil, newError(ErrConfig, EnvURL, errors.New("not a valid MongoDB connection string (percent-encode special characters in the user name and password)"))
+	}
+	s.client = client
+	return client, nil
+}
+
+func (s *mongoStore) collection() (*mongo.Collection, error) {
+	client, err := s.connect()
+	if err != nil {
+		return nil, err
+	}
+	return client.Database(s.cfg.Database).Collection(s.cfg.Collection), nil
+}
+
+func (s *mongoStore) Ping(ctx context.Context) error {
+	client, err := s.connect()
+	if err != nil {
+		return err
+	}
+	return mongoError("ping mongodb", client.Ping(ctx, nil))
+}
+
+// EnsureSchema creates the TTL index on expiration when Config.TTLIndex asks
+// for it. A server without TTL indexes is not an error: the cleanup job
+// removes expired sessions there.
+func (s *mongoStore) EnsureSchema(ctx context.Context) (SchemaResult, error) {
+	coll, err := s.collection()
+	if err != nil {
+		return SchemaResult{}, err
+	}
+	existing, err := s.expirationIndex(ctx, coll)
+	if err != nil {
+		return SchemaResult{}, err
+	}
+	if !s.cfg.TTLIndex {
+		msg := "no TTL index asked for; the cleanup job removes expired sessions"
+		if existing != nil && existing.ExpireAfterSeconds != nil {
+			msg = "a TTL index on expiration exists; MongoDB removes expired sessions by itself"
+		}
+		return SchemaResult{Present: true, Message: msg}, nil
+	}
+	if existing != nil {
+		if existing.ExpireAfterSeconds == nil || *existing.ExpireAfterSeconds != 0 {
+			return SchemaResult{}, newError(ErrUnknown, "ensure mongodb ttl index",
+				fmt.Errorf("index %q on expiration exists without expireAfterSeconds 0; drop it or change it with collMod", existing.Name))
+		}
+		return SchemaResult{Present: true, Message: "TTL index on expiration present"}, nil
+	}
+
+	_, err = coll.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys:    bson.D{{Key: "expiration", Value: 1}},
+		Options: options.Index().SetName(mongoTTLIndexName).SetExpireAfterSeconds(0),
+	})
+	var serverErr mongo.ServerError
+	if errors.As(err, &serverErr) && serverErr.HasErrorCode(mongoCodeNotImplemented) {
+		return SchemaResult{
+			Present:        true,
+			TTLUnsupported: true,
+			Message:        "TTL unsupported by this server (it answered NotImplemented to expireAfterSeconds, as FerretDB 1.x does); the cleanup job removes expired sessions",
+		}, nil
+	}
+	if err != nil {
+		return SchemaResult{}, mongoError("ensure mongodb ttl index", err)
+	}
+	return SchemaResult{Present: true, Created: []string{"ttl index"}, Message: "created the TTL index on expiration (expireAfterSeconds 0)"}, nil
+}
+
+// expirationIndex returns the index whose key is exactly {expiration: 1},
+// or nil.
+func (s *mongoStore) expirationIndex(ctx context.Context, coll *mongo.Collection) (*mongo.IndexSpecification, error) {
+	specs, err := coll.Indexes().ListSpecifications(ctx)
+	var serverErr mongo.ServerError
+	if errors.As(err, &serverErr) && serverErr.HasErrorCode(mongoCodeNamespaceNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, mongoError("list mongodb indexes", err)
+	}
+	for _, spec := range specs {
+		var keys bson.D
+		if bson.Unmarshal(spec.KeysDocument, &keys) != nil || len(keys) != 1 || keys[0].Key != "expiration" {
+			continue
+		}
+		if dir, ok := mongoAsInt(keys[0].Value); ok && dir == 1 {
+			return &spec, nil
+		}
+	}
+	return nil, nil
+}
+
+func mongoAsInt(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int32:
+		return int64(n), true
+	case int64:
+		return n, true
+	case float64:
+		return int64(n), float64(int64(n)) == n
+	}
+	return 0, false
+}
+
+// Cleanup deletes the documents whose expiration is at or before opts.Now.
+//
+// One cursor reads the collection once, returning only _id and expiration of
+// the documents that are expired or have no date to expire by. Every
+// BatchSize expired ids are deleted with
+//
+//	deleteMany({expiration: {$lte: now}, _id: {$in: ids}})
+//
+// so the expiry is checked again, by the server, at the moment of the
+// delete: a session the app refreshed after the cursor saw it is kept.
+// Documents whose expiration is null, missing or not a date are counted and
+// never deleted. The cursor rather than a new find per batch: FerretDB
+// evaluates every filter and sort by reading the whole collection, so a
+// query per batch would double the cost of each batch there.
+func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, error) {
+	start := time.Now()
+	now := opts.Now
+	if now.IsZero() {
+		now = start
+	}
+	// BSON dates hold milliseconds; rounding down keeps the cut-off early.
+	now = now.UTC().Truncate(time.Millisecond)
+	rep := Report{Backend: BackendMongoDB, DryRun: opts.DryRun, Now: now}
+	batchSize := opts.BatchSize
+	if batchSize <= 0 {
+		batchSize = mongoDefaultBatchSize
+	}
+	var unreadable int64
+	ttl := false
+	done := func(err error) (Report, error) {
+		rep.AddKept("unreadable", unreadable)
+		rep.Duration = time.Since(start)
+		rep.NativeExpiry = ttl && rep.Expired == 0
+		rep.Message = mongoMessage(rep, ttl, err)
+		return rep, err
+	}
+
+	coll, err := s.collection()
+	if err != nil {
+		return done(err)
+	}
+	index, err := s.expirationIndex(ctx, coll)
+	if err != nil {
+		return done(err)
+	}
+	ttl = index != nil && index.ExpireAfterSeconds != nil
+	if rep.Scanned, err = coll.EstimatedDocumentCount(ctx); err != nil {
+		return done(mongoError("cleanup mongodb: count sessions", err))
+	}
+
+	filter := bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: "expiration", Value: bson.D{{Key: "$lte", Value: now}}}},
+		bson.D{{Key: "expiration", Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$type", Value: "date"}}}}}},
+	}}}
+	cursor, err := coll.Find(ctx, filter, options.Find().
+		SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "expiration", Value: 1}}).
+		SetBatchSize(int32(min(batchSize, 100000))))
+	if err != nil {
+		return done(mongoError("cleanup mongodb: find expired sessions", err))
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		cursor.Close(closeCtx)
+	}()
+
+	ids := make([]any, 0, batchSize)
+	flush := func() error {
+		if len(ids) == 0 {
+			return nil
+		}
+		if !opts.DryRun {
+			deleted, err := s.deleteExpired(ctx, coll, now, ids)
+			rep.Deleted += deleted
+			if err != nil {
+				return err
+			}
+		}
+		ids = ids[:0]
+		rep.Batches++
+		if opts.Progress != nil {
+			progress := rep
+			progress.Kept = nil
+			progress.AddKept("noExpiry", rep.Kept["noExpiry"])
+			progress.AddKept("unreadable", unreadable)
+			progress.Duration = time.Since(start)
+			opts.Progress(progress)
+		}
+		return nil
+	}
+
+	for cursor.Next(ctx) {
+		id, expiration := cursor.Current.Lookup("_id"), cursor.Current.Lookup("expiration")
+		switch expiration.Type {
+		case bson.TypeDateTime:
+			if expiration.Time().After(now) {
+				continue // not asked for; a server bug should not delete it
+			}
+			rep.Expired++
+			// The cursor reuses its buffer.
+			ids = append(ids, bson.RawValue{Type: id.Type, Value: bytes.Clone(id.Value)})
+		case 0, bson.TypeNull: // 0: no such field
+			rep.AddKept("noExpiry", 1)
+		default:
+			unreadable++
+		}
+		if len(ids) == batchSize {
+			if err := flush(); err != nil {
+				return done(err)
+			}
+			if err := ctx.Err(); err != nil {
+				return done(err)
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return done(err)
+	}
+	if err := cursor.Err(); err != nil {
+		return done(mongoError("cleanup mongodb: read expired sessions", err))
+	}
+	return done(flush())
+}
+
+// deleteExpired deletes those of ids whose expiration is still at or before
+// now, in one or more deleteMany calls. The calls are let finish when ctx
+// ends, so a stop comes between batches.
+func (s *mongoStore) deleteExpired(ctx context.Context, coll *mongo.Collection, now time.Time, ids []any) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mongoBatchTimeout)
+	defer cancel()
+	var deleted int64
+	for chunk := range slices.Chunk(ids, mongoMaxIDsPerDelete) {
+		// expiration first: FerretDB checks filter fields in order, and most
+		// documents fail that test before the $in list is searched.
+		res, err := coll.DeleteMany(ctx, bson.D{
+			{Key: "expiration", Value: bson.D{{Key: "$lte", Value: now}}},
+			{Key: "_id", Value: bson.D{{Key: "$in", Value: chunk}}},
+		})
+		if res != nil {
+			deleted += res.DeletedCount
+		}
+		if err != nil {
+			return deleted, mongoError("cleanup mongodb: delete expired sessions", err)
+		}
+	}
+	return deleted, nil
+}
+
+func mongoMessage(rep Report, ttl bool, err error) string {
+	var b strings.Builder
+	switch {
+	case rep.DryRun:
+		fmt.Fprintf(&b, "dry run: %d of about %d sessions have expired and would be deleted", rep.Expired, rep.Scanned)
+	default:
+		fmt.Fprintf(&b, "deleted %d of %d expired sessions (of about %d) in %d batches", rep.Deleted, rep.Expired, rep.Scanned, rep.Batches)
+		if err == nil && rep.Deleted < rep.Expired {
+			fmt.Fprintf(&b, "; %d were refreshed or removed by the app meanwhile", rep.Expired-rep.Deleted)
+		}
+	}
+	if err != nil {
+		b.WriteString("; stopped by an error, rerun to finish")
+	}
+	if n := rep.Kept["noExpiry"]; n > 0 {
+		fmt.Fprintf(&b, "; %d without an expiration (non-permanent sessions) kept", n)
+	}
+	if n := rep.Kept["unreadable"]; n > 0 {
+		fmt.Fprintf(&b, "; %d whose expiration is not a date kept", n)
+	}
+	if ttl {
+		b.WriteString("; a TTL index on expiration also removes expired sessions (MongoDB checks every 60 s)")
+	}
+	return b.String()
+}
+
+// mongoError classifies a driver error. A failed server selection carries
+// the reason each server could not be reached; a connection lost during an
+// operation is reported as the server being unreachable.
+func mongoError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var selErr topology.ServerSelectionError
+	if errors.As(err, &selErr) {
+		for _, server := range selErr.Desc.Servers {
+			if server.LastError == nil {
+				continue
+			}
+			if kind := KindOf(classify(op, server.LastError)); kind != ErrUnknown {
+				return newError(kind, op, fmt.Errorf("no MongoDB server reachable: %s: %w", server.Addr, server.LastError))
+			}
+		}
+		return newError(ErrTimeout, op, fmt.Errorf("no MongoDB server reachable in time: %w", err))
+	}
+	var serverErr mongo.ServerError
+	if errors.As(err, &serverErr) && (serverErr.HasErrorCode(mongoCodeAuthenticationFailed) || serverErr.HasErrorCode(mongoCodeUnauthorized)) {
+		return newError(ErrAuth, op, err)
+	}
+	classified := classify(op, err)
+	if KindOf(classified) == ErrUnknown && mongo.IsNetworkError(err) {
+		return newError(ErrRefused, op, fmt.Errorf("lost the connection to the MongoDB server: %w", err))
+	}
+	return classified
+}
+
+func (s *mongoStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.client.Disconnect(ctx)
+	s.client = nil
+	return err
+}
