@@ -49,7 +49,7 @@ bench: tools services ## Run the benchmarks on stores they fill themselves (see 
 	go test ./internal/sessionstore -run '^$$' -bench . -benchtime 1x -count 3 -timeout 60m | tee bin/bench.txt
 
 .PHONY: demo
-demo: tools build ## Start a local control plane, the operator and the samples; print what it made; stop.
+demo: ## Start a local control plane, the operator and the samples; print what it made; stop.
 	hack/demo.sh
 
 ##@ Build

@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -50,6 +52,7 @@ func runManager(args []string) int {
 		leaderElect     bool
 		watchNamespaces string
 		cleanupImage    string
+		kubeconfig      string
 	)
 	fs := flag.NewFlagSet("sessionstore-operator", flag.ContinueOnError)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
@@ -63,6 +66,8 @@ func runManager(args []string) int {
 		"comma-separated namespaces to watch (env WATCH_NAMESPACES); empty watches all")
 	fs.StringVar(&cleanupImage, "cleanup-image", envOr("OPERATOR_IMAGE", defaultImage),
 		"image the cleanup CronJobs run, the operator's own (env OPERATOR_IMAGE)")
+	fs.StringVar(&kubeconfig, "kubeconfig", "",
+		"kubeconfig file; default $KUBECONFIG, then in-cluster, then ~/.kube/config")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -80,7 +85,12 @@ func runManager(args []string) int {
 	if secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restConfig, err := loadRESTConfig(kubeconfig)
+	if err != nil {
+		setupLog.Error(err, "unable to load the kubeconfig")
+		return 1
+	}
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        probeAddr,
@@ -112,6 +122,13 @@ func runManager(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+func loadRESTConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return ctrl.GetConfig()
 }
 
 func envOr(key, fallback string) string {
