@@ -1,0 +1,963 @@
+package sessionstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// The PostgreSQL tests run against the real server hack/start-services.sh
+// starts (trust auth on 127.0.0.1); each makes a database of its own and
+// drops it afterwards.
+const (
+	pgTestHost     = "127.0.0.1:5432"
+	pgTestAdminURL = "postgresql://postgres@" + pgTestHost + "/postgres?sslmode=disable"
+	pgTestPython   = "/usr/bin/python3"
+	pgTestFlaskPy  = "testdata/flask_sqlalchemy_sessions.py"
+)
+
+func pgTestRandom() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func pgTestConnect(t testing.TB, rawURL string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, rawURL)
+	if err != nil {
+		t.Fatalf("PostgreSQL at %s is not reachable (%v); run hack/start-services.sh", pgTestHost, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func pgTestExec(t testing.TB, conn *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// pgTestDatabase creates a database of the test's own and returns its name.
+func pgTestDatabase(t testing.TB, owner string) string {
+	t.Helper()
+	admin := pgTestConnect(t, pgTestAdminURL)
+	name := "pgtest_" + pgTestRandom()
+	sql := "CREATE DATABASE " + name
+	if owner != "" {
+		sql += " OWNER " + pgx.Identifier{owner}.Sanitize()
+	}
+	pgTestExec(t, admin, sql)
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), pgTestAdminURL)
+		if err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+			return
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+func pgTestURL(db string) string {
+	return "postgresql://postgres@" + pgTestHost + "/" + db + "?sslmode=disable"
+}
+
+func pgTestStore(t testing.TB, cfg Config) Store {
+	t.Helper()
+	cfg.Backend = BackendPostgreSQL
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func pgTestCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// pgTestWantKind fails unless err is a store error of kind want that does
+// not give away secret.
+func pgTestWantKind(t *testing.T, err error, want ErrorKind, secret string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want %s", want)
+	}
+	if got := KindOf(err); got != want {
+		t.Fatalf("kind %s, want %s (error: %v)", got, want, err)
+	}
+	if secret != "" {
+		encodings := []string{secret, url.QueryEscape(secret), url.PathEscape(secret), url.UserPassword("", secret).String()[1:]}
+		for _, s := range encodings {
+			if strings.Contains(err.Error(), s) {
+				t.Fatalf("error gives the password away: %v", err)
+			}
+		}
+	}
+}
+
+func TestPostgresNewRejectsBadConfig(t *testing.T) {
+	db := pgTestDatabase(t, "")
+	conn := pgTestConnect(t, pgTestURL(db))
+	pgTestExec(t, conn, "CREATE TABLE users (id int)")
+
+	for _, tc := range []struct {
+		name, key string
+		cfg       Config
+	}{
+		{"sql in the table name", EnvTable, Config{URL: pgTestURL(db), Table: "sessions; DROP TABLE users"}},
+		{"quote in the table name", EnvTable, Config{URL: pgTestURL(db), Table: `sessions"`}},
+		{"sql in the schema", EnvSchema, Config{URL: pgTestURL(db), Schema: "public; DROP TABLE users"}},
+		{"table name too long", EnvTable, Config{URL: pgTestURL(db), Table: strings.Repeat("s", 64)}},
+		{"no URL", EnvURL, Config{}},
+		{"not a postgres URL", EnvURL, Config{URL: "mysql://root:hunter2@localhost/db"}},
+		{"bad port", EnvURL, Config{URL: "postgresql://root:hunter2@localhost:99999999/db"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Backend = BackendPostgreSQL
+			_, err := New(tc.cfg)
+			pgTestWantKind(t, err, ErrConfig, "hunter2")
+			var se *Error
+			if !errors.As(err, &se) || se.Op != tc.key {
+				t.Fatalf("error names %q, want the field %s: %v", se.Op, tc.key, err)
+			}
+		})
+	}
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM users").Scan(&n); err != nil {
+		t.Fatalf("table users is gone: %v", err)
+	}
+}
+
+func TestPostgresPing(t *testing.T) {
+	ctx := pgTestCtx(t)
+	db := pgTestDatabase(t, "")
+	const password = "s3cret-Pw"
+	withPassword := "postgresql://postgres:" + password + "@" + pgTestHost + "/" + db + "?sslmode=disable"
+
+	t.Run("ok", func(t *testing.T) {
+		s := pgTestStore(t, Config{URL: withPassword, CreateTable: true})
+		if _, err := s.EnsureSchema(ctx); err != nil {
+			t.Fatalf("EnsureSchema: %v", err)
+		}
+		if err := s.Ping(ctx); err != nil {
+			t.Fatalf("Ping: %v", err)
+		}
+	})
+	t.Run("missing table", func(t *testing.T) {
+		err := pgTestStore(t, Config{URL: withPassword, Table: "nosuchtable"}).Ping(ctx)
+		pgTestWantKind(t, err, ErrMissingTable, password)
+		if !strings.Contains(err.Error(), "public.nosuchtable") {
+			t.Fatalf("error does not name public.nosuchtable: %v", err)
+		}
+	})
+	t.Run("missing table in a schema", func(t *testing.T) {
+		err := pgTestStore(t, Config{URL: withPassword, Schema: "app_sessions", Table: "Sessions2"}).Ping(ctx)
+		pgTestWantKind(t, err, ErrMissingTable, password)
+		if !strings.Contains(err.Error(), "app_sessions.Sessions2") {
+			t.Fatalf("error does not name app_sessions.Sessions2: %v", err)
+		}
+	})
+	t.Run("missing database", func(t *testing.T) {
+		u := "postgresql://postgres:" + password + "@" + pgTestHost + "/pgtest_nosuchdb?sslmode=disable"
+		err := pgTestStore(t, Config{URL: u}).Ping(ctx)
+		pgTestWantKind(t, err, ErrMissingTable, password)
+		if !strings.Contains(err.Error(), "pgtest_nosuchdb") {
+			t.Fatalf("error does not name the database: %v", err)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		err = pgTestStore(t, Config{URL: "postgresql://postgres:" + password + "@" + addr + "/" + db}).Ping(ctx)
+		pgTestWantKind(t, err, ErrRefused, password)
+	})
+	t.Run("timeout", func(t *testing.T) {
+		// A server that accepts and then never answers.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+			}
+		}()
+		short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		err = pgTestStore(t, Config{URL: "postgresql://postgres:" + password + "@" + l.Addr().String() + "/" + db}).Ping(short)
+		pgTestWantKind(t, err, ErrTimeout, password)
+	})
+	t.Run("dns", func(t *testing.T) {
+		err := pgTestStore(t, Config{URL: "postgresql://postgres:" + password + "@pgtest.invalid:5432/" + db}).Ping(ctx)
+		pgTestWantKind(t, err, ErrDNS, password)
+	})
+	t.Run("tls", func(t *testing.T) {
+		// The server's certificate is Debian's self-signed snakeoil one.
+		u := "postgresql://postgres:" + password + "@" + pgTestHost + "/" + db + "?sslmode=verify-full"
+		pgTestWantKind(t, pgTestStore(t, Config{URL: u}).Ping(ctx), ErrTLS, password)
+	})
+	t.Run("authentication", func(t *testing.T) {
+		// pg_hba.conf trusts 127.0.0.1, so the server never checks a
+		// password here and cannot answer 28P01; a role that may not log
+		// in and a role that does not exist get the server's own 28000.
+		admin := pgTestConnect(t, pgTestAdminURL)
+		role := "pgtest_nologin_" + pgTestRandom()
+		pgTestExec(t, admin, "CREATE ROLE "+role+" NOLOGIN PASSWORD 'whatever'")
+		t.Cleanup(func() { admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+role) })
+		for _, user := range []string{role, "pgtest_nosuchrole"} {
+			u := "postgresql://" + user + ":" + password + "@" + pgTestHost + "/" + db + "?sslmode=disable"
+			pgTestWantKind(t, pgTestStore(t, Config{URL: u}).Ping(ctx), ErrAuth, password)
+		}
+	})
+}
+
+// TestPostgresPasswordWithURLSpecialCharacters connects as a role whose
+// password holds every character that has a meaning in a URL.
+func TestPostgresPasswordWithURLSpecialCharacters(t *testing.T) {
+	ctx := pgTestCtx(t)
+	admin := pgTestConnect(t, pgTestAdminURL)
+	role := "pgtest_role_" + pgTestRandom()
+	const password = "p@ss:w/rd?x#y%z 20 & more"
+	pgTestExec(t, admin, "CREATE ROLE "+role+" LOGIN PASSWORD "+pgTestQuoteLiteral(password))
+	t.Cleanup(func() { admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+role) })
+	db := pgTestDatabase(t, role) // dropped before the role: cleanups run last-in first-out
+
+	u := (&url.URL{Scheme: "postgresql", User: url.UserPassword(role, password), Host: pgTestHost, Path: "/" + db, RawQuery: "sslmode=disable"}).String()
+	if !strings.Contains(u, "%40") || !strings.Contains(u, "%23") {
+		t.Fatalf("URL %q is not percent-encoded as the test expects", u)
+	}
+	s := pgTestStore(t, Config{URL: u, CreateTable: true})
+	// The server trusts 127.0.0.1 and would accept a mangled password, so
+	// check what the store will send.
+	if got := s.(*pgStore).connCfg.Password; got != password {
+		t.Fatalf("password parsed as %q, want %q", got, password)
+	}
+	if _, err := s.EnsureSchema(ctx); err != nil {
+		t.Fatalf("EnsureSchema: %v", err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	var owner string
+	if err := pgTestConnect(t, pgTestURL(db)).QueryRow(ctx, "SELECT tableowner FROM pg_tables WHERE tablename = 'sessions'").Scan(&owner); err != nil || owner != role {
+		t.Fatalf("sessions is owned by %q (%v), want %s: the store did not connect as the role", owner, err, role)
+	}
+
+	// The same URL towards a closed port: the error must not hold the password.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	bad := strings.Replace(u, pgTestHost, closed, 1)
+	pgTestWantKind(t, pgTestStore(t, Config{URL: bad}).Ping(ctx), ErrRefused, password)
+}
+
+func pgTestQuoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func TestPostgresEnsureSchema(t *testing.T) {
+	ctx := pgTestCtx(t)
+
+	t.Run("missing table without createTable", func(t *testing.T) {
+		s := pgTestStore(t, Config{URL: pgTestURL(pgTestDatabase(t, ""))})
+		res, err := s.EnsureSchema(ctx)
+		if err != nil {
+			t.Fatalf("EnsureSchema: %v", err)
+		}
+		if res.Present || len(res.Created) != 0 || !strings.Contains(res.Message, "public.sessions") {
+			t.Fatalf("got %+v, want not present, nothing created, a message naming public.sessions", res)
+		}
+		pgTestWantKind(t, s.Ping(ctx), ErrMissingTable, "")
+	})
+
+	for _, tc := range []struct{ schema, table, wantSchema, wantIndex string }{
+		{"", "", "public", "sessions_expiry_idx"},
+		{"app_sessions", "Sessions2", "app_sessions", "Sessions2_expiry_idx"},
+	} {
+		t.Run("creates "+tc.wantSchema+"."+pgTestOr(tc.table, "sessions"), func(t *testing.T) {
+			db := pgTestDatabase(t, "")
+			s := pgTestStore(t, Config{URL: pgTestURL(db), Schema: tc.schema, Table: tc.table, CreateTable: true, CreateExpiryIndex: true})
+			res, err := s.EnsureSchema(ctx)
+			if err != nil {
+				t.Fatalf("EnsureSchema: %v", err)
+			}
+			want := []string{"table", "expiry index"}
+			if tc.schema != "" {
+				want = append([]string{"schema"}, want...)
+			}
+			if !res.Present || !slices.Equal(res.Created, want) {
+				t.Fatalf("got %+v, want present and created %v", res, want)
+			}
+			conn := pgTestConnect(t, pgTestURL(db))
+			var valid bool
+			err = conn.QueryRow(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+				JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, tc.wantSchema, tc.wantIndex).Scan(&valid)
+			if err != nil || !valid {
+				t.Fatalf("index %s.%s: valid=%v, %v", tc.wantSchema, tc.wantIndex, valid, err)
+			}
+			if err := s.Ping(ctx); err != nil {
+				t.Fatalf("Ping: %v", err)
+			}
+			again, err := s.EnsureSchema(ctx)
+			if err != nil || !again.Present || len(again.Created) != 0 {
+				t.Fatalf("second EnsureSchema: %+v, %v; want present, nothing created", again, err)
+			}
+		})
+	}
+
+	t.Run("same layout as SQLAlchemy", func(t *testing.T) {
+		db := pgTestDatabase(t, "")
+		conn := pgTestConnect(t, pgTestURL(db))
+		pgTestExec(t, conn, "CREATE SCHEMA sqla")
+		pgTestFlask(t, nil, "create", pgTestSQLAlchemyURI(db, "sqla"), "sessions")
+		s := pgTestStore(t, Config{URL: pgTestURL(db), Schema: "ours", CreateTable: true})
+		if _, err := s.EnsureSchema(ctx); err != nil {
+			t.Fatalf("EnsureSchema: %v", err)
+		}
+		sqla, ours := pgTestLayout(t, conn, "sqla"), pgTestLayout(t, conn, "ours")
+		if len(sqla) == 0 || !slices.Equal(sqla, ours) {
+			t.Fatalf("layout differs from SQLAlchemy's:\nsqlalchemy: %q\nours:       %q", sqla, ours)
+		}
+	})
+
+	t.Run("rebuilds an index an interrupted build left invalid", func(t *testing.T) {
+		db := pgTestDatabase(t, "")
+		s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true})
+		if _, err := s.EnsureSchema(ctx); err != nil {
+			t.Fatalf("EnsureSchema: %v", err)
+		}
+		conn := pgTestConnect(t, pgTestURL(db))
+		pgTestExec(t, conn, "INSERT INTO sessions (session_id, expiry) VALUES ('a', '2030-01-01'), ('b', '2030-01-01')")
+		// A concurrent build that fails leaves its index behind, INVALID.
+		if _, err := conn.Exec(ctx, "CREATE UNIQUE INDEX CONCURRENTLY sessions_expiry_idx ON sessions (expiry)"); err == nil {
+			t.Fatal("the unique build on duplicate values succeeded")
+		}
+		if valid := pgTestIndexValid(t, conn, "sessions_expiry_idx"); valid == nil || *valid {
+			t.Fatalf("setup: want an invalid index, got valid=%v", valid)
+		}
+		s2 := pgTestStore(t, Config{URL: pgTestURL(db), CreateExpiryIndex: true})
+		res, err := s2.EnsureSchema(ctx)
+		if err != nil {
+			t.Fatalf("EnsureSchema: %v", err)
+		}
+		if !res.Present || !slices.Equal(res.Created, []string{"expiry index"}) || !strings.Contains(res.Message, "invalid") {
+			t.Fatalf("got %+v, want the invalid index rebuilt", res)
+		}
+		if valid := pgTestIndexValid(t, conn, "sessions_expiry_idx"); valid == nil || !*valid {
+			t.Fatalf("index after EnsureSchema: valid=%v", valid)
+		}
+		var unique bool
+		conn.QueryRow(ctx, "SELECT indisunique FROM pg_index WHERE indexrelid = 'sessions_expiry_idx'::regclass").Scan(&unique)
+		if unique {
+			t.Fatal("the rebuilt index is still the unique one")
+		}
+	})
+
+	t.Run("builds the index without blocking writers", func(t *testing.T) {
+		db := pgTestDatabase(t, "")
+		s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true, CreateExpiryIndex: true})
+		conn := pgTestConnect(t, pgTestURL(db))
+		pgTestExec(t, conn, "CREATE TABLE sessions (id serial PRIMARY KEY, session_id varchar(255) UNIQUE, data bytea, expiry timestamp)")
+		// An open snapshot makes CREATE INDEX CONCURRENTLY wait before it
+		// finishes, long enough to look at it; a plain CREATE INDEX would
+		// not wait for it.
+		blocker := pgTestConnect(t, pgTestURL(db))
+		pgTestExec(t, blocker, "BEGIN ISOLATION LEVEL REPEATABLE READ")
+		pgTestExec(t, blocker, "SELECT 1 FROM pg_class LIMIT 1")
+
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.EnsureSchema(ctx)
+			done <- err
+		}()
+		// Index builds lock the table in one of these two modes.
+		var mode string
+		deadline := time.Now().Add(30 * time.Second)
+		for mode == "" && time.Now().Before(deadline) {
+			conn.QueryRow(ctx, `SELECT l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+				WHERE a.application_name = $1 AND a.datname = $2 AND l.relation = 'sessions'::regclass AND l.granted
+				  AND l.mode IN ('ShareLock', 'ShareUpdateExclusiveLock')`,
+				pgApplicationName, db).Scan(&mode)
+			time.Sleep(10 * time.Millisecond)
+		}
+		if mode != "ShareUpdateExclusiveLock" {
+			t.Fatalf("the index build holds %q on the table, want ShareUpdateExclusiveLock (CONCURRENTLY)", mode)
+		}
+		writer := pgTestConnect(t, pgTestURL(db))
+		pgTestExec(t, writer, "SET lock_timeout = '5s'")
+		pgTestExec(t, writer, "INSERT INTO sessions (session_id, expiry) VALUES ('written-during-build', now())")
+		pgTestExec(t, writer, "UPDATE sessions SET expiry = now() WHERE session_id = 'written-during-build'")
+		pgTestExec(t, blocker, "COMMIT")
+		if err := <-done; err != nil {
+			t.Fatalf("EnsureSchema: %v", err)
+		}
+		if valid := pgTestIndexValid(t, conn, "sessions_expiry_idx"); valid == nil || !*valid {
+			t.Fatalf("index after EnsureSchema: valid=%v", valid)
+		}
+	})
+}
+
+func pgTestOr(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a
+}
+
+func pgTestIndexValid(t *testing.T, conn *pgx.Conn, name string) *bool {
+	t.Helper()
+	var valid *bool
+	err := conn.QueryRow(context.Background(), "SELECT (SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1))", name).Scan(&valid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return valid
+}
+
+// pgTestLayout describes the sessions table of schema: columns with types,
+// nullability and defaults (sequence names aside), and constraints.
+func pgTestLayout(t *testing.T, conn *pgx.Conn, schema string) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), `
+SELECT format('%s %s %s %s %s', column_name, data_type, coalesce(character_maximum_length, 0), is_nullable,
+              regexp_replace(coalesce(column_default, ''), '''[^'']*''', 'SEQ'))
+  FROM information_schema.columns WHERE table_schema::text = $1::text AND table_name = 'sessions'
+UNION ALL
+SELECT format('%s %s', c.contype, pg_get_constraintdef(c.oid))
+  FROM pg_constraint c WHERE c.conrelid = to_regclass($1::text || '.sessions')
+ORDER BY 1`, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// pgTestSQLAlchemyURI is the app's URI; Flask-Session 0.3.2 has no schema
+// setting, so a schema is put first on the search_path, as users do.
+func pgTestSQLAlchemyURI(db, schema string) string {
+	u := "postgresql+psycopg2://postgres@" + pgTestHost + "/" + db
+	if schema != "" {
+		u += "?options=" + url.QueryEscape("-csearch_path="+schema)
+	}
+	return u
+}
+
+type pgTestSession struct {
+	SID   string `json:"sid"`
+	Value string `json:"value"`
+}
+
+func pgTestFlask(t *testing.T, stdin []byte, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(pgTestPython, append([]string{pgTestFlaskPy}, args...)...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %s %v: %v\n%s\n(the real Flask-Session comes from Debian's packages; run hack/start-services.sh)",
+			pgTestPython, pgTestFlaskPy, args[0], err, stderr.String())
+	}
+	return out
+}
+
+func pgTestFlaskWrite(t *testing.T, uri, table string, lifetimeSeconds, count int, permanent bool) []pgTestSession {
+	t.Helper()
+	out := pgTestFlask(t, nil, "write", uri, table, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count), fmt.Sprint(permanent))
+	var sessions []pgTestSession
+	if err := json.Unmarshal(out, &sessions); err != nil || len(sessions) != count {
+		t.Fatalf("write: %d sessions (%v) from %s", len(sessions), err, out)
+	}
+	return sessions
+}
+
+func pgTestFlaskRead(t *testing.T, uri, table string, sessions []pgTestSession) map[string]*string {
+	t.Helper()
+	sids := make([]string, len(sessions))
+	for i, s := range sessions {
+		sids[i] = s.SID
+	}
+	in, _ := json.Marshal(sids)
+	var got map[string]*string
+	if out := pgTestFlask(t, in, "read", uri, table); json.Unmarshal(out, &got) != nil {
+		t.Fatalf("read: %s", out)
+	}
+	return got
+}
+
+// TestPostgresCleanupFlaskInterop has the real Flask-Session write live,
+// expired and non-permanent (NULL expiry) sessions into a table EnsureSchema
+// made, and checks that Cleanup removes exactly the expired ones while the
+// app still reads every live one.
+func TestPostgresCleanupFlaskInterop(t *testing.T) {
+	for _, tc := range []struct{ schema, table string }{{"", "sessions"}, {"app_sessions", "Sessions2"}} {
+		t.Run(pgTestOr(tc.schema, "public")+"."+tc.table, func(t *testing.T) {
+			ctx := pgTestCtx(t)
+			db := pgTestDatabase(t, "")
+			s := pgTestStore(t, Config{URL: pgTestURL(db), Schema: tc.schema, Table: tc.table, CreateTable: true})
+			if _, err := s.EnsureSchema(ctx); err != nil {
+				t.Fatalf("EnsureSchema: %v", err)
+			}
+			uri := pgTestSQLAlchemyURI(db, tc.schema)
+			live := pgTestFlaskWrite(t, uri, tc.table, 3600, 30, true)
+			expired := pgTestFlaskWrite(t, uri, tc.table, -3600, 20, true)
+			noExpiry := pgTestFlaskWrite(t, uri, tc.table, 3600, 5, false)
+			// An app whose lifetime is a few seconds wrote this one: live now,
+			// expired soon; it must survive a cleanup that runs before then.
+			soon := pgTestFlaskWrite(t, uri, tc.table, 120, 1, true)
+			live = append(live, soon...)
+
+			conn := pgTestConnect(t, pgTestURL(db))
+			table := pgx.Identifier{pgTestOr(tc.schema, "public"), tc.table}.Sanitize()
+			var nulls int
+			conn.QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE expiry IS NULL").Scan(&nulls)
+			if nulls != len(noExpiry) {
+				t.Fatalf("setup: %d rows with NULL expiry, want %d", nulls, len(noExpiry))
+			}
+
+			dry, err := s.Cleanup(ctx, CleanupOptions{DryRun: true, BatchSize: 4})
+			if err != nil {
+				t.Fatalf("dry run: %v", err)
+			}
+			wantTotal := int64(len(live) + len(expired) + len(noExpiry))
+			if !dry.DryRun || dry.Scanned != wantTotal || dry.Expired != int64(len(expired)) || dry.Deleted != 0 || dry.Kept["noExpiry"] != int64(len(noExpiry)) {
+				t.Fatalf("dry run report %+v", dry)
+			}
+			if n := pgTestCount(t, conn, table); n != wantTotal {
+				t.Fatalf("the dry run deleted rows: %d left of %d", n, wantTotal)
+			}
+
+			var progress []Report
+			var dbNow time.Time
+			conn.QueryRow(ctx, "SELECT now() AT TIME ZONE 'utc'").Scan(&dbNow)
+			rep, err := s.Cleanup(ctx, CleanupOptions{
+				// A job clock far ahead must not matter: the database's is used.
+				Now:       time.Now().AddDate(50, 0, 0),
+				BatchSize: 4,
+				Progress:  func(r Report) { progress = append(progress, r) },
+			})
+			if err != nil {
+				t.Fatalf("Cleanup: %v", err)
+			}
+			t.Logf("report: %+v", rep)
+			if rep.Scanned != wantTotal || rep.Expired != int64(len(expired)) || rep.Deleted != int64(len(expired)) ||
+				rep.Kept["noExpiry"] != int64(len(noExpiry)) || rep.Batches < 2 || rep.Backend != BackendPostgreSQL {
+				t.Fatalf("report %+v", rep)
+			}
+			if d := rep.Now.Sub(dbNow); rep.Now.Location() != time.UTC || d < 0 || d > time.Minute {
+				t.Fatalf("report.Now %v is not the database's UTC clock (%v)", rep.Now, dbNow)
+			}
+			// One call after counting, then one after each batch.
+			if len(progress) != rep.Batches+1 || progress[0].Batches != 0 || progress[0].Expired != rep.Expired ||
+				progress[len(progress)-1].Deleted != rep.Deleted {
+				t.Fatalf("progress calls %+v for %d batches", progress, rep.Batches)
+			}
+
+			for _, e := range expired {
+				if pgTestHasSession(t, conn, table, e.SID) {
+					t.Errorf("expired session %s is still there", e.SID)
+				}
+			}
+			for _, n := range noExpiry {
+				if !pgTestHasSession(t, conn, table, n.SID) {
+					t.Errorf("session %s with no expiry was deleted", n.SID)
+				}
+			}
+			got := pgTestFlaskRead(t, uri, tc.table, live)
+			for _, l := range live {
+				if v := got[l.SID]; v == nil || *v != l.Value {
+					t.Errorf("the app no longer reads live session %s (got %v, want %s)", l.SID, v, l.Value)
+				}
+			}
+
+			again, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 4})
+			if err != nil || again.Expired != 0 || again.Deleted != 0 || again.Batches != 0 {
+				t.Fatalf("second run: %+v, %v; want nothing to do", again, err)
+			}
+		})
+	}
+}
+
+func pgTestCount(t *testing.T, conn *pgx.Conn, table string) int64 {
+	t.Helper()
+	var n int64
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func pgTestHasSession(t *testing.T, conn *pgx.Conn, table, sid string) bool {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM "+table+" WHERE session_id = $1", "session:"+sid).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
+}
+
+// pgTestFill writes n sessions with expiry = the database's now + offset.
+func pgTestFill(t *testing.T, conn *pgx.Conn, prefix string, n int, offset string) {
+	t.Helper()
+	pgTestExec(t, conn, `INSERT INTO sessions (session_id, data, expiry)
+		SELECT $1 || g, '\x80049500'::bytea, now() AT TIME ZONE 'utc' + $3::interval FROM generate_series(1, $2::int) g`,
+		prefix, n, offset)
+}
+
+// TestPostgresCleanupKeepsRefreshedSessions refreshes sessions, as the app
+// does on each request, while a cleanup runs in batches of 10. Some were
+// expired when the cleanup read its clock and are refreshed before their
+// batch comes: every refresh that took effect must leave its session alive.
+func TestPostgresCleanupKeepsRefreshedSessions(t *testing.T) {
+	ctx := pgTestCtx(t)
+	db := pgTestDatabase(t, "")
+	s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true})
+	if _, err := s.EnsureSchema(ctx); err != nil {
+		t.Fatalf("EnsureSchema: %v", err)
+	}
+	conn := pgTestConnect(t, pgTestURL(db))
+	const n = 3000
+	pgTestFill(t, conn, "session:live-", n, "1 hour")
+	pgTestFill(t, conn, "session:expired-", n, "-1 hour")
+	pgTestFill(t, conn, "session:borderline-", n, "-1 second")
+
+	var (
+		stop      atomic.Bool
+		batches   atomic.Int64
+		mu        sync.Mutex
+		refreshed = map[string]bool{} // sessions whose refresh took effect
+		during    atomic.Int64        // refreshes that took effect between batches
+		wg        sync.WaitGroup
+		errs      = make(chan error, 8)
+	)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pgx.Connect(ctx, pgTestURL(db))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close(context.Background())
+			for i := w; !stop.Load(); i += 4 {
+				// Half the refreshes go to borderline sessions from the end
+				// of the table, which the cleanup reaches last, so many
+				// land after it read its clock and before their batch.
+				sid := fmt.Sprintf("session:live-%d", 1+(i*7919)%n)
+				if i%2 == 0 {
+					sid = fmt.Sprintf("session:borderline-%d", n-(i/2)%n)
+				}
+				tag, err := c.Exec(ctx, `UPDATE sessions SET expiry = now() AT TIME ZONE 'utc' + interval '1 hour', data = '\x80049501'::bytea WHERE session_id = $1`, sid)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if tag.RowsAffected() == 1 {
+					mu.Lock()
+					refreshed[sid] = true
+					mu.Unlock()
+					if b := batches.Load(); b > 0 {
+						during.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond) // let the writers start
+	rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 10, Progress: func(r Report) { batches.Store(int64(r.Batches)) }})
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatalf("writer: %v", e)
+	}
+	if err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	t.Logf("report: %+v; %d refreshes took effect, %d during the batches", rep, len(refreshed), during.Load())
+	if during.Load() == 0 || rep.Batches < 100 || rep.Deleted == rep.Expired {
+		t.Fatalf("no session was refreshed between the cleanup's clock and its batch (%d batches, %d refreshes during them), so the test proves nothing",
+			rep.Batches, during.Load())
+	}
+
+	rows, err := conn.Query(ctx, "SELECT session_id, expiry > now() AT TIME ZONE 'utc' FROM sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	present := map[string]bool{}
+	for rows.Next() {
+		var sid string
+		var live bool
+		if err := rows.Scan(&sid, &live); err != nil {
+			t.Fatal(err)
+		}
+		present[sid] = true
+		if strings.HasPrefix(sid, "session:expired-") {
+			t.Errorf("expired session %s survived", sid)
+		}
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	for i := 1; i <= n; i++ {
+		if sid := fmt.Sprintf("session:live-%d", i); !present[sid] {
+			t.Errorf("live session %s was deleted", sid)
+		}
+	}
+	var lost int
+	for sid := range refreshed {
+		if !present[sid] {
+			lost++
+			t.Errorf("session %s was deleted after its refresh", sid)
+		}
+	}
+	if lost > 0 {
+		t.Fatalf("%d refreshed sessions lost", lost)
+	}
+	if rep.Deleted < n || rep.Deleted > rep.Expired {
+		t.Fatalf("deleted %d, want between %d and expired %d", rep.Deleted, n, rep.Expired)
+	}
+}
+
+// TestPostgresCleanupRechecksARowItWaitedFor holds a refresh open on an
+// expired session, so that the batch's DELETE must wait for its row lock,
+// then commits (or rolls back) the refresh: PostgreSQL re-checks the DELETE's
+// condition on the refreshed row, which must survive.
+func TestPostgresCleanupRechecksARowItWaitedFor(t *testing.T) {
+	for _, commit := range []bool{true, false} {
+		t.Run(fmt.Sprintf("refresh committed=%v", commit), func(t *testing.T) {
+			ctx := pgTestCtx(t)
+			db := pgTestDatabase(t, "")
+			s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true})
+			if _, err := s.EnsureSchema(ctx); err != nil {
+				t.Fatalf("EnsureSchema: %v", err)
+			}
+			conn := pgTestConnect(t, pgTestURL(db))
+			pgTestFill(t, conn, "session:expired-", 100, "-1 hour")
+			const sid = "session:expired-50"
+
+			app := pgTestConnect(t, pgTestURL(db))
+			pgTestExec(t, app, "BEGIN")
+			pgTestExec(t, app, "UPDATE sessions SET expiry = now() AT TIME ZONE 'utc' + interval '1 hour' WHERE session_id = $1", sid)
+
+			type result struct {
+				rep Report
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 10})
+				done <- result{rep, err}
+			}()
+			var waiting bool
+			for deadline := time.Now().Add(30 * time.Second); !waiting && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+					WHERE datname = $1 AND application_name = $2 AND wait_event_type = 'Lock')`, db, pgApplicationName).Scan(&waiting)
+			}
+			if !waiting {
+				t.Fatal("the cleanup never waited for the refreshed row's lock")
+			}
+			if commit {
+				pgTestExec(t, app, "COMMIT")
+			} else {
+				pgTestExec(t, app, "ROLLBACK")
+			}
+			r := <-done
+			if r.err != nil {
+				t.Fatalf("Cleanup: %v", r.err)
+			}
+			kept := pgTestHasSession(t, conn, "sessions", strings.TrimPrefix(sid, "session:"))
+			wantDeleted := int64(100)
+			if commit {
+				wantDeleted = 99
+			}
+			if kept != commit || r.rep.Deleted != wantDeleted || r.rep.Expired != 100 {
+				t.Fatalf("session kept=%v, report %+v; want kept=%v and %d deleted", kept, r.rep, commit, wantDeleted)
+			}
+		})
+	}
+}
+
+func TestPostgresCleanupStopsAndResumes(t *testing.T) {
+	setup := func(t *testing.T, password string) (Store, *pgx.Conn, string) {
+		db := pgTestDatabase(t, "")
+		u := "postgresql://postgres:" + password + "@" + pgTestHost + "/" + db + "?sslmode=disable"
+		s := pgTestStore(t, Config{URL: u, CreateTable: true})
+		if _, err := s.EnsureSchema(pgTestCtx(t)); err != nil {
+			t.Fatalf("EnsureSchema: %v", err)
+		}
+		conn := pgTestConnect(t, pgTestURL(db))
+		pgTestFill(t, conn, "session:expired-", 5000, "-1 hour")
+		pgTestFill(t, conn, "session:live-", 1000, "1 hour")
+		return s, conn, db
+	}
+	finish := func(t *testing.T, s Store, conn *pgx.Conn, first Report) {
+		ctx := pgTestCtx(t)
+		rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 50})
+		if err != nil {
+			t.Fatalf("rerun: %v", err)
+		}
+		if first.Deleted+rep.Deleted != 5000 || rep.Expired != 5000-first.Deleted {
+			t.Fatalf("rerun report %+v after %d deleted; want the remaining %d", rep, first.Deleted, 5000-first.Deleted)
+		}
+		var expired, live int64
+		conn.QueryRow(ctx, "SELECT count(*) FILTER (WHERE session_id LIKE 'session:expired-%'), count(*) FILTER (WHERE session_id LIKE 'session:live-%') FROM sessions").Scan(&expired, &live)
+		if expired != 0 || live != 1000 {
+			t.Fatalf("after the rerun: %d expired and %d of 1000 live sessions left", expired, live)
+		}
+	}
+
+	t.Run("server goes away", func(t *testing.T) {
+		const password = "s3cret-Pw"
+		s, conn, db := setup(t, password)
+		ctx := pgTestCtx(t)
+		var terminated bool
+		rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 50, Progress: func(r Report) {
+			if r.Batches == 3 {
+				err := conn.QueryRow(ctx, `SELECT bool_and(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity
+					WHERE datname = $1 AND application_name = $2`, db, pgApplicationName).Scan(&terminated)
+				if err != nil {
+					t.Errorf("terminate: %v", err)
+				}
+			}
+		}})
+		if !terminated {
+			t.Fatal("the cleanup's connection was not terminated")
+		}
+		pgTestWantKind(t, err, ErrUnknown, password)
+		t.Logf("error: %v", err)
+		if !strings.Contains(err.Error(), "connection lost after 3 batches") || !strings.Contains(err.Error(), "rerun") {
+			t.Fatalf("error does not say the connection was lost and a rerun finishes: %v", err)
+		}
+		if rep.Batches != 3 || rep.Deleted == 0 || rep.Deleted >= 5000 || !strings.Contains(rep.Message, "stopped") {
+			t.Fatalf("partial report %+v", rep)
+		}
+		if left := pgTestCount(t, conn, "sessions"); left != 6000-rep.Deleted {
+			t.Fatalf("%d rows left, but the report says %d deleted", left, rep.Deleted)
+		}
+		finish(t, s, conn, rep)
+	})
+
+	t.Run("context cancelled", func(t *testing.T) {
+		s, conn, _ := setup(t, "")
+		ctx, cancel := context.WithCancel(pgTestCtx(t))
+		rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 50, Progress: func(r Report) {
+			if r.Batches == 2 {
+				cancel()
+			}
+		}})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+		if rep.Batches != 2 || rep.Deleted == 0 {
+			t.Fatalf("partial report %+v; want 2 batches done", rep)
+		}
+		if left := pgTestCount(t, conn, "sessions"); left != 6000-rep.Deleted {
+			t.Fatalf("%d rows left, but the report says %d deleted", left, rep.Deleted)
+		}
+		finish(t, s, conn, rep)
+	})
+}
+
+func TestPostgresCleanupRefusesOtherTables(t *testing.T) {
+	ctx := pgTestCtx(t)
+	db := pgTestDatabase(t, "")
+	conn := pgTestConnect(t, pgTestURL(db))
+	pgTestExec(t, conn, "CREATE TABLE sessions (id serial PRIMARY KEY, session_id varchar(255), data bytea)")
+	s := pgTestStore(t, Config{URL: pgTestURL(db)})
+	_, err := s.Cleanup(ctx, CleanupOptions{})
+	pgTestWantKind(t, err, ErrConfig, "")
+	pgTestWantKind(t, s.Ping(ctx), ErrConfig, "")
+
+	_, err = pgTestStore(t, Config{URL: pgTestURL(db), Table: "nosuchtable"}).Cleanup(ctx, CleanupOptions{})
+	pgTestWantKind(t, err, ErrMissingTable, "")
+}
+
+// TestPostgresRanges checks that the ctid ranges cover every page and line
+// pointer exactly once, whether batches span pages or slice them.
+func TestPostgresRanges(t *testing.T) {
+	for _, tc := range []struct {
+		pages       int64
+		rowsPerPage float64
+		batch       int
+		wantRanges  int
+	}{
+		{0, 0, 1000, 0},
+		{1, 3, 1000, 1},
+		{100, 50, 1000, 5}, // 20 pages a batch
+		{101, 50, 1000, 6}, // and a short last one
+		{10, 50, 10, 50},   // 5 slices a page
+		{10, 55, 10, 60},   // 6 slices, the last to the page's end
+		{3, 2000, 1000, 6}, // 2 slices a page
+		{7, 60, 60, 7},     // exactly a page
+		{4, 0.5, 1000, 1},  // sparse
+		{1000, 40, 1, 40000},
+	} {
+		var got [][2]pgtype.TID
+		for lo, hi := range pgRanges(tc.pages, tc.rowsPerPage, tc.batch) {
+			got = append(got, [2]pgtype.TID{lo, hi})
+		}
+		if len(got) != tc.wantRanges {
+			t.Fatalf("%+v: %d ranges, want %d", tc, len(got), tc.wantRanges)
+		}
+		if len(got) == 0 {
+			continue
+		}
+		less := func(a, b pgtype.TID) bool {
+			return a.BlockNumber < b.BlockNumber || a.BlockNumber == b.BlockNumber && a.OffsetNumber < b.OffsetNumber
+		}
+		if first := got[0][0]; first.BlockNumber != 0 || first.OffsetNumber != 0 {
+			t.Fatalf("%+v: starts at %v", tc, first)
+		}
+		if last := got[len(got)-1][1]; int64(last.BlockNumber) != tc.pages || last.OffsetNumber != 0 {
+			t.Fatalf("%+v: ends at %v, want (%d,0)", tc, last, tc.pages)
+		}
+		for i, r := range got {
+			if !less(r[0], r[1]) || (i > 0 && r[0] != got[i-1][1]) {
+				t.Fatalf("%+v: range %d %v does not follow %v", tc, i, r, got[max(i-1, 0)])
+			}
+		}
+	}
+}
