@@ -1,0 +1,563 @@
+package sessionstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// The tests use the FerretDB (MongoDB wire protocol) that
+// hack/start-services.sh starts; each one works in a database of its own.
+const mongoTestURL = "mongodb://127.0.0.1:27017/"
+
+func mongoTestClient(t testing.TB, url string) *mongo.Client {
+	t.Helper()
+	client, err := mongo.Connect(options.Client().ApplyURI(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Disconnect(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx, nil); err != nil {
+		t.Fatalf("FerretDB/MongoDB is not reachable at %s (%v); run hack/start-services.sh", url, err)
+	}
+	return client
+}
+
+// mongoTestDatabase returns a database name of the test's own, dropped when
+// the test ends.
+func mongoTestDatabase(t testing.TB, client *mongo.Client) string {
+	t.Helper()
+	b := make([]byte, 5)
+	rand.Read(b)
+	name := "sstest_" + hex.EncodeToString(b)
+	t.Cleanup(func() { client.Database(name).Drop(context.Background()) })
+	return name
+}
+
+func mongoTestStore(t testing.TB, cfg Config) Store {
+	t.Helper()
+	cfg.Backend = BackendMongoDB
+	if cfg.URL == "" {
+		cfg.URL = mongoTestURL
+	}
+	if cfg.Collection == "" {
+		cfg.Collection = DefaultCollection
+	}
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = DefaultKeyPrefix
+	}
+	store, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+type mongoFlaskSession struct {
+	SID   string `json:"sid"`
+	Value string `json:"value"`
+}
+
+func mongoRunPython(t *testing.T, stdin string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command("/usr/bin/python3", append([]string{"testdata/flask_mongodb_sessions.py"}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("Flask-Session (Debian's python3-flask-session, python3-pymongo; run hack/start-services.sh) failed: %v\n%s", err, stderr.String())
+	}
+	return out
+}
+
+// mongoFlaskWrite has the real Flask-Session write count sessions that
+// expire after lifetime (negative: already expired).
+func mongoFlaskWrite(t *testing.T, db string, lifetime time.Duration, count int, extra ...string) []mongoFlaskSession {
+	t.Helper()
+	args := append([]string{"write", mongoTestURL, db, DefaultCollection, DefaultKeyPrefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count)}, extra...)
+	var sessions []mongoFlaskSession
+	out := mongoRunPython(t, "", args...)
+	if err := json.Unmarshal(out, &sessions); err != nil || len(sessions) != count {
+		t.Fatalf("flask wrote %d sessions (%v): %s", len(sessions), err, out)
+	}
+	return sessions
+}
+
+func mongoFlaskRead(t *testing.T, db string, sessions []mongoFlaskSession) map[string]*string {
+	t.Helper()
+	sids := make([]string, len(sessions))
+	for i, s := range sessions {
+		sids[i] = s.SID
+	}
+	in, _ := json.Marshal(sids)
+	var read map[string]*string
+	out := mongoRunPython(t, string(in), "read", mongoTestURL, db, DefaultCollection, DefaultKeyPrefix)
+	if err := json.Unmarshal(out, &read); err != nil {
+		t.Fatalf("flask read: %v: %s", err, out)
+	}
+	return read
+}
+
+// mongoIDs returns the storage ids of the documents in coll.
+func mongoIDs(t testing.TB, coll *mongo.Collection) map[string]bool {
+	t.Helper()
+	cur, err := coll.Find(context.Background(), bson.D{}, options.Find().SetProjection(bson.D{{Key: "id", Value: 1}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []struct {
+		ID string `bson:"id"`
+	}
+	if err := cur.All(context.Background(), &docs); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, d := range docs {
+		ids[d.ID] = true
+	}
+	return ids
+}
+
+func TestMongoPing(t *testing.T) {
+	mongoTestClient(t, mongoTestURL)
+	ctx := context.Background()
+	if err := mongoTestStore(t, Config{Database: "sstest_ping"}).Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		err := mongoTestStore(t, Config{URL: "mongodb://sess:s3cr%40t@" + redisClosedAddr(t) + "/", Database: "d"}).Ping(ctx)
+		redisWantKind(t, err, ErrRefused)
+		if strings.Contains(err.Error(), "s3cr") {
+			t.Fatalf("error quotes the password: %v", err)
+		}
+	})
+	t.Run("dns", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		err := mongoTestStore(t, Config{URL: "mongodb://no-such-host.invalid:27017/", Database: "d"}).Ping(ctx)
+		redisWantKind(t, err, ErrDNS)
+	})
+}
+
+func TestMongoConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		key  string
+	}{
+		{"wrong scheme", Config{URL: "postgres://h/", Database: "d", Collection: "c"}, EnvURL},
+		{"database with a dot", Config{URL: mongoTestURL, Database: "a.b", Collection: "c"}, EnvDatabase},
+		{"database with a dollar", Config{URL: mongoTestURL, Database: "a$b", Collection: "c"}, EnvDatabase},
+		{"empty database", Config{URL: mongoTestURL, Collection: "c"}, EnvDatabase},
+		{"long database", Config{URL: mongoTestURL, Database: strings.Repeat("d", 64), Collection: "c"}, EnvDatabase},
+		{"collection with a dot", Config{URL: mongoTestURL, Database: "d", Collection: "system.x"}, EnvCollection},
+		{"collection with a dollar", Config{URL: mongoTestURL, Database: "d", Collection: "c$"}, EnvCollection},
+		{"empty collection", Config{URL: mongoTestURL, Database: "d"}, EnvCollection},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Backend = BackendMongoDB
+			_, err := New(tc.cfg)
+			redisWantKind(t, err, ErrConfig)
+			var se *Error
+			if !errors.As(err, &se) || se.Op != tc.key {
+				t.Fatalf("error %v does not name %s", err, tc.key)
+			}
+		})
+	}
+
+	t.Run("unparsable URL is not quoted", func(t *testing.T) {
+		err := mongoTestStore(t, Config{URL: "mongodb://u:pa%zzword@h:27017/", Database: "d"}).Ping(context.Background())
+		redisWantKind(t, err, ErrConfig)
+		if strings.Contains(err.Error(), "zzword") {
+			t.Fatalf("error quotes the URL: %v", err)
+		}
+	})
+}
+
+func TestMongoEnsureSchemaReportsTTLUnsupported(t *testing.T) {
+	client := mongoTestClient(t, mongoTestURL)
+	db := mongoTestDatabase(t, client)
+	ctx := context.Background()
+
+	store := mongoTestStore(t, Config{Database: db, TTLIndex: true})
+	for i := range 2 { // the second call finds the same answer
+		res, err := store.EnsureSchema(ctx)
+		if err != nil {
+			t.Fatalf("EnsureSchema #%d: %v", i+1, err)
+		}
+		if !res.TTLUnsupported || !res.Present || len(res.Created) != 0 || !strings.Contains(res.Message, "TTL unsupported") {
+			t.Fatalf("EnsureSchema #%d on FerretDB = %+v; want TTL unsupported, not an error", i+1, res)
+		}
+	}
+
+	res, err := mongoTestStore(t, Config{Database: db}).EnsureSchema(ctx)
+	if err != nil || !res.Present || res.TTLUnsupported || len(res.Created) != 0 {
+		t.Fatalf("EnsureSchema without TTLIndex = %+v, %v; want present, nothing created", res, err)
+	}
+	specs, err := client.Database(db).Collection(DefaultCollection).Indexes().ListSpecifications(ctx)
+	if err == nil {
+		for _, spec := range specs {
+			if spec.ExpireAfterSeconds != nil {
+				t.Fatalf("a TTL index appeared: %+v", spec)
+			}
+		}
+	}
+}
+
+func TestMongoCleanupFlaskSessions(t *testing.T) {
+	client := mongoTestClient(t, mongoTestURL)
+	db := mongoTestDatabase(t, client)
+	coll := client.Database(db).Collection(DefaultCollection)
+	ctx := context.Background()
+
+	live := mongoFlaskWrite(t, db, time.Hour, 6)
+	expired := mongoFlaskWrite(t, db, -time.Hour, 5)
+	nonPermanent := mongoFlaskWrite(t, db, time.Hour, 3, "non-permanent")
+
+	// What Flask-Session 0.3.2 writes, read back as stored.
+	var doc bson.M
+	if err := coll.FindOne(ctx, bson.D{{Key: "id", Value: DefaultKeyPrefix + live[0].SID}}).Decode(&doc); err != nil {
+		t.Fatalf("the live session's document: %v", err)
+	}
+	if _, ok := doc["_id"].(bson.ObjectID); !ok {
+		t.Errorf("_id is %T, want the ObjectId the server assigns on upsert", doc["_id"])
+	}
+	if _, ok := doc["val"].(bson.Binary); !ok {
+		t.Errorf("val is %T, want binary (a pickle)", doc["val"])
+	}
+	if exp, ok := doc["expiration"].(bson.DateTime); !ok || time.Until(exp.Time()) < 50*time.Minute {
+		t.Errorf("expiration is %v (%T), want a date an hour ahead", doc["expiration"], doc["expiration"])
+	}
+	if err := coll.FindOne(ctx, bson.D{{Key: "id", Value: DefaultKeyPrefix + nonPermanent[0].SID}}).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := doc["expiration"]; !ok || v != nil {
+		t.Errorf("non-permanent session's expiration is %v (present %v), want null", v, ok)
+	}
+
+	// Documents the app did not write: no expiration field, and one that is not a date.
+	if _, err := coll.InsertMany(ctx, []any{
+		bson.D{{Key: "id", Value: DefaultKeyPrefix + "no-field"}, {Key: "val", Value: bson.Binary{Data: []byte("x")}}},
+		bson.D{{Key: "id", Value: DefaultKeyPrefix + "string-date"}, {Key: "val", Value: bson.Binary{Data: []byte("x")}}, {Key: "expiration", Value: "2001-01-01"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	store := mongoTestStore(t, Config{Database: db})
+	rep, err := store.Cleanup(ctx, CleanupOptions{Now: time.Now(), BatchSize: 2, DryRun: true})
+	if err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	if rep.Expired != 5 || rep.Deleted != 0 || len(mongoIDs(t, coll)) != 16 {
+		t.Fatalf("dry run %+v: want 5 expired found and nothing deleted", rep)
+	}
+
+	var batches int
+	rep, err = store.Cleanup(ctx, CleanupOptions{Now: time.Now(), BatchSize: 2, Progress: func(Report) { batches++ }})
+	if err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	t.Logf("report: %+v", rep)
+	if rep.Scanned != 16 || rep.Expired != 5 || rep.Deleted != 5 || rep.Batches != 3 || batches != 3 {
+		t.Fatalf("report %+v: want 16 scanned, 5 expired and deleted in 3 batches of 2", rep)
+	}
+	if rep.Kept["noExpiry"] != 4 || rep.Kept["unreadable"] != 1 || rep.NativeExpiry {
+		t.Fatalf("kept %v: want 4 without expiration (3 null, 1 missing) and 1 unreadable", rep.Kept)
+	}
+
+	ids := mongoIDs(t, coll)
+	for _, s := range expired {
+		if ids[DefaultKeyPrefix+s.SID] {
+			t.Errorf("expired session %s was not deleted", s.SID)
+		}
+	}
+	for _, s := range append(append([]mongoFlaskSession{}, live...), nonPermanent...) {
+		if !ids[DefaultKeyPrefix+s.SID] {
+			t.Errorf("session %s that had not expired was deleted", s.SID)
+		}
+	}
+	if !ids[DefaultKeyPrefix+"no-field"] || !ids[DefaultKeyPrefix+"string-date"] {
+		t.Errorf("a document without a date expiration was deleted")
+	}
+
+	read := mongoFlaskRead(t, db, live)
+	for _, s := range live {
+		if got := read[s.SID]; got == nil || *got != s.Value {
+			t.Errorf("the app reads %v for live session %s, want %q", got, s.SID, s.Value)
+		}
+	}
+
+	rep, err = store.Cleanup(ctx, CleanupOptions{Now: time.Now(), BatchSize: 2})
+	if err != nil || rep.Expired != 0 || rep.Deleted != 0 {
+		t.Fatalf("second run %+v, %v: want nothing left to delete", rep, err)
+	}
+}
+
+// mongoSession is a document as Flask-Session writes it.
+func mongoSession(id string, expiration any) bson.D {
+	return bson.D{{Key: "id", Value: id}, {Key: "val", Value: bson.Binary{Data: []byte(id)}}, {Key: "expiration", Value: expiration}}
+}
+
+// mongoRefresh writes a session the way Flask-Session 0.3.2 does:
+// update({'id': id}, {id, val, expiration}, upsert=True).
+func mongoRefresh(ctx context.Context, coll *mongo.Collection, id string, expiration time.Time) error {
+	_, err := coll.ReplaceOne(ctx, bson.D{{Key: "id", Value: id}}, mongoSession(id, expiration), options.Replace().SetUpsert(true))
+	return err
+}
+
+func mongoInsert(t testing.TB, coll *mongo.Collection, docs []any) {
+	t.Helper()
+	for chunk := range func(yield func([]any) bool) {
+		for len(docs) > 0 {
+			n := min(len(docs), 5000)
+			if !yield(docs[:n]) {
+				return
+			}
+			docs = docs[n:]
+		}
+	} {
+		if _, err := coll.InsertMany(context.Background(), chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Writers keep refreshing live sessions (some due to expire right after the
+// cut-off) and adding new ones while the cleanup runs in batches of 10; some
+// expired sessions are refreshed after the cleanup has started. None of them
+// may be lost.
+func TestMongoCleanupKeepsSessionsRefreshedMeanwhile(t *testing.T) {
+	client := mongoTestClient(t, mongoTestURL)
+	db := mongoTestDatabase(t, client)
+	coll := client.Database(db).Collection(DefaultCollection)
+	ctx := context.Background()
+	cutoff := time.Now().UTC().Truncate(time.Millisecond)
+
+	// Natural order is insertion order: the expired sessions come first, so
+	// the refreshed ones are still ahead of the cleanup when they are refreshed.
+	var docs []any
+	var expired, refreshed, live []string
+	for i := range 300 {
+		expired = append(expired, fmt.Sprintf("session:expired-%d", i))
+		docs = append(docs, mongoSession(expired[i], cutoff.Add(-time.Hour)))
+	}
+	for i := range 40 {
+		refreshed = append(refreshed, fmt.Sprintf("session:refreshed-%d", i))
+		docs = append(docs, mongoSession(refreshed[i], cutoff.Add(-time.Second)))
+	}
+	for i := range 100 {
+		live = append(live, fmt.Sprintf("session:live-%d", i))
+		// Due to expire just after the cut-off, while the cleanup runs.
+		docs = append(docs, mongoSession(live[i], cutoff.Add(time.Duration(i+1)*10*time.Millisecond)))
+	}
+	mongoInsert(t, coll, docs)
+
+	writerCtx, stopWriters := context.WithCancel(ctx)
+	var writers sync.WaitGroup
+	var writes, created atomic.Int64
+	var writerErr atomic.Value
+	for w := range 3 {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for i := w; writerCtx.Err() == nil; i += 3 {
+				id := live[i%len(live)]
+				if i%10 == 0 {
+					id = fmt.Sprintf("session:new-%d-%d", w, i)
+					created.Add(1)
+				}
+				if err := mongoRefresh(writerCtx, coll, id, time.Now().Add(time.Hour)); err != nil && writerCtx.Err() == nil {
+					writerErr.Store(err)
+					return
+				}
+				writes.Add(1)
+			}
+		}()
+	}
+
+	var once sync.Once
+	rep, err := mongoTestStore(t, Config{Database: db}).Cleanup(ctx, CleanupOptions{
+		Now:       cutoff,
+		BatchSize: 10,
+		Progress: func(Report) {
+			// After the first batch: the app refreshes sessions that had
+			// expired by the cut-off and that the cleanup has not reached.
+			once.Do(func() {
+				for _, id := range refreshed {
+					if err := mongoRefresh(ctx, coll, id, time.Now().Add(time.Hour)); err != nil {
+						t.Errorf("refresh %s: %v", id, err)
+					}
+				}
+			})
+		},
+	})
+	stopWriters()
+	writers.Wait()
+	if err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if err, _ := writerErr.Load().(error); err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	t.Logf("report %+v; %d writes by the app meanwhile", rep, writes.Load())
+	if writes.Load() < 50 {
+		t.Fatalf("only %d writes happened during the cleanup; the test did not exercise concurrency", writes.Load())
+	}
+
+	ids := mongoIDs(t, coll)
+	lost := 0
+	for _, id := range append(append([]string{}, live...), refreshed...) {
+		if !ids[id] {
+			lost++
+			t.Errorf("session %s was refreshed or live and is gone", id)
+		}
+	}
+	for _, id := range expired {
+		if ids[id] {
+			t.Errorf("expired session %s was not deleted", id)
+		}
+	}
+	if lost > 0 || rep.Deleted != 300 || len(ids) != len(live)+len(refreshed)+int(created.Load()) {
+		t.Fatalf("%d live sessions lost, %d deleted (want 300), %d documents left", lost, rep.Deleted, len(ids))
+	}
+}
+
+func TestMongoCleanupStopsOnCancel(t *testing.T) {
+	client := mongoTestClient(t, mongoTestURL)
+	db := mongoTestDatabase(t, client)
+	coll := client.Database(db).Collection(DefaultCollection)
+	var docs []any
+	for i := range 50 {
+		docs = append(docs, mongoSession(fmt.Sprintf("session:%d", i), time.Now().Add(-time.Hour)))
+	}
+	mongoInsert(t, coll, docs)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rep, err := mongoTestStore(t, Config{Database: db}).Cleanup(ctx, CleanupOptions{BatchSize: 10, Progress: func(Report) { cancel() }})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if n, _ := coll.CountDocuments(context.Background(), bson.D{}); rep.Batches != 1 || rep.Deleted != 10 || n != 40 {
+		t.Fatalf("report %+v, %d left: want one whole batch of 10 deleted, then a stop", rep, n)
+	}
+}
+
+// mongoFerretDB is a FerretDB of the test's own, which it can stop and start.
+type mongoFerretDB struct {
+	t    *testing.T
+	addr string
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func mongoStartFerretDB(t *testing.T, addr, dir string) *mongoFerretDB {
+	t.Helper()
+	bin, _ := filepath.Abs("../../bin/ferretdb")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("no FerretDB binary at %s (%v); run hack/start-services.sh", bin, err)
+	}
+	f := &mongoFerretDB{t: t, addr: addr, dir: dir}
+	f.cmd = exec.Command(bin, "--handler=sqlite", "--sqlite-url=file:"+dir+"/", "--listen-addr="+addr,
+		"--state-dir="+dir, "--debug-addr=-", "--telemetry=disable", "--log-level=error")
+	f.cmd.Stdout, f.cmd.Stderr = os.Stderr, os.Stderr
+	if err := f.cmd.Start(); err != nil {
+		t.Fatalf("start FerretDB: %v", err)
+	}
+	t.Cleanup(f.kill)
+	for range 100 {
+		if conn, err := net.Dial("tcp", addr); err == nil {
+			conn.Close()
+			return f
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("FerretDB did not listen on %s", addr)
+	return nil
+}
+
+func (f *mongoFerretDB) kill() {
+	if f.cmd.ProcessState == nil {
+		f.cmd.Process.Kill()
+		f.cmd.Wait()
+	}
+}
+
+func TestMongoCleanupServerGoesAway(t *testing.T) {
+	dir := t.TempDir()
+	addr := redisClosedAddr(t)
+	server := mongoStartFerretDB(t, addr, dir)
+	url := "mongodb://" + addr + "/"
+	client := mongoTestClient(t, url)
+	coll := client.Database("sessions_db").Collection(DefaultCollection)
+	ctx := context.Background()
+
+	var docs []any
+	for i := range 200 {
+		docs = append(docs, mongoSession(fmt.Sprintf("session:expired-%d", i), time.Now().Add(-time.Hour)))
+	}
+	for i := range 50 {
+		docs = append(docs, mongoSession(fmt.Sprintf("session:live-%d", i), time.Now().Add(time.Hour)))
+	}
+	mongoInsert(t, coll, docs)
+
+	cfg := Config{URL: url, Database: "sessions_db"}
+	rep, err := mongoTestStore(t, cfg).Cleanup(ctx, CleanupOptions{BatchSize: 10, Progress: func(r Report) {
+		if r.Batches == 2 {
+			server.kill()
+		}
+	}})
+	t.Logf("report when the server went away: %+v; error: %v", rep, err)
+	if err == nil {
+		t.Fatalf("Cleanup succeeded with its server gone")
+	}
+	if kind := KindOf(err); kind != ErrRefused {
+		t.Fatalf("error kind %s (%v), want %s", kind, err, ErrRefused)
+	}
+	if rep.Deleted != 20 || rep.Batches != 2 {
+		t.Fatalf("report %+v: want the 2 batches done before the server went away", rep)
+	}
+
+	mongoStartFerretDB(t, addr, dir)
+	client = mongoTestClient(t, url)
+	coll = client.Database("sessions_db").Collection(DefaultCollection)
+	rep, err = mongoTestStore(t, cfg).Cleanup(ctx, CleanupOptions{BatchSize: 10})
+	if err != nil {
+		t.Fatalf("rerun: %v", err)
+	}
+	if rep.Deleted != 180 {
+		t.Fatalf("rerun %+v: want the other 180 expired sessions deleted", rep)
+	}
+	ids := mongoIDs(t, coll)
+	for i := range 50 {
+		if !ids[fmt.Sprintf("session:live-%d", i)] {
+			t.Errorf("live session %d is gone", i)
+		}
+	}
+	if len(ids) != 50 {
+		t.Fatalf("%d documents left, want the 50 live ones", len(ids))
+	}
+}
