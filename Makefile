@@ -78,11 +78,9 @@ uninstall: manifests ## Remove the CRD (and every SessionStore) from the cluster
 
 .PHONY: deploy
 deploy: manifests ## Deploy the operator with image $(IMG) to the cluster of your kubeconfig.
-	cd config/manager && kubectl kustomize . >/dev/null && \
-	  tmp=$$(mktemp -d) && cp -r $(CURDIR)/config $$tmp/ && \
-	  (cd $$tmp/config/manager && kubectl kustomize edit set image controller=$(IMG) 2>/dev/null || \
-	    sed -i "s|newName: .*|newName: $${IMG%:*}|; s|newTag: .*|newTag: $${IMG##*:}|" kustomization.yaml) && \
-	  kubectl apply --server-side -k $$tmp/config/default; rm -rf $$tmp
+	@tmp=$$(mktemp -d) && cp -r config $$tmp/ && img='$(IMG)' && \
+	  sed -i "s|newName: .*|newName: $${img%:*}|; s|newTag: .*|newTag: $${img##*:}|" $$tmp/config/manager/kustomization.yaml && \
+	  kubectl apply --server-side -k $$tmp/config/default; status=$$?; rm -rf $$tmp; exit $$status
 
 .PHONY: undeploy
 undeploy: ## Remove the operator from the cluster.
