@@ -436,11 +436,11 @@ func describeSchema(s sessionstore.SchemaResult) string {
 	case len(s.Created) > 0:
 		parts = append(parts, "created "+strings.Join(s.Created, ", "))
 	case s.Present:
-		parts = append(parts, "present, nothing to create")
+		parts = append(parts, "present")
 	default:
 		parts = append(parts, "not present")
 	}
-	if s.TTLUnsupported {
+	if s.TTLUnsupported && s.Message == "" {
 		parts = append(parts, "the server has no TTL indexes, so the cleanup job is what removes expired sessions")
 	}
 	if s.Message != "" {
@@ -593,7 +593,7 @@ func (p *progressLogger) observe(r sessionstore.Report) {
 	p.latest, p.seen = r, true
 	if now := time.Now(); p.lastLog.IsZero() || now.Sub(p.lastLog) >= p.interval {
 		p.lastLog = now
-		fmt.Fprintf(p.out, "%s: progress: batch %d: %s (%s)\n", p.name, r.Batches, countsOf(r), roundDuration(r.Duration))
+		fmt.Fprintf(p.out, "%s: progress: %s; %s so far (%s)\n", p.name, countsOf(r), batchesOf(r.Batches), roundDuration(r.Duration))
 	}
 	if p.atBatchEnd != nil {
 		p.atBatchEnd()
@@ -693,43 +693,41 @@ func (inv *invocation) check(parent context.Context) int {
 	}
 	defer store.Close()
 
-	// A missing table is fine when the cleanup will create it.
-	tableWillBeCreated := func(err error) bool {
-		return sessionstore.KindOf(err) == sessionstore.ErrMissingTable && cfg.CreateTable
-	}
+	// A missing table is fine when the cleanup will create it; whether it
+	// is only the table that is missing (not the database) EnsureSchema
+	// tells below, without creating anything.
 	if err := inv.ping(ctx, store); err != nil {
 		if ctx.Err() != nil {
 			err = &sessionstore.Error{Kind: sessionstore.ErrTimeout, Op: "ping",
 				Err: fmt.Errorf("stopped early (%s) before the store answered", stopReason(ctx))}
 		}
-		if !tableWillBeCreated(err) {
+		if sessionstore.KindOf(err) != sessionstore.ErrMissingTable || !cfg.CreateTable {
 			return inv.failCheck(res, err)
 		}
-		res.OK = true
-		res.Schema = &sessionstore.SchemaResult{Message: "table missing; cleanup will create it (" + sessionstore.EnvCreateTable + " is true)"}
-		return inv.emitCheck(res, ExitOK)
 	}
 
 	if cfg.Backend == sessionstore.BackendPostgreSQL || cfg.Backend == sessionstore.BackendMongoDB {
 		schema, err := store.EnsureSchema(ctx)
-		switch {
-		case tableWillBeCreated(err):
-			schema = sessionstore.SchemaResult{Message: "table missing; cleanup will create it (" + sessionstore.EnvCreateTable + " is true)"}
-		case err != nil:
+		if err != nil {
 			return inv.failCheck(res, err)
-		case !schema.Present && schemaRequested(cfg):
-			schema.Message = strings.TrimPrefix(schema.Message+"; cleanup will create what is missing", "; ")
-		case !schema.Present:
-			res.Schema = &schema
-			res.Error = "schema not present and the configuration does not create it"
-			if schema.Message != "" {
-				res.Error += ": " + schema.Message
-			}
-			res.ErrorKind = sessionstore.ErrMissingTable
-			fmt.Fprintf(inv.stderr, "%s: %s\n", inv.name, oneLine(res.Error))
-			return inv.emitCheck(res, ExitStoreFailed)
+		}
+		if len(schema.Created) > 0 {
+			// A backend that ignored the look-only config: say so rather than hide it.
+			fmt.Fprintf(inv.stderr, "%s: the backend created %s although check asked for nothing\n", inv.name, strings.Join(schema.Created, ", "))
 		}
 		res.Schema = &schema
+		if !schema.Present {
+			if !schemaRequested(cfg) {
+				res.Error = "schema not present and the configuration does not create it"
+				if schema.Message != "" {
+					res.Error += ": " + schema.Message
+				}
+				res.ErrorKind = sessionstore.ErrMissingTable
+				fmt.Fprintf(inv.stderr, "%s: %s\n", inv.name, oneLine(res.Error))
+				return inv.emitCheck(res, ExitStoreFailed)
+			}
+			schema.Message = strings.TrimPrefix(schema.Message+"; cleanup will create what is missing", "; ")
+		}
 	}
 	res.OK = true
 	return inv.emitCheck(res, ExitOK)

@@ -24,6 +24,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
@@ -643,7 +647,9 @@ func TestSIGTERMStopsTheRun(t *testing.T) {
 }
 
 func TestTimeoutStopsTheRun(t *testing.T) {
-	r := run(t, t.Context(), Main, fsEnv(t.TempDir()), nil, "--timeout=1ns")
+	requireServer(t, "redis", "127.0.0.1:6379")
+	env := map[string]string{sessionstore.EnvBackend: "redis", sessionstore.EnvURL: testRedisURL, sessionstore.EnvKeyPrefix: "cmdtest:" + randomName(t) + ":"}
+	r := run(t, t.Context(), Main, env, nil, "--timeout=1ns")
 	if r.code != ExitStoreFailed || !strings.Contains(r.stderr, "stopped early (the --timeout of 1ns was reached)") {
 		t.Fatalf("want exit 1 saying the timeout stopped it:\n%s", r)
 	}
@@ -814,7 +820,7 @@ func TestProgressIsLoggedFirstThenSpaced(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		p.observe(sessionstore.Report{Batches: i, Scanned: int64(i * 10)})
 	}
-	if got := out.String(); got != "cleanup: progress: batch 1: scanned 10, expired 0, deleted 0 (0s)\n" {
+	if got := out.String(); got != "cleanup: progress: scanned 10, expired 0, deleted 0; 1 batch so far (0s)\n" {
 		t.Errorf("want only the first batch logged within the interval, got %q", got)
 	}
 	if boundaries != 3 {
@@ -858,5 +864,42 @@ func TestBatchStopper(t *testing.T) {
 	}
 	if cause := context.Cause(b.ctx); cause == nil || !strings.Contains(cause.Error(), "did not finish within 10ms") {
 		t.Errorf("cause: %v", cause)
+	}
+}
+
+func TestCleanupMongoDB(t *testing.T) {
+	requireServer(t, "mongodb (FerretDB)", "127.0.0.1:27017")
+	ctx := t.Context()
+	client, err := mongo.Connect(options.Client().ApplyURI(testMongoURL))
+	if err != nil {
+		t.Fatalf("mongodb: %v", err)
+	}
+	defer client.Disconnect(context.Background())
+	database := "cmd_" + randomName(t)
+	t.Cleanup(func() { client.Database(database).Drop(context.Background()) })
+	coll := client.Database(database).Collection("sessions")
+	now := time.Now().UTC()
+	_, err = coll.InsertMany(ctx, []any{
+		bson.M{"id": "session:old", "val": []byte{0}, "expiration": now.Add(-time.Hour)},
+		bson.M{"id": "session:live", "val": []byte{0}, "expiration": now.Add(time.Hour)},
+		bson.M{"id": "session:none", "val": []byte{0}, "expiration": nil},
+	})
+	if err != nil {
+		t.Fatalf("mongodb insert: %v (run hack/start-services.sh)", err)
+	}
+	env := map[string]string{sessionstore.EnvBackend: "mongodb", sessionstore.EnvURL: testMongoURL, sessionstore.EnvDatabase: database}
+	r := run(t, ctx, Main, env, nil, "--output=json")
+	if r.code != ExitOK {
+		t.Fatalf("want exit 0:\n%s", r)
+	}
+	res := decodeResult(t, "stdout", []byte(r.stdout))
+	if res.Deleted != 1 || res.Schema == nil {
+		t.Errorf("want 1 deleted and the TTL index outcome reported: %s", r.stdout)
+	}
+	if n, _ := coll.CountDocuments(ctx, bson.M{}); n != 2 {
+		t.Errorf("%d documents left, want 2", n)
+	}
+	if r := run(t, ctx, Check, env, nil); r.code != ExitOK || !strings.HasPrefix(r.stdout, "ok: mongodb") {
+		t.Errorf("check:\n%s", r)
 	}
 }
