@@ -903,3 +903,59 @@ func TestCleanupMongoDB(t *testing.T) {
 		t.Errorf("check:\n%s", r)
 	}
 }
+
+// The same stop on PostgreSQL, whose batches are transactions: cancelled
+// after its first batch, the run deletes exactly that batch's rows.
+func TestCancelStopsPostgreSQLAfterCurrentBatch(t *testing.T) {
+	requireServer(t, "postgresql", "127.0.0.1:5432")
+	old := progressInterval
+	progressInterval = 0 // a line per batch, so the test can stop after the first
+	t.Cleanup(func() { progressInterval = old })
+
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, testPostgresURL)
+	if err != nil {
+		t.Fatalf("postgresql: %v (run hack/start-services.sh)", err)
+	}
+	defer conn.Close(context.Background())
+	table := "cmd_cancel_" + randomName(t)
+	quoted := pgx.Identifier{table}.Sanitize()
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP TABLE IF EXISTS "+quoted) })
+	_, err = conn.Exec(ctx, `CREATE TABLE `+quoted+` (id SERIAL PRIMARY KEY, session_id VARCHAR(255) UNIQUE, data BYTEA, expiry TIMESTAMP WITHOUT TIME ZONE);
+		INSERT INTO `+quoted+` (session_id, data, expiry)
+		SELECT 'session:' || g, '\x00', (now() AT TIME ZONE 'UTC') - interval '1 hour' FROM generate_series(1, 2000) g`)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stderr := &lockedBuffer{onWrite: func(s string) {
+		if strings.Contains(s, "progress:") && strings.Contains(s, "; 1 batch so far") {
+			cancel()
+		}
+	}}
+	env := map[string]string{sessionstore.EnvBackend: "postgresql", sessionstore.EnvURL: testPostgresURL, sessionstore.EnvTable: table,
+		sessionstore.EnvCreateExpiryIndex: "false"}
+	r := run(t, runCtx, Main, env, stderr, "--batch-size=10", "--output=json")
+	if r.code != ExitStoreFailed || !strings.Contains(r.stderr, "stopped early (cancelled) after 1 batch:") {
+		t.Fatalf("want exit 1 after one batch:\n%s", r)
+	}
+	res := decodeResult(t, "stdout", []byte(r.stdout))
+	var left int64
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+quoted).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if res.Report == nil || res.Batches != 1 || res.Deleted != 2000-left || res.Deleted == 0 || left == 0 {
+		t.Errorf("want one batch deleted and the report matching the table (%d rows left): %s", left, r.stdout)
+	}
+
+	// A rerun finishes the job.
+	if r := run(t, ctx, Main, env, nil); r.code != ExitOK {
+		t.Fatalf("rerun:\n%s", r)
+	}
+	conn.QueryRow(ctx, "SELECT count(*) FROM "+quoted).Scan(&left)
+	if left != 0 {
+		t.Errorf("%d expired rows left after the rerun", left)
+	}
+}
