@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -53,6 +54,9 @@ func runManager(args []string) int {
 		watchNamespaces string
 		cleanupImage    string
 		kubeconfig      string
+		probeInterval   time.Duration
+		probeTimeout    time.Duration
+		probeWorkers    int
 	)
 	fs := flag.NewFlagSet("sessionstore-operator", flag.ContinueOnError)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
@@ -68,6 +72,10 @@ func runManager(args []string) int {
 		"image the cleanup CronJobs run, the operator's own (env OPERATOR_IMAGE)")
 	fs.StringVar(&kubeconfig, "kubeconfig", "",
 		"kubeconfig file; default $KUBECONFIG, then in-cluster, then ~/.kube/config")
+	fs.DurationVar(&probeInterval, "probe-interval", 5*time.Minute,
+		"how often a reachable store is probed; an unreachable one is retried sooner, backing off up to this")
+	fs.DurationVar(&probeTimeout, "probe-timeout", 5*time.Second, "how long one probe of a store may take")
+	fs.IntVar(&probeWorkers, "probe-concurrency", 4, "how many stores are probed at once")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -104,7 +112,10 @@ func runManager(args []string) int {
 		return 1
 	}
 	ctx := ctrl.SetupSignalHandler()
-	if _, err := controllers.Setup(ctx, mgr, controllers.Options{CleanupImage: cleanupImage, Namespaces: namespaces}); err != nil {
+	if _, err := controllers.Setup(ctx, mgr, controllers.Options{
+		CleanupImage: cleanupImage, Namespaces: namespaces,
+		ProbeInterval: probeInterval, ProbeTimeout: probeTimeout, ProbeConcurrency: probeWorkers,
+	}); err != nil {
 		setupLog.Error(err, "unable to set up the SessionStore controller")
 		return 1
 	}

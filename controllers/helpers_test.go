@@ -87,6 +87,21 @@ func waitCondition(t *testing.T, ns, name, condType string, status metav1.Condit
 	return store
 }
 
+// waitConfigured waits until the operator wrote the store's Secret and
+// decided on its CronJob; the store itself need not be reachable.
+func waitConfigured(t *testing.T, ns, name string) *v1.SessionStore {
+	t.Helper()
+	g := NewWithT(t)
+	var store *v1.SessionStore
+	g.Eventually(func(g Gomega) {
+		store = getStore(g, ns, name)
+		g.Expect(condition(store, ConditionConnectionSecretReady).Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(condition(store, ConditionCleanupScheduled).Reason).To(BeElementOf(ReasonScheduled, ReasonNativeExpiry, ReasonSuspended))
+		g.Expect(store.Status.ObservedGeneration).To(Equal(store.Generation))
+	}, eventually, poll).Should(Succeed())
+	return store
+}
+
 func waitReady(t *testing.T, ns, name string) *v1.SessionStore {
 	t.Helper()
 	return waitCondition(t, ns, name, ConditionReady, metav1.ConditionTrue, ReasonReady)

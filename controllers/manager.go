@@ -14,6 +14,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"time"
 
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
@@ -31,6 +33,9 @@ func CacheOptions(namespaces []string) cache.Options {
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}:   {Label: managedSelector},
 			&batchv1.CronJob{}: {Label: managedSelector},
+			// Jobs and Pods of cleanup runs carry the CronJob template's labels.
+			&batchv1.Job{}: {Label: managedSelector},
+			&corev1.Pod{}:  {Label: managedSelector},
 		},
 	}
 	if len(namespaces) > 0 {
@@ -73,6 +78,12 @@ type Options struct {
 	CleanupImage string
 	// Namespaces to watch; empty means all.
 	Namespaces []string
+	// ProbeInterval is the period of probes of a reachable store.
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds one probe.
+	ProbeTimeout time.Duration
+	// ProbeConcurrency is how many probes run at once.
+	ProbeConcurrency int
 }
 
 // Setup adds the SessionStore controller, and the Secret metadata cache it
@@ -88,7 +99,21 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreRe
 	if err := mgr.Add(secretMeta); err != nil {
 		return nil, err
 	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = 5 * time.Minute
+	}
+	if opts.ProbeTimeout <= 0 {
+		opts.ProbeTimeout = 5 * time.Second
+	}
+	if opts.ProbeConcurrency <= 0 {
+		opts.ProbeConcurrency = 4
+	}
+	metrics := NewMetrics(ctrlmetrics.Registry)
+	prober := NewProber(opts.ProbeInterval, opts.ProbeTimeout, opts.ProbeConcurrency)
+	prober.Metrics = metrics
 	r := &SessionStoreReconciler{
+		Prober:              prober,
+		Metrics:             metrics,
 		Client:              mgr.GetClient(),
 		APIReader:           mgr.GetAPIReader(),
 		Scheme:              mgr.GetScheme(),

@@ -12,13 +12,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"time"
+
+	"github.com/sessionstore/sessionstore-operator/internal/specs"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 )
@@ -38,6 +44,10 @@ type SessionStoreReconciler struct {
 	SecretMetadataCache cache.Cache
 	// CleanupImage is the operator's own image, run by cleanup CronJobs.
 	CleanupImage string
+	// Prober reaches the stores, off the reconcile path.
+	Prober *Prober
+	// Metrics are the per-store Prometheus series.
+	Metrics *Metrics
 }
 
 // reconcileScope carries one reconcile's state between its phases.
@@ -48,6 +58,20 @@ type reconcileScope struct {
 	// connectionSecretReady tells the CronJob phase whether the Secret its
 	// pods load is the operator's and current.
 	connectionSecretReady bool
+	// podEnv is what a cleanup pod sees (Secret data and container env),
+	// credentials included: the probe uses it. Never logged or stored.
+	podEnv map[string]string
+	// connectionProblem says why podEnv could not be built.
+	connectionProblem *secretProblem
+	// requeueAfter asks for the next reconcile, when a phase waits for time.
+	requeueAfter time.Duration
+}
+
+// requeueWithin asks for a reconcile within d at the latest.
+func (s *reconcileScope) requeueWithin(d time.Duration) {
+	if d > 0 && (s.requeueAfter == 0 || d < s.requeueAfter) {
+		s.requeueAfter = d
+	}
 }
 
 // phase is one named step of a reconcile.
@@ -61,6 +85,8 @@ type phase struct {
 // +kubebuilder:rbac:groups=sessionstore.dev,resources=sessionstores/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one SessionStore's owned objects to what its spec says and
@@ -70,6 +96,10 @@ type phase struct {
 func (r *SessionStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	store := &v1.SessionStore{}
 	if err := r.Client.Get(ctx, req.NamespacedName, store); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Prober.Forget(req.NamespacedName)
+			r.Metrics.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !store.DeletionTimestamp.IsZero() {
@@ -81,7 +111,9 @@ func (r *SessionStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	phases := []phase{
 		{"connection Secret", r.reconcileConnectionSecret},
 		{"stale connection Secrets", r.removeStaleConnectionSecrets},
+		{"store reachability", r.observeStore},
 		{"cleanup CronJob", r.reconcileCleanupCronJob},
+		{"cleanup runs", r.observeCleanupRuns},
 	}
 	var errs []error
 	for _, p := range phases {
@@ -93,7 +125,7 @@ func (r *SessionStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.writeStatus(ctx, scope, len(errs) == 0); err != nil {
 		errs = append(errs, err)
 	}
-	return ctrl.Result{}, errors.Join(errs...)
+	return ctrl.Result{RequeueAfter: scope.requeueAfter}, errors.Join(errs...)
 }
 
 // SetupWithManager registers the controller and its watches.
@@ -101,6 +133,10 @@ func (r *SessionStoreReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	if err := indexReferencedSecrets(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
+	if err := r.Prober.setupProbeController(mgr); err != nil {
+		return err
+	}
+	byStoreLabel := handler.EnqueueRequestsFromMapFunc(storeFromLabel)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.SessionStore{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
@@ -108,7 +144,21 @@ func (r *SessionStoreReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		Owns(&corev1.Secret{}).
 		Owns(&batchv1.CronJob{}).
 		WatchesRawSource(r.referencedSecretSource()).
+		WatchesRawSource(r.Prober.changedSource()).
+		// The CronJob owns its Jobs, and Jobs their Pods: find the store
+		// by the label the pod template carries.
+		Watches(&batchv1.Job{}, byStoreLabel).
+		Watches(&corev1.Pod{}, byStoreLabel).
 		Complete(r)
+}
+
+// storeFromLabel maps a Job or Pod of a cleanup run to its SessionStore.
+func storeFromLabel(_ context.Context, obj client.Object) []reconcile.Request {
+	name := obj.GetLabels()[specs.StoreLabel]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}
 }
 
 // ignoreNotFound returns nil for a NotFound error.

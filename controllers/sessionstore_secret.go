@@ -36,18 +36,23 @@ func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, 
 	name := specs.ConnectionSecretName(s.store)
 	s.status.ConnectionSecretName = name
 
-	values, problem, err := r.readReferencedSecrets(ctx, s.store)
+	values, problem, err := readReferencedSecrets(ctx, r.APIReader, s.store)
 	if err != nil {
 		return err
 	}
+	if problem == nil {
+		if s.podEnv, err = specs.CleanupPodEnv(s.store, values); err != nil {
+			problem = &secretProblem{ReasonInvalidSecretValue, err.Error()}
+		}
+	}
 	if problem != nil {
+		s.connectionProblem = problem
 		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, problem.reason, problem.message)
 		return nil
 	}
 	desired, err := specs.ConnectionSecret(s.store, values)
 	if err != nil {
-		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonInvalidSecretValue, err.Error())
-		return nil
+		return err // CleanupPodEnv built the same data without error
 	}
 	existing := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: desired.Namespace, Name: desired.Name}}
 	owner, err := r.lookupOwned(ctx, s.store, existing)
@@ -83,12 +88,12 @@ func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, 
 
 // readReferencedSecrets reads every credential key the spec points at,
 // straight from the API server (credential Secrets are not cached).
-func (r *SessionStoreReconciler) readReferencedSecrets(ctx context.Context, store *v1.SessionStore) (specs.SecretValues, *secretProblem, error) {
+func readReferencedSecrets(ctx context.Context, apiReader client.Reader, store *v1.SessionStore) (specs.SecretValues, *secretProblem, error) {
 	values := specs.SecretValues{}
 	for _, ref := range specs.ReferencedSecrets(store) {
 		if _, read := values[ref.Name]; !read {
 			secret := &corev1.Secret{}
-			err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: store.Namespace, Name: ref.Name}, secret)
+			err := apiReader.Get(ctx, types.NamespacedName{Namespace: store.Namespace, Name: ref.Name}, secret)
 			if apierrors.IsNotFound(err) {
 				return nil, &secretProblem{ReasonSecretNotFound,
 					fmt.Sprintf("Secret %s referenced by %s not found", ref.Name, ref.Field)}, nil

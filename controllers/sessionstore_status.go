@@ -17,6 +17,9 @@ const (
 	ConditionReady                 = "Ready"
 	ConditionConnectionSecretReady = "ConnectionSecretReady"
 	ConditionCleanupScheduled      = "CleanupScheduled"
+	ConditionStoreReachable        = "StoreReachable"
+	ConditionSchemaReady           = "SchemaReady"
+	ConditionLastCleanupSucceeded  = "LastCleanupSucceeded"
 )
 
 // Condition reasons, CamelCase and stable.
@@ -36,14 +39,48 @@ const (
 	ReasonInvalidSchedule          = "InvalidSchedule"
 	ReasonConnectionSecretNotReady = "ConnectionSecretNotReady"
 	ReasonCronJobConflict          = "CronJobConflict"
+
+	// StoreReachable. Probe failures use the store error's kind as reason
+	// (ConnectionRefused, AuthenticationFailed, Timeout, DNSError,
+	// TLSError, TableMissing, StoreError).
+	ReasonReachable          = "Reachable"
+	ReasonProbing            = "Probing"
+	ReasonInvalidConfig      = "InvalidConfig"
+	ReasonTableMissing       = "TableMissing"
+	ReasonAwaitingCleanupRun = "AwaitingCleanupRun"
+	ReasonCleanupRunReached  = "CleanupRunReachedStore"
+
+	// SchemaReady.
+	ReasonSchemaPresent  = "SchemaPresent"
+	ReasonSchemaCreated  = "SchemaCreated"
+	ReasonTTLUnsupported = "TTLUnsupported"
+	ReasonNotNeeded      = "NotNeeded"
+
+	// LastCleanupSucceeded.
+	ReasonSucceeded        = "Succeeded"
+	ReasonFailed           = "Failed"
+	ReasonDeadlineExceeded = "DeadlineExceeded"
+	ReasonMissedSchedule   = "MissedSchedule"
+	ReasonNotRunYet        = "NotRunYet"
+	ReasonRunning          = "Running"
 )
 
 // readinessConditions are summarised by Ready, in the order their problems
 // are named.
-var readinessConditions = []string{ConditionConnectionSecretReady, ConditionCleanupScheduled}
+var readinessConditions = []string{
+	ConditionConnectionSecretReady, ConditionStoreReachable, ConditionSchemaReady,
+	ConditionCleanupScheduled, ConditionLastCleanupSucceeded,
+}
 
-// falseButFine lists reasons for which a False condition is not a problem.
-var falseButFine = map[string]bool{ReasonNativeExpiry: true, ReasonSuspended: true}
+// fineReasons lists reasons for which a condition that is not True is not a
+// problem for Ready.
+var fineReasons = map[string]bool{
+	ReasonNativeExpiry: true, ReasonSuspended: true, ReasonAwaitingCleanupRun: true,
+	ReasonNotRunYet: true, ReasonRunning: true,
+}
+
+// optionalConditions may be absent without making the store unready.
+var optionalConditions = map[string]bool{ConditionLastCleanupSucceeded: true}
 
 func setCondition(s *reconcileScope, condType string, status metav1.ConditionStatus, reason, message string) {
 	meta.SetStatusCondition(&s.status.Conditions, metav1.Condition{
@@ -55,16 +92,27 @@ func setCondition(s *reconcileScope, condType string, status metav1.ConditionSta
 	})
 }
 
+// setConditionIfAbsent sets a condition only where there is none, so a
+// previous finding stays shown until a new one replaces it.
+func setConditionIfAbsent(s *reconcileScope, condType string, status metav1.ConditionStatus, reason, message string) {
+	if meta.FindStatusCondition(s.status.Conditions, condType) == nil {
+		setCondition(s, condType, status, reason, message)
+	}
+}
+
 // summarizeReady sets Ready from the other conditions; its message names the
 // first thing that is wrong.
 func summarizeReady(s *reconcileScope, phasesSucceeded bool) {
 	for _, condType := range readinessConditions {
 		c := meta.FindStatusCondition(s.status.Conditions, condType)
 		if c == nil {
+			if optionalConditions[condType] {
+				continue
+			}
 			setCondition(s, ConditionReady, metav1.ConditionFalse, ReasonNotReady, condType+" is not known yet")
 			return
 		}
-		if c.Status != metav1.ConditionTrue && !falseButFine[c.Reason] {
+		if c.Status != metav1.ConditionTrue && !fineReasons[c.Reason] {
 			setCondition(s, ConditionReady, metav1.ConditionFalse, c.Reason, fmt.Sprintf("%s: %s", condType, c.Message))
 			return
 		}
@@ -85,9 +133,11 @@ func (r *SessionStoreReconciler) writeStatus(ctx context.Context, s *reconcileSc
 	if phasesSucceeded {
 		s.status.ObservedGeneration = s.store.Generation
 	}
+	r.Metrics.observeStatus(s.store, &s.status)
 	if equality.Semantic.DeepEqual(s.store.Status, s.status) {
 		return nil
 	}
+	r.recordTransitions(s.store, &s.store.Status, &s.status)
 	before := s.store.DeepCopy()
 	s.store.Status = s.status
 	if err := r.Client.Status().Patch(ctx, s.store, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {

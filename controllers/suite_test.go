@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,6 +37,7 @@ var (
 	testMgr        ctrl.Manager
 	testReconciler *SessionStoreReconciler
 	writeCount     atomic.Int64 // writes the manager's client made
+	writeLog       sync.Map     // what each write was, by its number
 	testImage      = "registry.example/sessionstore-operator:test"
 	suiteCtx       context.Context
 	suiteCancel    context.CancelFunc
@@ -126,32 +129,60 @@ func zapLevel() zapcore.Level {
 func countingWrites() interceptor.Funcs {
 	return interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-			writeCount.Add(1)
+			logWrite("create", obj)
 			return c.Create(ctx, obj, opts...)
 		},
 		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-			writeCount.Add(1)
+			logWrite("update", obj)
 			return c.Update(ctx, obj, opts...)
 		},
 		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-			writeCount.Add(1)
+			logWrite("patch", obj)
 			return c.Patch(ctx, obj, patch, opts...)
 		},
 		Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
-			writeCount.Add(1)
+			what := fmt.Sprintf("apply %T", obj)
+			if named, ok := obj.(interface {
+				GetName() *string
+				GetNamespace() *string
+			}); ok && named.GetName() != nil && named.GetNamespace() != nil {
+				what += fmt.Sprintf(" %s/%s", *named.GetNamespace(), *named.GetName())
+			}
+			logWrite(what, nil)
 			return c.Apply(ctx, obj, opts...)
 		},
 		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
-			writeCount.Add(1)
+			logWrite("delete", obj)
 			return c.Delete(ctx, obj, opts...)
 		},
 		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-			writeCount.Add(1)
+			logWrite(sub+" update", obj)
 			return c.SubResource(sub).Update(ctx, obj, opts...)
 		},
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-			writeCount.Add(1)
+			logWrite(sub+" patch", obj)
 			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
 		},
 	}
+}
+
+func logWrite(verb string, obj client.Object) {
+	n := writeCount.Add(1)
+	what := verb
+	if obj != nil {
+		what = fmt.Sprintf("%s %T %s/%s", verb, obj, obj.GetNamespace(), obj.GetName())
+	}
+	writeLog.Store(n, what)
+}
+
+// writesSince describes the writes to namespace ns after number n (other
+// tests run their own stores meanwhile).
+func writesSince(n int64, ns string) []string {
+	var out []string
+	for i := n + 1; i <= writeCount.Load(); i++ {
+		if w, ok := writeLog.Load(i); ok && (strings.Contains(w.(string), " "+ns+"/") || !strings.Contains(w.(string), "/")) {
+			out = append(out, w.(string))
+		}
+	}
+	return out
 }

@@ -312,7 +312,8 @@ type SessionStoreStatus struct {
 	// ObservedGeneration is the generation this status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Conditions: Ready, ConnectionSecretReady, CleanupScheduled.
+	// Conditions: Ready, ConnectionSecretReady, CleanupScheduled,
+	// StoreReachable, SchemaReady, LastCleanupSucceeded.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -333,6 +334,45 @@ type CleanupStatus struct {
 	// EffectiveSchedule is the schedule in force, hashed when spec left it empty.
 	// +optional
 	EffectiveSchedule string `json:"effectiveSchedule,omitempty"`
+	// LastScheduleTime is when the CronJob last started a run.
+	// +optional
+	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
+	// LastSuccessfulTime is when a run last succeeded.
+	// +optional
+	LastSuccessfulTime *metav1.Time `json:"lastSuccessfulTime,omitempty"`
+	// LastResult is what the last finished run reported.
+	// +optional
+	LastResult *CleanupResult `json:"lastResult,omitempty"`
+}
+
+// CleanupResult is what one cleanup run did, from the report it wrote as its
+// termination message.
+type CleanupResult struct {
+	// JobName is the Job of the run.
+	JobName string `json:"jobName"`
+	// Succeeded is true when the run finished without error.
+	Succeeded bool `json:"succeeded"`
+	// CompletionTime is when the run finished (or failed).
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	// Scanned, Expired, Deleted and Kept count sessions: looked at, found
+	// expired, removed, and left alone for a reason other than being live
+	// (no expiry, unreadable, no TTL).
+	// +optional
+	Scanned int64 `json:"scanned,omitempty"`
+	// +optional
+	Expired int64 `json:"expired,omitempty"`
+	// +optional
+	Deleted int64 `json:"deleted"`
+	// +optional
+	Kept int64 `json:"kept,omitempty"`
+	// Duration of the run.
+	// +optional
+	Duration *metav1.Duration `json:"duration,omitempty"`
+	// Message says what happened, for people; never a credential.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // SessionStore is the session store of a web application: the operator
@@ -343,6 +383,9 @@ type CleanupStatus struct {
 // +kubebuilder:resource:shortName=sst
 // +kubebuilder:printcolumn:name="Backend",type=string,JSONPath=".spec.backend"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=".status.conditions[?(@.type==\"Ready\")].status"
+// +kubebuilder:printcolumn:name="Reachable",type=string,JSONPath=".status.conditions[?(@.type==\"StoreReachable\")].status"
+// +kubebuilder:printcolumn:name="Last Cleanup",type=date,JSONPath=".status.cleanup.lastResult.completionTime"
+// +kubebuilder:printcolumn:name="Deleted",type=integer,JSONPath=".status.cleanup.lastResult.deleted"
 // +kubebuilder:printcolumn:name="Schedule",type=string,JSONPath=".status.cleanup.effectiveSchedule"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=".metadata.creationTimestamp"
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 44",message="metadata.name must be at most 44 characters: the cleanup CronJob <name>-cleanup may have at most 52"

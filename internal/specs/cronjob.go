@@ -155,3 +155,17 @@ func CleanupEnv(store *v1.SessionStore) []corev1.EnvVar {
 	}
 	return env
 }
+
+// CleanupPodEnv is the whole environment a cleanup pod of store sees: the
+// connection Secret's data and the container's own env. The controller probes
+// the store with exactly this, so the probe and the cleanup cannot disagree.
+func CleanupPodEnv(store *v1.SessionStore, values SecretValues) (map[string]string, error) {
+	env, err := ConnectionData(store, values)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range CleanupEnv(store) {
+		env[e.Name] = e.Value
+	}
+	return env, nil
+}

@@ -34,3 +34,8 @@ func ValidateSchedule(schedule string) error {
 	}
 	return nil
 }
+
+// ParseSchedule parses a schedule as the CronJob controller does.
+func ParseSchedule(schedule string) (cron.Schedule, error) {
+	return cronParser.Parse(schedule)
+}

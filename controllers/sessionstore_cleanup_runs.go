@@ -1,0 +1,289 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+	"github.com/sessionstore/sessionstore-operator/internal/specs"
+)
+
+// jobNameLabel is the label the Job controller puts on a Job's Pods.
+const jobNameLabel = "batch.kubernetes.io/job-name"
+
+// missedScheduleGrace is how long past a due run (and the CronJob's
+// starting deadline) the operator waits before saying it never started.
+const missedScheduleGrace = 2 * time.Minute
+
+// terminationReport is what `cleanup` writes as its termination message: the
+// report's fields, and an error when it failed.
+type terminationReport struct {
+	sessionstore.Report
+	StoppedEarly bool                   `json:"stoppedEarly,omitempty"`
+	Error        string                 `json:"error,omitempty"`
+	ErrorKind    sessionstore.ErrorKind `json:"errorKind,omitempty"`
+}
+
+// observeCleanupRuns reads the Jobs the cleanup CronJob started and the Pods
+// they ran, and reports the last run in status.
+func (r *SessionStoreReconciler) observeCleanupRuns(ctx context.Context, s *reconcileScope) error {
+	store := s.store
+	if specs.HasNativeExpiry(store.Spec.Backend) {
+		meta.RemoveStatusCondition(&s.status.Conditions, ConditionLastCleanupSucceeded)
+		s.status.Cleanup.LastScheduleTime, s.status.Cleanup.LastSuccessfulTime, s.status.Cleanup.LastResult = nil, nil, nil
+		return nil
+	}
+	cronJob := &batchv1.CronJob{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: store.Namespace, Name: specs.CleanupCronJobName(store)}, cronJob)
+	if err != nil {
+		if ignoreNotFound(err) != nil {
+			return err
+		}
+		cronJob = nil
+	}
+	if cronJob != nil && metav1.IsControlledBy(cronJob, store) {
+		s.status.Cleanup.LastScheduleTime = cronJob.Status.LastScheduleTime
+	}
+
+	jobs := &batchv1.JobList{}
+	if err := r.Client.List(ctx, jobs, client.InNamespace(store.Namespace),
+		client.MatchingLabels{specs.StoreLabel: store.Name, specs.ComponentLabel: "cleanup"}); err != nil {
+		return err
+	}
+	finished, running := splitJobs(jobs.Items)
+	if len(finished) > 0 {
+		if last := lastSucceeded(finished); last != nil {
+			s.status.Cleanup.LastSuccessfulTime = last.Status.CompletionTime
+		}
+		return r.reportRun(ctx, s, &finished[0])
+	}
+	if running != nil {
+		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionUnknown, ReasonRunning,
+			fmt.Sprintf("the first run, Job %s, is under way", running.Name))
+		return nil
+	}
+	r.reportNoRun(s, cronJob)
+	return nil
+}
+
+// splitJobs returns the finished Jobs, newest first, and the newest running one.
+func splitJobs(jobs []batchv1.Job) (finished []batchv1.Job, running *batchv1.Job) {
+	for i := range jobs {
+		if _, done := jobOutcome(&jobs[i]); done {
+			finished = append(finished, jobs[i])
+		} else if running == nil || jobs[i].CreationTimestamp.After(running.CreationTimestamp.Time) {
+			running = &jobs[i]
+		}
+	}
+	sort.Slice(finished, func(a, b int) bool { return jobFinishTime(&finished[a]).After(jobFinishTime(&finished[b])) })
+	return finished, running
+}
+
+func lastSucceeded(finished []batchv1.Job) *batchv1.Job {
+	for i := range finished {
+		if c, _ := jobOutcome(&finished[i]); c.Type == batchv1.JobComplete {
+			return &finished[i]
+		}
+	}
+	return nil
+}
+
+// jobOutcome returns the Job's Complete or Failed condition.
+func jobOutcome(job *batchv1.Job) (batchv1.JobCondition, bool) {
+	for _, c := range job.Status.Conditions {
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+			return c, true
+		}
+	}
+	return batchv1.JobCondition{}, false
+}
+
+func jobFinishTime(job *batchv1.Job) time.Time {
+	if job.Status.CompletionTime != nil {
+		return job.Status.CompletionTime.Time
+	}
+	if c, ok := jobOutcome(job); ok {
+		return c.LastTransitionTime.Time
+	}
+	return job.CreationTimestamp.Time
+}
+
+// reportRun puts a finished run's report in status.
+func (r *SessionStoreReconciler) reportRun(ctx context.Context, s *reconcileScope, job *batchv1.Job) error {
+	cond, _ := jobOutcome(job)
+	report, err := r.runReport(ctx, s.store, job)
+	if err != nil {
+		return err
+	}
+	finishedAt := metav1.NewTime(jobFinishTime(job))
+	result := &v1.CleanupResult{
+		JobName:        job.Name,
+		Succeeded:      cond.Type == batchv1.JobComplete,
+		CompletionTime: &finishedAt,
+	}
+	if report != nil {
+		result.Scanned, result.Expired, result.Deleted = report.Scanned, report.Expired, report.Deleted
+		for _, n := range report.Kept {
+			result.Kept += n
+		}
+		if report.Duration > 0 {
+			result.Duration = &metav1.Duration{Duration: report.Duration.Round(time.Millisecond)}
+		}
+	}
+	switch {
+	case result.Succeeded:
+		result.Message = truncate(runSummary(report, "the cleanup succeeded"), 1024)
+		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded,
+			fmt.Sprintf("Job %s: %s", job.Name, result.Message))
+	case cond.Reason == batchv1.JobReasonDeadlineExceeded:
+		result.Message = truncate(fmt.Sprintf("stopped at its deadline of %ds; %s", ptrInt64(job.Spec.ActiveDeadlineSeconds),
+			runSummary(report, "no report")), 1024)
+		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonDeadlineExceeded,
+			fmt.Sprintf("Job %s %s", job.Name, result.Message))
+	default:
+		why := cond.Message
+		if report != nil && report.Error != "" {
+			why = report.Error
+		}
+		result.Message = truncate(nonEmpty(why, "the cleanup failed"), 1024)
+		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonFailed,
+			fmt.Sprintf("Job %s failed: %s", job.Name, result.Message))
+	}
+	s.status.Cleanup.LastResult = result
+	r.Metrics.observeRun(s.store, job, result)
+	if s.store.Spec.Backend == v1.BackendFilesystem {
+		reachabilityFromRun(s, result, report)
+	}
+	return nil
+}
+
+// reachabilityFromRun reports a filesystem store's reachability from its
+// last run, since only the cleanup pods mount its claim.
+func reachabilityFromRun(s *reconcileScope, result *v1.CleanupResult, report *terminationReport) {
+	switch {
+	case result.Succeeded:
+		setCondition(s, ConditionStoreReachable, metav1.ConditionTrue, ReasonCleanupRunReached,
+			fmt.Sprintf("cleanup Job %s read the directory", result.JobName))
+	case report != nil && report.ErrorKind != "":
+		setCondition(s, ConditionStoreReachable, metav1.ConditionFalse, string(report.ErrorKind),
+			fmt.Sprintf("cleanup Job %s: %s", result.JobName, result.Message))
+	}
+}
+
+// runReport reads the report `cleanup` left as the termination message of
+// the Job's last Pod; nil when there is none (the pod never started).
+func (r *SessionStoreReconciler) runReport(ctx context.Context, store *v1.SessionStore, job *batchv1.Job) (*terminationReport, error) {
+	pods := &corev1.PodList{}
+	if err := r.Client.List(ctx, pods, client.InNamespace(store.Namespace),
+		client.MatchingLabels{specs.StoreLabel: store.Name, jobNameLabel: job.Name}); err != nil {
+		return nil, err
+	}
+	sort.Slice(pods.Items, func(a, b int) bool {
+		return pods.Items[a].CreationTimestamp.After(pods.Items[b].CreationTimestamp.Time)
+	})
+	for _, pod := range pods.Items {
+		for _, cs := range pod.Status.ContainerStatuses {
+			if cs.Name != specs.CleanupContainerName || cs.State.Terminated == nil {
+				continue
+			}
+			msg := strings.TrimSpace(cs.State.Terminated.Message)
+			report := &terminationReport{}
+			if err := json.Unmarshal([]byte(msg), report); err != nil {
+				// FallbackToLogsOnError: the message is the log's tail.
+				report = &terminationReport{Error: lastLine(msg)}
+			}
+			return report, nil
+		}
+	}
+	return nil, nil
+}
+
+// reportNoRun says why there is no run to report: suspended, not due yet,
+// or due and never started (the CronJob controller missed it).
+func (r *SessionStoreReconciler) reportNoRun(s *reconcileScope, cronJob *batchv1.CronJob) {
+	if s.store.Spec.Cleanup.Suspend {
+		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionUnknown, ReasonSuspended,
+			"no run: the cleanup is suspended")
+		return
+	}
+	if cronJob == nil || !metav1.IsControlledBy(cronJob, s.store) {
+		setConditionIfAbsent(s, ConditionLastCleanupSucceeded, metav1.ConditionUnknown, ReasonNotRunYet, "no cleanup CronJob yet")
+		return
+	}
+	since := cronJob.CreationTimestamp.Time
+	if t := cronJob.Status.LastScheduleTime; t != nil {
+		since = t.Time
+	}
+	due, err := nextRun(cronJob, since)
+	if err != nil {
+		return // CleanupScheduled already says the schedule is invalid
+	}
+	deadline := due.Add(time.Duration(ptrInt64(cronJob.Spec.StartingDeadlineSeconds))*time.Second + missedScheduleGrace)
+	if now := time.Now(); now.Before(deadline) {
+		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionUnknown, ReasonNotRunYet,
+			fmt.Sprintf("the first run is due at %s", due.UTC().Format(time.RFC3339)))
+		s.requeueWithin(deadline.Sub(now) + time.Second)
+		return
+	}
+	setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonMissedSchedule,
+		fmt.Sprintf("a run was due at %s and never started; check the CronJob %s and the cluster's Job controller",
+			due.UTC().Format(time.RFC3339), cronJob.Name))
+}
+
+// nextRun is the first time after since that the CronJob is due, in its
+// time zone.
+func nextRun(cronJob *batchv1.CronJob, since time.Time) (time.Time, error) {
+	sched, err := specs.ParseSchedule(cronJob.Spec.Schedule)
+	if err != nil {
+		return time.Time{}, err
+	}
+	loc := time.UTC
+	if tz := cronJob.Spec.TimeZone; tz != nil {
+		if l, err := time.LoadLocation(*tz); err == nil {
+			loc = l
+		}
+	}
+	return sched.Next(since.In(loc)), nil
+}
+
+func runSummary(report *terminationReport, fallback string) string {
+	if report == nil {
+		return fallback
+	}
+	if report.Message != "" && report.Error == "" {
+		return fmt.Sprintf("deleted %d of %d expired sessions (%d scanned); %s",
+			report.Deleted, report.Expired, report.Scanned, report.Message)
+	}
+	return fmt.Sprintf("deleted %d of %d expired sessions (%d scanned)", report.Deleted, report.Expired, report.Scanned)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+func ptrInt64(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}

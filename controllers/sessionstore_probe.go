@@ -1,0 +1,334 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+)
+
+// Prober reaches each store from the manager (Ping, and EnsureSchema where
+// the spec asks) in a controller of its own, so that slow or dead stores
+// never hold up the reconciles of the others. The main reconciler asks for a
+// probe when it has none for the store's current settings, reads the latest
+// outcome, and is told when an outcome changes.
+type Prober struct {
+	// Interval between probes of a reachable store.
+	Interval time.Duration
+	// Timeout of one probe.
+	Timeout time.Duration
+	// MinBackoff is the first retry delay of an unreachable store; the delay
+	// grows with the time it has been down, up to Interval.
+	MinBackoff time.Duration
+	// Concurrency is how many probes run at once.
+	Concurrency int
+	// Metrics records probe latencies.
+	Metrics *Metrics
+
+	mu       sync.Mutex
+	requests map[types.NamespacedName]probeRequest
+	outcomes map[types.NamespacedName]*ProbeOutcome
+
+	probeQueue chan event.TypedGenericEvent[*v1.SessionStore]
+	changed    chan event.TypedGenericEvent[*v1.SessionStore]
+}
+
+// probeRequest is what to probe: the pod environment of the store, as the
+// cleanup would see it (credentials included, kept in memory only).
+type probeRequest struct {
+	store   *v1.SessionStore
+	env     map[string]string
+	envHash string
+}
+
+// ProbeOutcome is what the last probe of a store found.
+type ProbeOutcome struct {
+	// EnvHash identifies the settings probed (a hash: no credential).
+	EnvHash    string
+	Generation int64
+	Reachable  bool
+	Reason     string
+	Message    string
+	Latency    time.Duration
+	At         time.Time
+	DownSince  time.Time
+	Schema     *SchemaOutcome
+}
+
+// SchemaOutcome is what EnsureSchema found and did.
+type SchemaOutcome struct {
+	Ready   bool
+	Reason  string
+	Message string
+	Created []string
+}
+
+func (o *ProbeOutcome) sameAs(other *ProbeOutcome) bool {
+	if o == nil || other == nil {
+		return o == other
+	}
+	same := o.EnvHash == other.EnvHash && o.Reachable == other.Reachable && o.Reason == other.Reason &&
+		o.Message == other.Message && (o.Schema == nil) == (other.Schema == nil)
+	if same && o.Schema != nil {
+		same = o.Schema.Ready == other.Schema.Ready && o.Schema.Reason == other.Schema.Reason &&
+			o.Schema.Message == other.Schema.Message
+	}
+	return same
+}
+
+// NewProber returns a Prober with the given period and timeout.
+func NewProber(interval, timeout time.Duration, concurrency int) *Prober {
+	if concurrency < 1 {
+		concurrency = 1
+	}
+	return &Prober{
+		Interval:    interval,
+		Timeout:     timeout,
+		MinBackoff:  5 * time.Second,
+		Concurrency: concurrency,
+		requests:    map[types.NamespacedName]probeRequest{},
+		outcomes:    map[types.NamespacedName]*ProbeOutcome{},
+		probeQueue:  make(chan event.TypedGenericEvent[*v1.SessionStore], 1024),
+		changed:     make(chan event.TypedGenericEvent[*v1.SessionStore], 1024),
+	}
+}
+
+// hashEnv identifies a store's settings without keeping them.
+func hashEnv(env map[string]string) string {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s=%s\x00", k, env[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Outcome returns the latest outcome for store if it was probed with env, and
+// otherwise asks for a probe and returns the latest outcome for older
+// settings (or nil), which the caller shows until the new one comes.
+func (p *Prober) Outcome(store *v1.SessionStore, env map[string]string) (outcome *ProbeOutcome, current bool) {
+	key := types.NamespacedName{Namespace: store.Namespace, Name: store.Name}
+	hash := hashEnv(env)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	outcome = p.outcomes[key]
+	if outcome != nil && outcome.EnvHash == hash {
+		return outcome, true
+	}
+	if req, queued := p.requests[key]; queued && req.envHash == hash {
+		return outcome, false
+	}
+	p.requests[key] = probeRequest{store: store.DeepCopy(), env: env, envHash: hash}
+	select {
+	case p.probeQueue <- event.TypedGenericEvent[*v1.SessionStore]{Object: p.requests[key].store}:
+	default:
+		// The queue is full: the periodic re-probe of this store will
+		// pick up the new request.
+	}
+	return outcome, false
+}
+
+// Forget drops what the prober knows of a deleted store.
+func (p *Prober) Forget(key types.NamespacedName) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.requests, key)
+	delete(p.outcomes, key)
+}
+
+// Reconcile probes one store; it is the probe controller's reconcile.
+func (p *Prober) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	p.mu.Lock()
+	request, ok := p.requests[req.NamespacedName]
+	previous := p.outcomes[req.NamespacedName]
+	p.mu.Unlock()
+	if !ok {
+		return reconcile.Result{}, nil // forgotten: the store is gone
+	}
+
+	outcome := p.probe(ctx, request, previous)
+	p.Metrics.observeProbe(request.store, outcome.Latency)
+
+	p.mu.Lock()
+	if current, still := p.requests[req.NamespacedName]; !still || current.envHash != request.envHash {
+		p.mu.Unlock()
+		return reconcile.Result{}, nil // superseded meanwhile; the new request is queued
+	}
+	p.outcomes[req.NamespacedName] = outcome
+	p.mu.Unlock()
+
+	if !outcome.sameAs(previous) {
+		p.changed <- event.TypedGenericEvent[*v1.SessionStore]{Object: request.store}
+	}
+	return reconcile.Result{RequeueAfter: p.nextProbe(outcome)}, nil
+}
+
+// nextProbe backs off while a store is down: each retry waits about as long
+// as the store has been down (so retries double), from MinBackoff up to the
+// probe interval.
+func (p *Prober) nextProbe(o *ProbeOutcome) time.Duration {
+	if o.Reachable {
+		return p.Interval
+	}
+	wait := o.At.Sub(o.DownSince)
+	if wait < p.MinBackoff {
+		wait = p.MinBackoff
+	}
+	if wait > p.Interval {
+		wait = p.Interval
+	}
+	return wait
+}
+
+func (p *Prober) probe(ctx context.Context, req probeRequest, previous *ProbeOutcome) *ProbeOutcome {
+	start := time.Now()
+	outcome := &ProbeOutcome{EnvHash: req.envHash, Generation: req.store.Generation, At: start}
+	defer func() {
+		outcome.Latency = time.Since(start)
+		if outcome.Reachable {
+			return
+		}
+		outcome.DownSince = start
+		if previous != nil && !previous.Reachable && !previous.DownSince.IsZero() {
+			outcome.DownSince = previous.DownSince
+		}
+	}()
+
+	cfg, err := sessionstore.ConfigFromEnv(func(k string) (string, bool) { v, ok := req.env[k]; return v, ok })
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		outcome.Reason, outcome.Message = ReasonInvalidConfig, err.Error()
+		return outcome
+	}
+	store, err := sessionstore.New(cfg)
+	if err != nil {
+		outcome.Reason, outcome.Message = ReasonInvalidConfig, err.Error()
+		return outcome
+	}
+	defer func() { _ = store.Close() }()
+
+	pingCtx, cancel := context.WithTimeout(ctx, p.Timeout)
+	err = store.Ping(pingCtx)
+	cancel()
+	schemaWanted := wantsSchema(cfg)
+	if sessionstore.KindOf(err) == sessionstore.ErrMissingTable && !cfg.CreateTable {
+		outcome.Reason, outcome.Message = ReasonTableMissing, err.Error()+" (spec.postgresql.createTable is false)"
+		outcome.Schema = &SchemaOutcome{Reason: ReasonTableMissing, Message: outcome.Message}
+		return outcome
+	}
+	if err != nil && sessionstore.KindOf(err) != sessionstore.ErrMissingTable {
+		outcome.Reason, outcome.Message = reasonForStoreError(err), err.Error()
+		return outcome
+	}
+	if schemaWanted {
+		outcome.Schema = p.ensureSchema(ctx, store, previous, req.envHash)
+		if !outcome.Schema.Ready {
+			outcome.Reason, outcome.Message = outcome.Schema.Reason, outcome.Schema.Message
+			return outcome
+		}
+		if err != nil { // the table was missing: reach it again now that it exists
+			pingCtx, cancel := context.WithTimeout(ctx, p.Timeout)
+			err = store.Ping(pingCtx)
+			cancel()
+			if err != nil {
+				outcome.Reason, outcome.Message = reasonForStoreError(err), err.Error()
+				return outcome
+			}
+		}
+	}
+	outcome.Reachable = true
+	outcome.Reason = ReasonReachable
+	outcome.Message = fmt.Sprintf("%s answered", cfg.Backend)
+	return outcome
+}
+
+// ensureSchema runs EnsureSchema once per settings; later probes keep the
+// earlier success rather than repeat DDL every interval.
+func (p *Prober) ensureSchema(ctx context.Context, store sessionstore.Store, previous *ProbeOutcome, envHash string) *SchemaOutcome {
+	if previous != nil && previous.EnvHash == envHash && previous.Schema != nil && previous.Schema.Ready {
+		kept := *previous.Schema
+		kept.Created = nil
+		return &kept
+	}
+	// Index builds on a big table take longer than a ping.
+	schemaCtx, cancel := context.WithTimeout(ctx, 10*p.Timeout)
+	defer cancel()
+	res, err := store.EnsureSchema(schemaCtx)
+	switch {
+	case err != nil:
+		return &SchemaOutcome{Reason: reasonForStoreError(err), Message: "preparing the store: " + err.Error()}
+	case !res.Present:
+		return &SchemaOutcome{Reason: ReasonTableMissing, Message: nonEmpty(res.Message, "the store is not prepared")}
+	case res.TTLUnsupported:
+		return &SchemaOutcome{Ready: true, Reason: ReasonTTLUnsupported, Created: res.Created, Message: nonEmpty(res.Message,
+			"the server has no TTL indexes; the cleanup CronJob removes expired sessions")}
+	case len(res.Created) > 0:
+		return &SchemaOutcome{Ready: true, Reason: ReasonSchemaCreated, Created: res.Created,
+			Message: "created " + strings.Join(res.Created, ", ")}
+	default:
+		return &SchemaOutcome{Ready: true, Reason: ReasonSchemaPresent, Message: nonEmpty(res.Message, "the store is prepared")}
+	}
+}
+
+func wantsSchema(cfg sessionstore.Config) bool {
+	switch cfg.Backend {
+	case sessionstore.BackendPostgreSQL:
+		return cfg.CreateTable || cfg.CreateExpiryIndex
+	case sessionstore.BackendMongoDB:
+		return cfg.TTLIndex
+	}
+	return false
+}
+
+// reasonForStoreError turns a store error into a stable condition reason.
+func reasonForStoreError(err error) string {
+	var se *sessionstore.Error
+	if errors.As(err, &se) && se.Kind != "" {
+		return string(se.Kind)
+	}
+	return string(sessionstore.ErrUnknown)
+}
+
+func nonEmpty(s, fallback string) string {
+	if s != "" {
+		return s
+	}
+	return fallback
+}
+
+// setupProbeController registers the probe controller with mgr: its queue is
+// fed only by the main reconciler's requests and its own re-probes.
+func (p *Prober) setupProbeController(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("sessionstore-probe").
+		WithOptions(controller.Options{MaxConcurrentReconciles: p.Concurrency}).
+		WatchesRawSource(source.Channel(p.probeQueue, &handler.TypedEnqueueRequestForObject[*v1.SessionStore]{})).
+		Complete(p)
+}
+
+// changedSource tells the main controller that a probe outcome changed.
+func (p *Prober) changedSource() source.Source {
+	return source.Channel(p.changed, &handler.TypedEnqueueRequestForObject[*v1.SessionStore]{})
+}

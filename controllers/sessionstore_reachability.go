@@ -1,0 +1,61 @@
+package controllers
+
+import (
+	"context"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+)
+
+// observeStore reports whether the store answers and is prepared, from the
+// prober's latest outcome; it never waits for a probe.
+func (r *SessionStoreReconciler) observeStore(_ context.Context, s *reconcileScope) error {
+	if s.connectionProblem != nil || s.podEnv == nil {
+		reason, message := ReasonConnectionSecretNotReady, "the connection settings are not known"
+		if p := s.connectionProblem; p != nil {
+			reason, message = p.reason, p.message
+		}
+		setCondition(s, ConditionStoreReachable, metav1.ConditionFalse, reason, message)
+		setCondition(s, ConditionSchemaReady, metav1.ConditionUnknown, reason, "the store cannot be reached without its connection settings")
+		return nil
+	}
+	if s.store.Spec.Backend == v1.BackendFilesystem {
+		// The manager does not mount the claim: the cleanup runs tell
+		// whether the directory is there (observeCleanupRuns).
+		setCondition(s, ConditionSchemaReady, metav1.ConditionTrue, ReasonNotNeeded, "a directory needs no schema")
+		setConditionIfAbsent(s, ConditionStoreReachable, metav1.ConditionUnknown, ReasonAwaitingCleanupRun,
+			"the manager does not mount the claim; the first cleanup run will tell")
+		return nil
+	}
+	outcome, _ := r.Prober.Outcome(s.store, s.podEnv)
+	if outcome == nil {
+		setConditionIfAbsent(s, ConditionStoreReachable, metav1.ConditionUnknown, ReasonProbing, "the first probe is under way")
+		setConditionIfAbsent(s, ConditionSchemaReady, metav1.ConditionUnknown, ReasonProbing, "the first probe is under way")
+		return nil
+	}
+	if outcome.Reachable {
+		setCondition(s, ConditionStoreReachable, metav1.ConditionTrue, ReasonReachable, outcome.Message)
+	} else {
+		setCondition(s, ConditionStoreReachable, metav1.ConditionFalse, outcome.Reason, outcome.Message)
+	}
+	cfgWantsSchema := wantsSchemaFromEnv(s.podEnv)
+	switch {
+	case outcome.Schema != nil && outcome.Schema.Ready:
+		setCondition(s, ConditionSchemaReady, metav1.ConditionTrue, outcome.Schema.Reason, outcome.Schema.Message)
+	case outcome.Schema != nil:
+		setCondition(s, ConditionSchemaReady, metav1.ConditionFalse, outcome.Schema.Reason, outcome.Schema.Message)
+	case !cfgWantsSchema:
+		setCondition(s, ConditionSchemaReady, metav1.ConditionTrue, ReasonNotNeeded, "nothing to prepare")
+	default:
+		setConditionIfAbsent(s, ConditionSchemaReady, metav1.ConditionUnknown, outcome.Reason,
+			"the store must be reachable before it can be prepared")
+	}
+	return nil
+}
+
+func wantsSchemaFromEnv(env map[string]string) bool {
+	cfg, err := sessionstore.ConfigFromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	return err == nil && wantsSchema(cfg)
+}
