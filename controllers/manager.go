@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/redis/go-redis/v9"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -84,6 +85,8 @@ type Options struct {
 	ProbeTimeout time.Duration
 	// ProbeConcurrency is how many probes run at once.
 	ProbeConcurrency int
+	// ProbeMinBackoff is the first retry delay of an unreachable store.
+	ProbeMinBackoff time.Duration
 }
 
 // Setup adds the SessionStore controller, and the Secret metadata cache it
@@ -108,9 +111,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreRe
 	if opts.ProbeConcurrency <= 0 {
 		opts.ProbeConcurrency = 4
 	}
+	// go-redis logs each failed dial to stderr by itself; the probe reports
+	// the same failure once, as a condition.
+	redis.SetLogger(discardRedisLog{})
 	metrics := NewMetrics(ctrlmetrics.Registry)
 	prober := NewProber(opts.ProbeInterval, opts.ProbeTimeout, opts.ProbeConcurrency)
 	prober.Metrics = metrics
+	if opts.ProbeMinBackoff > 0 {
+		prober.MinBackoff = opts.ProbeMinBackoff
+	}
 	r := &SessionStoreReconciler{
 		Prober:              prober,
 		Metrics:             metrics,
@@ -123,3 +132,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreRe
 	}
 	return r, r.SetupWithManager(ctx, mgr)
 }
+
+type discardRedisLog struct{}
+
+func (discardRedisLog) Printf(context.Context, string, ...any) {}

@@ -98,7 +98,11 @@ func runSuite(m *testing.M) int {
 	}
 	suiteCtx, suiteCancel = context.WithCancel(context.Background())
 	defer suiteCancel()
-	if testReconciler, err = Setup(suiteCtx, testMgr, Options{CleanupImage: testImage}); err != nil {
+	if testReconciler, err = Setup(suiteCtx, testMgr, Options{
+		CleanupImage: testImage,
+		// Short periods so that recovery and backoff show within a test.
+		ProbeInterval: 3 * time.Second, ProbeTimeout: 2 * time.Second, ProbeMinBackoff: 500 * time.Millisecond,
+	}); err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: setup: %v\n", err)
 		return 1
 	}

@@ -1,0 +1,200 @@
+package controllers
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+)
+
+func localRedisStore(ns, name string, port int, withPassword bool) *v1.SessionStore {
+	s := &v1.SessionStore{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1.SessionStoreSpec{Backend: v1.BackendRedis,
+			Redis: &v1.RedisSpec{Address: fmt.Sprintf("127.0.0.1:%d", port)}},
+	}
+	if withPassword {
+		s.Spec.Redis.PasswordSecretRef = &v1.SecretKeySelector{Name: "redis-auth", Key: "password"}
+	}
+	return s
+}
+
+func TestStoreDownThenUp(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	port := freePort(t)
+	createStore(t, localRedisStore(ns, "flaky", port, false))
+
+	store := waitCondition(t, ns, "flaky", ConditionStoreReachable, metav1.ConditionFalse, "ConnectionRefused")
+	ready := condition(store, ConditionReady)
+	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(ready.Message).To(HavePrefix("StoreReachable:"), "Ready names the first thing wrong")
+	g.Eventually(func(g Gomega) {
+		g.Expect(eventReasons(g, ns, "flaky")).To(ContainElement(EventStoreUnreachable))
+	}, eventually, poll).Should(Succeed())
+
+	// The server comes up: nobody touches the store, it becomes Ready.
+	startRedis(t, port, "")
+	waitReady(t, ns, "flaky")
+	g.Eventually(func(g Gomega) {
+		g.Expect(eventReasons(g, ns, "flaky")).To(ContainElement(EventStoreReachable))
+	}, eventually, poll).Should(Succeed())
+	g.Expect(metricValue(t, "sessionstore_reachable", ns, "flaky")).To(Equal(1.0))
+	g.Expect(metricValue(t, "sessionstore_ready", ns, "flaky")).To(Equal(1.0))
+}
+
+func TestWrongPasswordThenRotated(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	port := freePort(t)
+	startRedis(t, port, "the right one")
+	auth := createSecret(t, ns, "redis-auth", map[string]string{"password": "a wrong one"})
+	createStore(t, localRedisStore(ns, "locked", port, true))
+
+	store := waitCondition(t, ns, "locked", ConditionStoreReachable, metav1.ConditionFalse, "AuthenticationFailed")
+	msg := condition(store, ConditionStoreReachable).Message
+	g.Expect(msg).NotTo(ContainSubstring("a wrong one"), "no credential in status")
+	g.Expect(strings.ToLower(msg)).NotTo(ContainSubstring("wrong%20one"))
+
+	auth.StringData = map[string]string{"password": "the right one"}
+	g.Expect(k8sClient.Update(ctx(), auth)).To(Succeed())
+	waitReady(t, ns, "locked")
+}
+
+func TestMissingTableWithAndWithoutCreateTable(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	db := newPostgresDatabase(t)
+	createSecret(t, ns, "pg", map[string]string{"username": "postgres", "password": "unused: trust auth"})
+	store := &v1.SessionStore{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tables"},
+		Spec: v1.SessionStoreSpec{Backend: v1.BackendPostgreSQL, PostgreSQL: &v1.PostgreSQLSpec{
+			Host: "127.0.0.1", Database: db, SSLMode: "disable", Table: "web_sessions",
+			CredentialsSecretRef: &v1.SecretReference{Name: "pg"},
+			CreateTable:          ptr.To(false), CreateExpiryIndex: ptr.To(false),
+		}},
+	}
+	createStore(t, store)
+
+	got := waitCondition(t, ns, "tables", ConditionStoreReachable, metav1.ConditionFalse, ReasonTableMissing)
+	g.Expect(condition(got, ConditionSchemaReady).Reason).To(Equal(ReasonTableMissing))
+	g.Expect(condition(got, ConditionReady).Message).To(ContainSubstring("web_sessions"))
+	g.Expect(tableExists(t, db, "web_sessions")).To(BeFalse(), "createTable false creates nothing")
+
+	got.Spec.PostgreSQL.CreateTable = ptr.To(true)
+	got.Spec.PostgreSQL.CreateExpiryIndex = ptr.To(true)
+	g.Expect(k8sClient.Update(ctx(), got)).To(Succeed())
+	got = waitReady(t, ns, "tables")
+	g.Expect(condition(got, ConditionSchemaReady).Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(tableExists(t, db, "web_sessions")).To(BeTrue())
+	g.Expect(tableExists(t, db, "web_sessions_expiry_idx")).To(BeTrue())
+	g.Eventually(func(g Gomega) {
+		g.Expect(eventReasons(g, ns, "tables")).To(ContainElement(EventSchemaCreated))
+	}, eventually, poll).Should(Succeed())
+}
+
+// Many stores that never answer must neither starve a healthy one nor be
+// probed in a loop.
+func TestManyDeadStoresDoNotStarveHealthyOnes(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	silent := silentServer(t)
+	refused := freePort(t)
+	for i := 0; i < 8; i++ {
+		createStore(t, localRedisStore(ns, fmt.Sprintf("silent-%d", i), silent, false))
+		createStore(t, localRedisStore(ns, fmt.Sprintf("refused-%d", i), refused, false))
+	}
+	healthyPort := freePort(t)
+	startRedis(t, healthyPort, "")
+	createStore(t, localRedisStore(ns, "healthy", healthyPort, false))
+	waitReady(t, ns, "healthy")
+	for i := 0; i < 8; i++ {
+		waitCondition(t, ns, fmt.Sprintf("silent-%d", i), ConditionStoreReachable, metav1.ConditionFalse, "Timeout")
+	}
+
+	// Backoff: over a window, each dead store is probed a handful of
+	// times, not once per reconcile or in a tight loop.
+	before := probeCount(t, ns, "refused-0")
+	time.Sleep(6 * time.Second)
+	after := probeCount(t, ns, "refused-0")
+	g.Expect(after-before).To(BeNumerically(">=", 1), "a dead store is still retried")
+	g.Expect(after-before).To(BeNumerically("<=", 6), "retries back off")
+}
+
+func eventReasons(g Gomega, ns, name string) []string {
+	list := &eventsv1.EventList{}
+	g.Expect(k8sClient.List(ctx(), list, client.InNamespace(ns))).To(Succeed())
+	var reasons []string
+	for _, e := range list.Items {
+		if e.Regarding.Name == name {
+			reasons = append(reasons, e.Reason)
+		}
+	}
+	return reasons
+}
+
+// metricValue reads a per-store gauge from the manager's registry.
+func metricValue(t *testing.T, metric, ns, name string) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gathering metrics: %v", err)
+	}
+	for _, f := range families {
+		if f.GetName() != metric {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if labelValue(m.GetLabel(), "namespace") == ns && labelValue(m.GetLabel(), "name") == name {
+				if m.GetGauge() != nil {
+					return m.GetGauge().GetValue()
+				}
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s series for %s/%s", metric, ns, name)
+	return 0
+}
+
+func probeCount(t *testing.T, ns, name string) uint64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gathering metrics: %v", err)
+	}
+	for _, f := range families {
+		if f.GetName() != "sessionstore_probe_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if labelValue(m.GetLabel(), "namespace") == ns && labelValue(m.GetLabel(), "name") == name {
+				return m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return 0
+}
+
+type labelPair interface {
+	GetName() string
+	GetValue() string
+}
+
+func labelValue[L labelPair](labels []L, name string) string {
+	for _, l := range labels {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
