@@ -5,9 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,8 +34,8 @@ const (
 	mongoDefaultBatchSize = 1000
 	// FerretDB deletes the matched documents with one SQL statement that
 	// binds one variable per _id, and SQLite refuses more than 32766 of them
-	// (PostgreSQL 65535); larger batches are split into deletes of this size.
-	mongoMaxIDsPerDelete = 10000
+	// (PostgreSQL 65535): a larger BatchSize is lowered to this.
+	mongoMaxBatchSize = 10000
 	// A delete once sent is let finish after a stop; this bounds it.
 	mongoBatchTimeout = 5 * time.Minute
 	// Flask-Session 0.7's create_index("expiration", expireAfterSeconds=0)
@@ -211,18 +211,19 @@ func mongoAsInt(v any) (int64, bool) {
 
 // Cleanup deletes the documents whose expiration is at or before opts.Now.
 //
-// One cursor reads the collection once, returning only _id and expiration of
-// the documents that are expired or have no date to expire by. Every
-// BatchSize expired ids are deleted with
+// One cursor, sorted by _id, reads the collection once and returns _id and
+// expiration of the documents that are expired or have no date to expire by.
+// Each run of up to BatchSize expired ids in that order is one delete:
 //
-//	deleteMany({expiration: {$lte: now}, _id: {$in: ids}})
+//	deleteMany({expiration: {$lte: now}, _id: {$gte: first, $lte: last}})
 //
-// so the expiry is checked again, by the server, at the moment of the
-// delete: a session the app refreshed after the cursor saw it is kept.
-// Documents whose expiration is null, missing or not a date are counted and
-// never deleted. The cursor rather than a new find per batch: FerretDB
-// evaluates every filter and sort by reading the whole collection, so a
-// query per batch would double the cost of each batch there.
+// The expiry is checked again by the server at the moment of the delete, so a
+// session the app refreshed after the cursor saw it is kept; every document
+// between first and last that the cursor did not return had not expired, and
+// the same check keeps it. A range, not a list of ids: FerretDB tests $in by
+// walking the list for every document it reads, so lists cost time that grows
+// with the square of the expired count. Documents whose expiration is null,
+// missing or not a date are counted and never deleted.
 func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, error) {
 	start := time.Now()
 	now := opts.Now
@@ -236,10 +237,9 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 	if batchSize <= 0 {
 		batchSize = mongoDefaultBatchSize
 	}
-	var unreadable int64
+	batchSize = min(batchSize, mongoMaxBatchSize)
 	ttl := false
 	done := func(err error) (Report, error) {
-		rep.AddKept("unreadable", unreadable)
 		rep.Duration = time.Since(start)
 		rep.NativeExpiry = ttl && rep.Expired == 0
 		rep.Message = mongoMessage(rep, ttl, err)
@@ -255,8 +255,8 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 		return done(err)
 	}
 	ttl = index != nil && index.ExpireAfterSeconds != nil
-	if rep.Scanned, err = coll.EstimatedDocumentCount(ctx); err != nil {
-		return done(mongoError("cleanup mongodb: count sessions", err))
+	if rep.Scanned, err = mongoCount(ctx, coll); err != nil {
+		return done(err)
 	}
 
 	filter := bson.D{{Key: "$or", Value: bson.A{
@@ -264,8 +264,9 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 		bson.D{{Key: "expiration", Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$type", Value: "date"}}}}}},
 	}}}
 	cursor, err := coll.Find(ctx, filter, options.Find().
+		SetSort(bson.D{{Key: "_id", Value: 1}}).
 		SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "expiration", Value: 1}}).
-		SetBatchSize(int32(min(batchSize, 100000))))
+		SetBatchSize(int32(batchSize)))
 	if err != nil {
 		return done(mongoError("cleanup mongodb: find expired sessions", err))
 	}
@@ -275,7 +276,7 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 		cursor.Close(closeCtx)
 	}()
 
-	ids := make([]any, 0, batchSize)
+	ids := make([]bson.RawValue, 0, batchSize)
 	flush := func() error {
 		if len(ids) == 0 {
 			return nil
@@ -291,9 +292,7 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 		rep.Batches++
 		if opts.Progress != nil {
 			progress := rep
-			progress.Kept = nil
-			progress.AddKept("noExpiry", rep.Kept["noExpiry"])
-			progress.AddKept("unreadable", unreadable)
+			progress.Kept = maps.Clone(rep.Kept)
 			progress.Duration = time.Since(start)
 			opts.Progress(progress)
 		}
@@ -305,16 +304,28 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 		switch expiration.Type {
 		case bson.TypeDateTime:
 			if expiration.Time().After(now) {
-				continue // not asked for; a server bug should not delete it
+				continue // not asked for; a server bug must not delete it
 			}
-			rep.Expired++
-			// The cursor reuses its buffer.
-			ids = append(ids, bson.RawValue{Type: id.Type, Value: bytes.Clone(id.Value)})
 		case 0, bson.TypeNull: // 0: no such field
 			rep.AddKept("noExpiry", 1)
+			continue
 		default:
-			unreadable++
+			rep.AddKept("unreadable", 1)
+			continue
 		}
+		// A range holds one type: MongoDB compares _ids of different types
+		// by type order, and $gte/$lte match only their own type.
+		if len(ids) > 0 && (id.Type != ids[0].Type || !mongoRangeable(id.Type)) {
+			if err := flush(); err != nil {
+				return done(err)
+			}
+			if err := ctx.Err(); err != nil {
+				return done(err)
+			}
+		}
+		rep.Expired++
+		// The cursor reuses its buffer.
+		ids = append(ids, bson.RawValue{Type: id.Type, Value: bytes.Clone(id.Value)})
 		if len(ids) == batchSize {
 			if err := flush(); err != nil {
 				return done(err)
@@ -333,28 +344,55 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 	return done(flush())
 }
 
-// deleteExpired deletes those of ids whose expiration is still at or before
-// now, in one or more deleteMany calls. The calls are let finish when ctx
-// ends, so a stop comes between batches.
-func (s *mongoStore) deleteExpired(ctx context.Context, coll *mongo.Collection, now time.Time, ids []any) (int64, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mongoBatchTimeout)
-	defer cancel()
-	var deleted int64
-	for chunk := range slices.Chunk(ids, mongoMaxIDsPerDelete) {
-		// expiration first: FerretDB checks filter fields in order, and most
-		// documents fail that test before the $in list is searched.
-		res, err := coll.DeleteMany(ctx, bson.D{
-			{Key: "expiration", Value: bson.D{{Key: "$lte", Value: now}}},
-			{Key: "_id", Value: bson.D{{Key: "$in", Value: chunk}}},
-		})
-		if res != nil {
-			deleted += res.DeletedCount
+// mongoRangeable reports whether _ids of type t are compared in the same
+// order by the sort and by $gte/$lte: the types Flask-Session and most apps
+// use. Other _ids are deleted by $in.
+func mongoRangeable(t bson.Type) bool {
+	return t == bson.TypeObjectID || t == bson.TypeString
+}
+
+// mongoCount returns the number of documents from the collection's
+// statistics: the count command reads every document on FerretDB.
+func mongoCount(ctx context.Context, coll *mongo.Collection) (int64, error) {
+	cursor, err := coll.Aggregate(ctx, mongo.Pipeline{{{Key: "$collStats", Value: bson.D{{Key: "count", Value: bson.D{}}}}}})
+	if err == nil {
+		var stats []struct {
+			Count int64 `bson:"count"`
 		}
-		if err != nil {
-			return deleted, mongoError("cleanup mongodb: delete expired sessions", err)
+		// One result per shard.
+		if err = cursor.All(ctx, &stats); err == nil {
+			var total int64
+			for _, s := range stats {
+				total += s.Count
+			}
+			return total, nil
 		}
 	}
-	return deleted, nil
+	n, err := coll.EstimatedDocumentCount(ctx)
+	if err != nil {
+		return 0, mongoError("cleanup mongodb: count sessions", err)
+	}
+	return n, nil
+}
+
+// deleteExpired deletes, of ids (one type, in _id order), those whose
+// expiration is still at or before now. The delete is let finish when ctx
+// ends, so a stop comes between batches.
+func (s *mongoStore) deleteExpired(ctx context.Context, coll *mongo.Collection, now time.Time, ids []bson.RawValue) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mongoBatchTimeout)
+	defer cancel()
+	// expiration first: FerretDB checks filter fields in order, and most
+	// documents fail that test before the _id one is evaluated.
+	expired := bson.E{Key: "expiration", Value: bson.D{{Key: "$lte", Value: now}}}
+	filter := bson.D{expired, {Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}
+	if mongoRangeable(ids[0].Type) {
+		filter = bson.D{expired, {Key: "_id", Value: bson.D{{Key: "$gte", Value: ids[0]}, {Key: "$lte", Value: ids[len(ids)-1]}}}}
+	}
+	res, err := coll.DeleteMany(ctx, filter)
+	if err != nil {
+		return 0, mongoError("cleanup mongodb: delete expired sessions", err)
+	}
+	return res.DeletedCount, nil
 }
 
 func mongoMessage(rep Report, ttl bool, err error) string {
