@@ -1,0 +1,221 @@
+package controllers
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/specs"
+)
+
+// There is no kubelet or Job controller here: the tests create the Job a
+// CronJob would, and the Pod the Job would, and set their status as those
+// controllers do.
+
+type runEnding struct {
+	succeeded         bool
+	reason            string // the Job's Failed reason
+	terminationReport string // what `cleanup` left as termination message
+	exitCode          int32
+}
+
+// simulateRun makes a cleanup run of store's CronJob that ended as said.
+func simulateRun(t *testing.T, store *v1.SessionStore, jobName string, end runEnding) *batchv1.Job {
+	t.Helper()
+	g := NewWithT(t)
+	cj := waitCronJob(t, store.Namespace, specs.CleanupCronJobName(store))
+	start := metav1.NewTime(time.Now().Add(-30 * time.Second).Truncate(time.Second))
+	finish := metav1.NewTime(time.Now().Truncate(time.Second))
+
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: store.Namespace, Name: jobName,
+			Labels: cj.Spec.JobTemplate.Labels,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "CronJob", Name: cj.Name,
+				UID: cj.UID, Controller: ptr.To(true)}},
+		},
+		Spec: *cj.Spec.JobTemplate.Spec.DeepCopy(),
+	}
+	g.Expect(k8sClient.Create(ctx(), job)).To(Succeed())
+
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: store.Namespace, Name: jobName + "-abcde",
+			Labels: mergeLabels(cj.Spec.JobTemplate.Spec.Template.Labels, map[string]string{
+				jobNameLabel: jobName, "job-name": jobName}),
+		},
+		Spec: *cj.Spec.JobTemplate.Spec.Template.Spec.DeepCopy(),
+	}
+	g.Expect(k8sClient.Create(ctx(), pod)).To(Succeed())
+	if end.terminationReport != "" || end.exitCode != 0 {
+		phase := corev1.PodSucceeded
+		if end.exitCode != 0 {
+			phase = corev1.PodFailed
+		}
+		pod.Status = corev1.PodStatus{
+			Phase: phase,
+			ContainerStatuses: []corev1.ContainerStatus{{
+				Name: specs.CleanupContainerName, Image: cj.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Image,
+				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+					ExitCode: end.exitCode, Message: end.terminationReport, StartedAt: start, FinishedAt: finish,
+					Reason: map[bool]string{true: "Completed", false: "Error"}[end.exitCode == 0],
+				}},
+			}},
+		}
+		g.Expect(k8sClient.Status().Update(ctx(), pod)).To(Succeed())
+	}
+
+	job.Status.StartTime = &start
+	if end.succeeded {
+		job.Status.Succeeded = 1
+		job.Status.CompletionTime = &finish
+		job.Status.Conditions = []batchv1.JobCondition{
+			{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: finish},
+			{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: finish},
+		}
+	} else {
+		job.Status.Failed = 1
+		job.Status.Conditions = []batchv1.JobCondition{
+			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: end.reason, LastTransitionTime: finish},
+			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: end.reason, LastTransitionTime: finish,
+				Message: "Job was active longer than specified deadline"},
+		}
+	}
+	g.Expect(k8sClient.Status().Update(ctx(), job)).To(Succeed())
+	return job
+}
+
+func mergeLabels(a, b map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+func reportJSON(t *testing.T, fields map[string]any) string {
+	t.Helper()
+	data, err := json.Marshal(fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func TestCleanupRunsAreReported(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	store := createStore(t, filesystemStore(ns, "runs"))
+	got := waitConfigured(t, ns, "runs")
+	g.Expect(condition(got, ConditionLastCleanupSucceeded).Reason).To(Equal(ReasonNotRunYet))
+	g.Expect(condition(got, ConditionStoreReachable).Reason).To(Equal(ReasonAwaitingCleanupRun))
+
+	// A run that succeeds.
+	simulateRun(t, store, "runs-cleanup-29000001", runEnding{succeeded: true,
+		terminationReport: reportJSON(t, map[string]any{"backend": "filesystem", "scanned": 1200, "expired": 400,
+			"deleted": 398, "kept": map[string]int{"unreadable": 2}, "batches": 2, "duration": int64(1500 * time.Millisecond)})})
+	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded)
+	res := got.Status.Cleanup.LastResult
+	g.Expect(res).NotTo(BeNil())
+	g.Expect(res.JobName).To(Equal("runs-cleanup-29000001"))
+	g.Expect(res.Succeeded).To(BeTrue())
+	g.Expect(res.Deleted).To(BeEquivalentTo(398))
+	g.Expect(res.Scanned).To(BeEquivalentTo(1200))
+	g.Expect(res.Expired).To(BeEquivalentTo(400))
+	g.Expect(res.Kept).To(BeEquivalentTo(2))
+	g.Expect(res.Duration.Duration).To(Equal(1500 * time.Millisecond))
+	g.Expect(got.Status.Cleanup.LastSuccessfulTime).NotTo(BeNil())
+	g.Expect(condition(got, ConditionStoreReachable).Status).To(Equal(metav1.ConditionTrue), "a run that read the directory reached it")
+	g.Expect(condition(got, ConditionReady).Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(metricValue(t, "sessionstore_last_cleanup_deleted_sessions", ns, "runs")).To(Equal(398.0))
+	g.Expect(metricValue(t, "sessionstore_last_successful_cleanup_timestamp_seconds", ns, "runs")).
+		To(BeNumerically("==", got.Status.Cleanup.LastSuccessfulTime.Unix()))
+	lastSuccess := got.Status.Cleanup.LastSuccessfulTime
+
+	// A run that fails: the store's error, not the success before it.
+	time.Sleep(1100 * time.Millisecond) // finish times have a one-second grain
+	simulateRun(t, store, "runs-cleanup-29000061", runEnding{reason: batchv1.JobReasonBackoffLimitExceeded, exitCode: 1,
+		terminationReport: reportJSON(t, map[string]any{"backend": "filesystem", "error": "ping: /flask_session is not a directory",
+			"errorKind": "InvalidConfig"})})
+	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonFailed)
+	g.Expect(condition(got, ConditionLastCleanupSucceeded).Message).To(ContainSubstring("is not a directory"))
+	g.Expect(got.Status.Cleanup.LastResult.Succeeded).To(BeFalse())
+	g.Expect(got.Status.Cleanup.LastSuccessfulTime.Equal(lastSuccess)).To(BeTrue(), "the last success stays the last success")
+	g.Expect(condition(got, ConditionReady).Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(condition(got, ConditionStoreReachable).Status).To(Equal(metav1.ConditionFalse))
+	g.Eventually(func(g Gomega) {
+		g.Expect(eventReasons(g, ns, "runs")).To(ContainElement(EventCleanupFailed))
+	}, eventually, poll).Should(Succeed())
+
+	// A run stopped at its deadline, after deleting some.
+	time.Sleep(1100 * time.Millisecond)
+	simulateRun(t, store, "runs-cleanup-29000121", runEnding{reason: batchv1.JobReasonDeadlineExceeded, exitCode: 1,
+		terminationReport: reportJSON(t, map[string]any{"backend": "filesystem", "scanned": 5000, "expired": 5000,
+			"deleted": 4000, "stoppedEarly": true, "error": "stopped early: deadline"})})
+	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonDeadlineExceeded)
+	g.Expect(got.Status.Cleanup.LastResult.Deleted).To(BeEquivalentTo(4000))
+	g.Expect(condition(got, ConditionLastCleanupSucceeded).Message).To(ContainSubstring("deadline"))
+
+	// A run whose pod never wrote a report (killed before it started).
+	time.Sleep(1100 * time.Millisecond)
+	simulateRun(t, store, "runs-cleanup-29000181", runEnding{reason: batchv1.JobReasonBackoffLimitExceeded})
+	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonFailed)
+	g.Expect(got.Status.Cleanup.LastResult.JobName).To(Equal("runs-cleanup-29000181"))
+
+	g.Expect(runCount(t, ns, "runs", "succeeded")).To(BeNumerically(">=", 1))
+	g.Expect(runCount(t, ns, "runs", "failed")).To(BeNumerically(">=", 2))
+	g.Expect(runCount(t, ns, "runs", "deadline_exceeded")).To(BeNumerically(">=", 1))
+}
+
+func TestCleanupThatNeverRan(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+
+	suspended := filesystemStore(ns, "paused")
+	suspended.Spec.Cleanup.Suspend = true
+	createStore(t, suspended)
+	got := waitCondition(t, ns, "paused", ConditionLastCleanupSucceeded, metav1.ConditionUnknown, ReasonSuspended)
+	g.Expect(condition(got, ConditionCleanupScheduled).Reason).To(Equal(ReasonSuspended))
+
+	// The CronJob controller last scheduled a run three hours ago and none
+	// since, though the schedule is hourly: a run was missed.
+	createStore(t, filesystemStore(ns, "missed"))
+	waitConfigured(t, ns, "missed")
+	cj := waitCronJob(t, ns, "missed-cleanup")
+	cj.Status.LastScheduleTime = ptr.To(metav1.NewTime(time.Now().Add(-3 * time.Hour)))
+	g.Expect(k8sClient.Status().Update(ctx(), cj)).To(Succeed())
+	got = waitCondition(t, ns, "missed", ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonMissedSchedule)
+	g.Expect(got.Status.Cleanup.LastScheduleTime).NotTo(BeNil())
+	g.Expect(condition(got, ConditionReady).Reason).To(Equal(ReasonMissedSchedule))
+}
+
+func runCount(t *testing.T, ns, name, result string) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "sessionstore_cleanup_runs_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if labelValue(m.GetLabel(), "namespace") == ns && labelValue(m.GetLabel(), "name") == name &&
+				labelValue(m.GetLabel(), "result") == result {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
