@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,6 +148,7 @@ func TestMongoPing(t *testing.T) {
 	}
 
 	t.Run("refused", func(t *testing.T) {
+		t.Parallel() // each waits for its deadline
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		err := mongoTestStore(t, Config{URL: "mongodb://sess:s3cr%40t@" + redisClosedAddr(t) + "/", Database: "d"}).Ping(ctx)
@@ -155,10 +158,34 @@ func TestMongoPing(t *testing.T) {
 		}
 	})
 	t.Run("dns", func(t *testing.T) {
+		t.Parallel() // each waits for its deadline
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		err := mongoTestStore(t, Config{URL: "mongodb://no-such-host.invalid:27017/", Database: "d"}).Ping(ctx)
 		redisWantKind(t, err, ErrDNS)
+	})
+	t.Run("timeout", func(t *testing.T) {
+		t.Parallel() // each waits for its deadline
+		// A listener that accepts and never answers.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		err = mongoTestStore(t, Config{URL: "mongodb://" + ln.Addr().String() + "/", Database: "d"}).Ping(ctx)
+		redisWantKind(t, err, ErrTimeout)
+	})
+	t.Run("tls certificate not trusted", func(t *testing.T) {
+		t.Parallel() // each waits for its deadline
+		srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+		srv.StartTLS()
+		defer srv.Close()
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		err := mongoTestStore(t, Config{URL: "mongodb://" + srv.Listener.Addr().String() + "/?tls=true", Database: "d"}).Ping(ctx)
+		redisWantKind(t, err, ErrTLS)
 	})
 }
 
