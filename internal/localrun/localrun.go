@@ -1,0 +1,214 @@
+// Package localrun runs a cleanup CronJob's pod template as a local process
+// and records the run as the Job controller and the kubelet would: for
+// machines with an API server but no kubelet (the tests and `make demo`).
+//
+// The container's environment is resolved from its envFrom Secrets and env,
+// exactly as the kubelet resolves it; its args are run by the operator's
+// binary (the image's entrypoint). The one liberty: the termination-message
+// path the kubelet would mount is a temporary file, named with the
+// cleanup command's --termination-log flag.
+package localrun
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Run is one finished run of a pod template's container.
+type Run struct {
+	ExitCode           int
+	TerminationMessage string
+	Stdout, Stderr     string
+	Started, Finished  time.Time
+}
+
+// Execute runs cronJob's single container with binary as its entrypoint.
+func Execute(ctx context.Context, c client.Reader, cronJob *batchv1.CronJob, binary string) (*Run, error) {
+	pod := cronJob.Spec.JobTemplate.Spec.Template.Spec
+	if len(pod.Containers) != 1 {
+		return nil, fmt.Errorf("CronJob %s has %d containers, want 1", cronJob.Name, len(pod.Containers))
+	}
+	container := pod.Containers[0]
+	env, err := ResolveEnv(ctx, c, cronJob.Namespace, container)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "localrun-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	termination := filepath.Join(dir, "termination-log")
+
+	args := append(append([]string{}, container.Command[min(len(container.Command), 1):]...), container.Args...)
+	args = append(args, "--termination-log="+termination)
+	if deadline := cronJob.Spec.JobTemplate.Spec.ActiveDeadlineSeconds; deadline != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(*deadline)*time.Second)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = env
+	cmd.Dir = dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	run := &Run{Started: time.Now()}
+	err = cmd.Run()
+	run.Finished = time.Now()
+	run.Stdout, run.Stderr = stdout.String(), stderr.String()
+	if exitErr, ok := err.(*exec.ExitError); ok {
+		run.ExitCode = exitErr.ExitCode()
+	} else if err != nil {
+		return nil, fmt.Errorf("running %s: %w", binary, err)
+	}
+	if data, err := os.ReadFile(termination); err == nil {
+		run.TerminationMessage = string(data)
+	}
+	if run.TerminationMessage == "" && run.ExitCode != 0 &&
+		container.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
+		run.TerminationMessage = tail(run.Stdout+run.Stderr, 80)
+	}
+	return run, nil
+}
+
+// ResolveEnv is the container's environment as the kubelet gives it: the
+// keys of its envFrom Secrets, then its env (which wins), then PATH.
+func ResolveEnv(ctx context.Context, c client.Reader, namespace string, container corev1.Container) ([]string, error) {
+	values := map[string]string{}
+	for _, from := range container.EnvFrom {
+		if from.SecretRef == nil {
+			return nil, fmt.Errorf("envFrom other than secretRef is not supported here")
+		}
+		secret := &corev1.Secret{}
+		if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: from.SecretRef.Name}, secret); err != nil {
+			return nil, fmt.Errorf("envFrom Secret %s: %w", from.SecretRef.Name, err)
+		}
+		for k, v := range secret.Data {
+			values[from.Prefix+k] = string(v)
+		}
+	}
+	for _, e := range container.Env {
+		if e.ValueFrom != nil {
+			return nil, fmt.Errorf("env %s: valueFrom is not supported here", e.Name)
+		}
+		values[e.Name] = e.Value
+	}
+	env := []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range values {
+		env = append(env, k+"="+v)
+	}
+	return env, nil
+}
+
+// Record writes what a run of cronJob looks like once finished: the Job
+// the CronJob controller creates, the Pod the Job controller creates, their
+// status as the kubelet and the Job controller set it, and the CronJob's
+// lastScheduleTime.
+func Record(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, run *Run) (*batchv1.Job, error) {
+	scheduled := metav1.NewTime(run.Started.Truncate(time.Minute))
+	jobName := fmt.Sprintf("%s-%d", cronJob.Name, run.Started.Unix()/60)
+	start := metav1.NewTime(run.Started.Truncate(time.Second))
+	finish := metav1.NewTime(run.Finished.Truncate(time.Second).Add(time.Second))
+
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: cronJob.Namespace, Name: jobName, Labels: cronJob.Spec.JobTemplate.Labels,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "CronJob",
+				Name: cronJob.Name, UID: cronJob.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
+		},
+		Spec: *cronJob.Spec.JobTemplate.Spec.DeepCopy(),
+	}
+	if err := c.Create(ctx, job); err != nil {
+		return nil, fmt.Errorf("creating Job %s: %w", jobName, err)
+	}
+	labels := map[string]string{"batch.kubernetes.io/job-name": jobName, "job-name": jobName,
+		"batch.kubernetes.io/controller-uid": string(job.UID), "controller-uid": string(job.UID)}
+	for k, v := range cronJob.Spec.JobTemplate.Spec.Template.Labels {
+		labels[k] = v
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: cronJob.Namespace, Name: jobName + "-local", Labels: labels,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job",
+				Name: job.Name, UID: job.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
+		},
+		Spec: *cronJob.Spec.JobTemplate.Spec.Template.Spec.DeepCopy(),
+	}
+	if err := c.Create(ctx, pod); err != nil {
+		return nil, fmt.Errorf("creating Pod %s: %w", pod.Name, err)
+	}
+	container := pod.Spec.Containers[0]
+	pod.Status = corev1.PodStatus{
+		Phase:     corev1.PodSucceeded,
+		StartTime: &start,
+		ContainerStatuses: []corev1.ContainerStatus{{
+			Name: container.Name, Image: container.Image, ImageID: "local://" + container.Image,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				ExitCode: int32(run.ExitCode), Reason: "Completed", Message: run.TerminationMessage,
+				StartedAt: start, FinishedAt: finish,
+			}},
+		}},
+	}
+	if run.ExitCode != 0 {
+		pod.Status.Phase = corev1.PodFailed
+		pod.Status.ContainerStatuses[0].State.Terminated.Reason = "Error"
+	}
+	if err := c.Status().Update(ctx, pod); err != nil {
+		return nil, fmt.Errorf("setting Pod %s status: %w", pod.Name, err)
+	}
+
+	job.Status.StartTime = &start
+	if run.ExitCode == 0 {
+		job.Status.Succeeded = 1
+		job.Status.CompletionTime = &finish
+		job.Status.Conditions = []batchv1.JobCondition{
+			{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: finish},
+			{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: finish},
+		}
+	} else {
+		job.Status.Failed = 1
+		reason := batchv1.JobReasonBackoffLimitExceeded
+		job.Status.Conditions = []batchv1.JobCondition{
+			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: reason, LastTransitionTime: finish},
+			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: reason, LastTransitionTime: finish,
+				Message: "Job has reached the specified backoff limit"},
+		}
+	}
+	if err := c.Status().Update(ctx, job); err != nil {
+		return nil, fmt.Errorf("setting Job %s status: %w", job.Name, err)
+	}
+	cronJob = cronJob.DeepCopy()
+	cronJob.Status.LastScheduleTime = &scheduled
+	if run.ExitCode == 0 {
+		cronJob.Status.LastSuccessfulTime = &finish
+	}
+	if err := c.Status().Update(ctx, cronJob); err != nil {
+		return nil, fmt.Errorf("setting CronJob %s status: %w", cronJob.Name, err)
+	}
+	return job, nil
+}
+
+func tail(s string, lines int) string {
+	all := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	out := strings.Join(all, "\n")
+	if len(out) > 4096 {
+		out = out[len(out)-4096:]
+	}
+	return out
+}
