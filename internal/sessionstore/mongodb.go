@@ -314,7 +314,7 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 		}
 		// A range holds one type: MongoDB compares _ids of different types
 		// by type order, and $gte/$lte match only their own type.
-		if len(ids) > 0 && (id.Type != ids[0].Type || !mongoRangeable(id.Type)) {
+		if len(ids) > 0 && id.Type != ids[0].Type {
 			if err := flush(); err != nil {
 				return done(err)
 			}
@@ -381,8 +381,13 @@ func (s *mongoStore) deleteExpired(ctx context.Context, coll *mongo.Collection, 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mongoBatchTimeout)
 	defer cancel()
 	// expiration first: FerretDB checks filter fields in order, and most
-	// documents fail that test before the _id one is evaluated.
-	expired := bson.E{Key: "expiration", Value: bson.D{{Key: "$lte", Value: now}}}
+	// documents fail that test before the _id one is evaluated. $lte alone
+	// would also match an array holding an old date, which the cursor
+	// reported as unreadable and a range may cover.
+	expired := bson.E{Key: "expiration", Value: bson.D{
+		{Key: "$lte", Value: now},
+		{Key: "$not", Value: bson.D{{Key: "$type", Value: "array"}}},
+	}}
 	filter := bson.D{expired, {Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}
 	if mongoRangeable(ids[0].Type) {
 		filter = bson.D{expired, {Key: "_id", Value: bson.D{{Key: "$gte", Value: ids[0]}, {Key: "$lte", Value: ids[len(ids)-1]}}}}
