@@ -35,7 +35,7 @@ const (
 	// FerretDB deletes the matched documents with one SQL statement that
 	// binds one variable per _id, and SQLite refuses more than 32766 of them
 	// (PostgreSQL 65535): a larger BatchSize is lowered to this.
-	mongoMaxBatchSize = 10000
+	mongoMaxBatchSize = 30000
 	// A delete once sent is let finish after a stop; this bounds it.
 	mongoBatchTimeout = 5 * time.Minute
 	// Flask-Session 0.7's create_index("expiration", expireAfterSeconds=0)

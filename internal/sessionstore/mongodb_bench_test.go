@@ -21,7 +21,8 @@ import (
 //	go test ./internal/sessionstore -run '^$' -bench MongoCleanup -benchtime 1x -timeout 2h
 //
 // SESSIONSTORE_BENCH_MONGO_DOCS sets the collection size (default 200000),
-// SESSIONSTORE_BENCH_MONGO_BATCH the batch sizes (default "1000,10000").
+// SESSIONSTORE_BENCH_MONGO_BATCH the batch sizes (default "1000,30000", the
+// CronJob's default and the largest batch FerretDB takes).
 //
 // FerretDB 1.24 reads the whole collection for every delete, so a cleanup in
 // batches costs about one collection read per batch, and it refuses one
@@ -30,7 +31,7 @@ import (
 // with the server's answer.
 func BenchmarkMongoCleanup(b *testing.B) {
 	docs := mongoBenchInts(b, "SESSIONSTORE_BENCH_MONGO_DOCS", "200000")[0]
-	batches := mongoBenchInts(b, "SESSIONSTORE_BENCH_MONGO_BATCH", "1000,10000")
+	batches := mongoBenchInts(b, "SESSIONSTORE_BENCH_MONGO_BATCH", "1000,30000")
 	client := mongoTestClient(b, mongoTestURL)
 	expired := int64(docs / 2)
 

@@ -554,6 +554,29 @@ func TestMongoCleanupStopsOnCancel(t *testing.T) {
 	}
 }
 
+// The CRD allows batches of 100000; FerretDB refuses to delete more than
+// 32766 documents at once, so larger batches are split.
+func TestMongoCleanupBatchOverFerretDBLimit(t *testing.T) {
+	client := mongoTestClient(t, mongoTestURL)
+	db := mongoTestDatabase(t, client)
+	coll := client.Database(db).Collection(DefaultCollection)
+	// Over SQLite's limit, so that without the split FerretDB refuses it.
+	expired := 32766 + 10
+	docs := make([]any, expired)
+	for i := range docs {
+		docs[i] = mongoSession(fmt.Sprintf("session:%d", i), time.Now().Add(-time.Hour))
+	}
+	mongoInsert(t, coll, docs)
+
+	rep, err := mongoTestStore(t, Config{Database: db}).Cleanup(context.Background(), CleanupOptions{BatchSize: 100000})
+	if err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if rep.Deleted != int64(expired) || rep.Batches != 2 {
+		t.Fatalf("report %+v: want %d deleted in 2 batches", rep, expired)
+	}
+}
+
 // mongoFerretDB is a FerretDB of the test's own, which it can stop and start.
 type mongoFerretDB struct {
 	t    *testing.T
