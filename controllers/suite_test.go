@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -22,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 )
@@ -80,7 +83,14 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "FAIL: client: %v\n", err)
 		return 1
 	}
-	testMgr, err = ctrl.NewManager(testCfg, ctrl.Options{
+	// The manager runs as a user with exactly the generated RBAC, so a
+	// missing or surplus permission in config/rbac shows here.
+	managerCfg, err := restrictedManagerConfig()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: manager user: %v\n", err)
+		return 1
+	}
+	testMgr, err = ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:  testScheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
 		Cache:   CacheOptions(nil),
@@ -189,4 +199,35 @@ func writesSince(n int64, ns string) []string {
 		}
 	}
 	return out
+}
+
+// restrictedManagerConfig makes a user bound to the ClusterRole that
+// controller-gen generated from the controller's RBAC markers.
+func restrictedManagerConfig() (*rest.Config, error) {
+	data, err := os.ReadFile(filepath.Join("..", "config", "rbac", "role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.Unmarshal(data, role); err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	if err := k8sClient.Create(ctx, role); err != nil {
+		return nil, fmt.Errorf("creating ClusterRole %s: %w", role.Name, err)
+	}
+	const user = "sessionstore-manager"
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "sessionstore-manager"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: user}},
+	}
+	if err := k8sClient.Create(ctx, binding); err != nil {
+		return nil, err
+	}
+	authenticated, err := testEnv.AddUser(envtest.User{Name: user}, testCfg)
+	if err != nil {
+		return nil, err
+	}
+	return authenticated.Config(), nil
 }
