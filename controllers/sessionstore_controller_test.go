@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -347,6 +348,25 @@ func TestForeignSecretIsNeverOverwritten(t *testing.T) {
 	}, 2*time.Second, 100*time.Millisecond).Should(Succeed())
 	err := k8sClient.Get(ctx(), types.NamespacedName{Namespace: ns, Name: "taken-cleanup"}, &batchv1.CronJob{})
 	g.Expect(isNotFound(err)).To(BeTrue())
+	g.Eventually(func(g Gomega) {
+		g.Expect(eventReasons(g, ns, "taken")).To(ContainElement(EventSecretConflict))
+	}, eventually, poll).Should(Succeed())
+	// More reconciles of the same state: no more events.
+	for i := 0; i < 3; i++ {
+		store := getStore(g, ns, "taken")
+		patch := client.MergeFrom(store.DeepCopy())
+		store.Annotations = map[string]string{"poke": fmt.Sprint(i)}
+		g.Expect(k8sClient.Patch(ctx(), store, patch)).To(Succeed())
+	}
+	g.Consistently(func(g Gomega) {
+		n := 0
+		for _, reason := range eventReasons(g, ns, "taken") {
+			if reason == EventSecretConflict {
+				n++
+			}
+		}
+		g.Expect(n).To(Equal(1))
+	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
 
 	// The owner removes theirs: the store recovers by itself.
 	g.Expect(k8sClient.Delete(ctx(), foreign)).To(Succeed())
