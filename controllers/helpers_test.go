@@ -29,7 +29,7 @@ var nsCounter atomic.Int64
 
 // newNamespace makes a namespace of the test's own, so tests do not see each
 // other's objects (envtest has no namespace controller: it is left behind).
-func newNamespace(t *testing.T) string {
+func newNamespace(t testing.TB) string {
 	t.Helper()
 	name := fmt.Sprintf("t%d-%s", nsCounter.Add(1), strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
 	if len(name) > 60 {
@@ -42,7 +42,7 @@ func newNamespace(t *testing.T) string {
 	return name
 }
 
-func createSecret(t *testing.T, ns, name string, data map[string]string) *corev1.Secret {
+func createSecret(t testing.TB, ns, name string, data map[string]string) *corev1.Secret {
 	t.Helper()
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, StringData: data}
 	if err := k8sClient.Create(context.Background(), s); err != nil {
