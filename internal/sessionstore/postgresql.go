@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
 	"maps"
 	"math"
 	"net/url"
@@ -419,7 +418,9 @@ SELECT (SELECT i.indisvalid FROM pg_index i JOIN pg_class ic ON ic.oid = i.index
 // A first read-only pass counts the rows (scanned, expired, NULL expiry);
 // opts.Progress is called after it (with no batch yet) and after each batch.
 // Then the table's heap is walked in ranges of ctid that each hold about
-// BatchSize rows, and each range is one DELETE, its own transaction:
+// BatchSize rows (so a batch deletes at most about BatchSize: up to a page
+// more where rows are packed unevenly), and each range is one DELETE, its
+// own transaction:
 //
 //	DELETE FROM t WHERE ctid >= $lo AND ctid < $hi AND expiry <= $now
 //
@@ -508,7 +509,17 @@ func (s *pgStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 	// A batch, once sent, is let finish: it is short, and stopping between
 	// batches leaves nothing half done.
 	batchCtx := context.WithoutCancel(ctx)
-	for lo, hi := range pgRanges(pages, float64(rep.Scanned)/float64(max(pages, 1)), batchSize) {
+	ranges := pgRangeCursor{pages: pages, rowsPerPage: float64(rep.Scanned) / float64(max(pages, 1))}
+	// Ranges hold batchSize rows at the table's average density; where rows
+	// are packed tighter (the rest of the table emptied by an earlier purge
+	// and not yet vacuumed), a range holds more, so after a batch that
+	// deleted more than batchSize the ranges shrink, and grow back after.
+	rangeRows := batchSize
+	for {
+		lo, hi, ok := ranges.next(rangeRows)
+		if !ok {
+			break
+		}
 		if err := ctx.Err(); err != nil {
 			return done(classify("cleanup", fmt.Errorf("stopped after %d batches: %w", rep.Batches, err)))
 		}
@@ -521,53 +532,58 @@ func (s *pgStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 			}
 			return done(s.pgError("cleanup", err))
 		}
+		deleted := tag.RowsAffected()
 		rep.Batches++
-		rep.Deleted += tag.RowsAffected()
+		rep.Deleted += deleted
+		switch {
+		case deleted > int64(batchSize):
+			rangeRows = max(1, int(int64(rangeRows)*int64(batchSize)/deleted))
+		case deleted < int64(batchSize)/2:
+			rangeRows = min(batchSize, rangeRows*2)
+		}
 		progress()
 	}
 	return done(nil)
 }
 
-// pgRanges splits pages [0, pages) into ctid ranges [lo, hi) of about
-// batchSize rows each, rowsPerPage being the table's average. Ranges are
-// whole pages, or slices of line pointers within a page when batchSize is
-// smaller than a page's rows; the last slice of a page runs to its end, so
-// together the ranges cover every row.
-func pgRanges(pages int64, rowsPerPage float64, batchSize int) iter.Seq2[pgtype.TID, pgtype.TID] {
-	tid := func(page int64, offset int) pgtype.TID {
-		return pgtype.TID{BlockNumber: uint32(page), OffsetNumber: uint16(offset), Valid: true}
+// pgRangeCursor walks pages [0, pages) in ctid ranges [lo, hi) of about a
+// given number of rows each, rowsPerPage being the table's average. A range
+// is whole pages, or a slice of line pointers within a page when it should
+// hold fewer rows than a page does; a page's last slice runs to its end, so
+// together the ranges cover every row once.
+type pgRangeCursor struct {
+	pages       int64
+	rowsPerPage float64
+	page        int64
+	offset      int // next line pointer of page; 0 = the page's start
+}
+
+func pgTID(page int64, offset int) pgtype.TID {
+	return pgtype.TID{BlockNumber: uint32(page), OffsetNumber: uint16(offset), Valid: true}
+}
+
+func (c *pgRangeCursor) next(rows int) (lo, hi pgtype.TID, ok bool) {
+	if c.page >= c.pages {
+		return lo, hi, false
 	}
-	return func(yield func(pgtype.TID, pgtype.TID) bool) {
-		if rowsPerPage <= float64(batchSize) {
-			step := int64(1)
-			if rowsPerPage > 0 {
-				step = max(1, int64(float64(batchSize)/rowsPerPage))
-			}
-			for p := int64(0); p < pages; p += step {
-				if !yield(tid(p, 0), tid(min(p+step, pages), 0)) {
-					return
-				}
-			}
-			return
+	rows = max(rows, 1)
+	lo = pgTID(c.page, c.offset)
+	if c.offset == 0 && float64(rows) >= c.rowsPerPage {
+		step := int64(1)
+		if c.rowsPerPage > 0 {
+			step = max(1, int64(float64(rows)/c.rowsPerPage))
 		}
-		// Line pointers are numbered from 1; slice i holds numbers
-		// [1+i*batchSize, 1+(i+1)*batchSize).
-		parts := int(math.Ceil(rowsPerPage / float64(batchSize)))
-		for p := int64(0); p < pages; p++ {
-			for i := range parts {
-				lo, hi := tid(p, 1+i*batchSize), tid(p, 1+(i+1)*batchSize)
-				if i == 0 {
-					lo = tid(p, 0)
-				}
-				if i == parts-1 {
-					hi = tid(p+1, 0)
-				}
-				if !yield(lo, hi) {
-					return
-				}
-			}
-		}
+		c.page = min(c.page+step, c.pages)
+		return lo, pgTID(c.page, 0), true
 	}
+	// Line pointers are numbered from 1.
+	end := max(c.offset, 1) + rows
+	if float64(end-1) >= c.rowsPerPage || end > math.MaxUint16 {
+		c.page, c.offset = c.page+1, 0
+		return lo, pgTID(c.page, 0), true
+	}
+	c.offset = end
+	return lo, pgTID(c.page, end), true
 }
 
 func (s *pgStore) pgMessage(rep Report, err error) string {

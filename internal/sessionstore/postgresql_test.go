@@ -915,9 +915,69 @@ func TestPostgresCleanupRefusesOtherTables(t *testing.T) {
 	pgTestWantKind(t, err, ErrMissingTable, "")
 }
 
+// TestPostgresCleanupShrinksRangesWhereRowsAreDense runs a cleanup on a
+// table whose live rows all sit in its last pages (the rest emptied and not
+// vacuumed), where ranges sized by the average density hold several batches'
+// worth of rows: after the first such batch the ranges must shrink.
+func TestPostgresCleanupShrinksRangesWhereRowsAreDense(t *testing.T) {
+	ctx := pgTestCtx(t)
+	db := pgTestDatabase(t, "")
+	s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true})
+	if _, err := s.EnsureSchema(ctx); err != nil {
+		t.Fatalf("EnsureSchema: %v", err)
+	}
+	conn := pgTestConnect(t, pgTestURL(db))
+	pgTestExec(t, conn, "ALTER TABLE sessions SET (autovacuum_enabled = false)")
+	pgTestFill(t, conn, "session:purged-", 20000, "1 hour")
+	pgTestExec(t, conn, "DELETE FROM sessions WHERE session_id LIKE 'session:purged-%'")
+	pgTestFill(t, conn, "session:expired-", 3000, "-1 hour")
+	pgTestFill(t, conn, "session:live-", 1000, "1 hour")
+
+	const batchSize = 100
+	var sizes []int64
+	var last int64
+	rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: batchSize, Progress: func(r Report) {
+		if r.Batches > 0 {
+			sizes = append(sizes, r.Deleted-last)
+		}
+		last = r.Deleted
+	}})
+	if err != nil || rep.Deleted != 3000 {
+		t.Fatalf("Cleanup: %+v, %v; want 3000 deleted", rep, err)
+	}
+	var big int
+	for _, n := range sizes {
+		if n > 2*batchSize {
+			big++
+		}
+	}
+	t.Logf("deleted per batch: %v", sizes)
+	if big > 1 {
+		t.Fatalf("%d batches deleted more than %d sessions; the ranges did not shrink: %v", big, 2*batchSize, sizes)
+	}
+}
+
 // TestPostgresRanges checks that the ctid ranges cover every page and line
 // pointer exactly once, whether batches span pages or slice them.
 func TestPostgresRanges(t *testing.T) {
+	// Ranges of changing sizes, as the cleanup asks for when it adapts.
+	c := pgRangeCursor{pages: 20, rowsPerPage: 50}
+	sizes := []int{1000, 7, 100, 30, 60, 1, 49}
+	prev := pgTID(0, 0)
+	for i := 0; ; i++ {
+		lo, hi, ok := c.next(sizes[i%len(sizes)])
+		if !ok {
+			if prev != pgTID(20, 0) {
+				t.Fatalf("changing sizes: ended at %v, want (20,0)", prev)
+			}
+			break
+		}
+		if lo != prev || !(lo.BlockNumber < hi.BlockNumber || lo.BlockNumber == hi.BlockNumber && lo.OffsetNumber < hi.OffsetNumber) {
+			t.Fatalf("changing sizes: range %d [%v, %v) does not follow %v", i, lo, hi, prev)
+		}
+		prev = hi
+	}
+
 	for _, tc := range []struct {
 		pages       int64
 		rowsPerPage float64
@@ -936,7 +996,12 @@ func TestPostgresRanges(t *testing.T) {
 		{1000, 40, 1, 40000},
 	} {
 		var got [][2]pgtype.TID
-		for lo, hi := range pgRanges(tc.pages, tc.rowsPerPage, tc.batch) {
+		c := pgRangeCursor{pages: tc.pages, rowsPerPage: tc.rowsPerPage}
+		for {
+			lo, hi, ok := c.next(tc.batch)
+			if !ok {
+				break
+			}
 			got = append(got, [2]pgtype.TID{lo, hi})
 		}
 		if len(got) != tc.wantRanges {
