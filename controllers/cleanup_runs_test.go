@@ -7,9 +7,10 @@ import (
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/sessionstore/sessionstore-operator/internal/localrun"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
@@ -27,81 +28,25 @@ type runEnding struct {
 	exitCode          int32
 }
 
-// simulateRun makes a cleanup run of store's CronJob that ended as said.
+// simulateRun makes a cleanup run of store's CronJob that ended as said,
+// recorded as the Job controller and kubelet would (internal/localrun).
 func simulateRun(t *testing.T, store *v1.SessionStore, jobName string, end runEnding) *batchv1.Job {
 	t.Helper()
-	g := NewWithT(t)
 	cj := waitCronJob(t, store.Namespace, specs.CleanupCronJobName(store))
-	start := metav1.NewTime(time.Now().Add(-30 * time.Second).Truncate(time.Second))
-	finish := metav1.NewTime(time.Now().Truncate(time.Second))
-
-	job := &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: store.Namespace, Name: jobName,
-			Labels: cj.Spec.JobTemplate.Labels,
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "CronJob", Name: cj.Name,
-				UID: cj.UID, Controller: ptr.To(true)}},
-		},
-		Spec: *cj.Spec.JobTemplate.Spec.DeepCopy(),
+	exit := int(end.exitCode)
+	if !end.succeeded && exit == 0 {
+		exit = 1
 	}
-	g.Expect(k8sClient.Create(ctx(), job)).To(Succeed())
-
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: store.Namespace, Name: jobName + "-abcde",
-			Labels: mergeLabels(cj.Spec.JobTemplate.Spec.Template.Labels, map[string]string{
-				jobNameLabel: jobName, "job-name": jobName}),
-		},
-		Spec: *cj.Spec.JobTemplate.Spec.Template.Spec.DeepCopy(),
+	run := &localrun.Run{
+		JobName: jobName, FailureReason: end.reason, ExitCode: exit,
+		TerminationMessage: end.terminationReport,
+		Started:            time.Now().Add(-30 * time.Second), Finished: time.Now().Add(-time.Second),
 	}
-	g.Expect(k8sClient.Create(ctx(), pod)).To(Succeed())
-	if end.terminationReport != "" || end.exitCode != 0 {
-		phase := corev1.PodSucceeded
-		if end.exitCode != 0 {
-			phase = corev1.PodFailed
-		}
-		pod.Status = corev1.PodStatus{
-			Phase: phase,
-			ContainerStatuses: []corev1.ContainerStatus{{
-				Name: specs.CleanupContainerName, Image: cj.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Image,
-				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-					ExitCode: end.exitCode, Message: end.terminationReport, StartedAt: start, FinishedAt: finish,
-					Reason: map[bool]string{true: "Completed", false: "Error"}[end.exitCode == 0],
-				}},
-			}},
-		}
-		g.Expect(k8sClient.Status().Update(ctx(), pod)).To(Succeed())
+	job, err := localrun.Record(ctx(), k8sClient, cj, run)
+	if err != nil {
+		t.Fatalf("recording run %s: %v", jobName, err)
 	}
-
-	job.Status.StartTime = &start
-	if end.succeeded {
-		job.Status.Succeeded = 1
-		job.Status.CompletionTime = &finish
-		job.Status.Conditions = []batchv1.JobCondition{
-			{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: finish},
-			{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: finish},
-		}
-	} else {
-		job.Status.Failed = 1
-		job.Status.Conditions = []batchv1.JobCondition{
-			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: end.reason, LastTransitionTime: finish},
-			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: end.reason, LastTransitionTime: finish,
-				Message: "Job was active longer than specified deadline"},
-		}
-	}
-	g.Expect(k8sClient.Status().Update(ctx(), job)).To(Succeed())
 	return job
-}
-
-func mergeLabels(a, b map[string]string) map[string]string {
-	out := map[string]string{}
-	for k, v := range a {
-		out[k] = v
-	}
-	for k, v := range b {
-		out[k] = v
-	}
-	return out
 }
 
 func reportJSON(t *testing.T, fields map[string]any) string {

@@ -232,7 +232,7 @@ func (p *Prober) probe(ctx context.Context, req probeRequest, previous *ProbeOut
 	pingCtx, cancel := context.WithTimeout(ctx, p.Timeout)
 	err = store.Ping(pingCtx)
 	cancel()
-	schemaWanted := wantsSchema(cfg)
+	schemaWanted := cfg.WantsSchema()
 	if sessionstore.KindOf(err) == sessionstore.ErrMissingTable && !cfg.CreateTable {
 		outcome.Reason, outcome.Message = ReasonTableMissing, err.Error()+" (spec.postgresql.createTable is false)"
 		outcome.Schema = &SchemaOutcome{Reason: ReasonTableMissing, Message: outcome.Message}
@@ -290,16 +290,6 @@ func (p *Prober) ensureSchema(ctx context.Context, store sessionstore.Store, pre
 	default:
 		return &SchemaOutcome{Ready: true, Reason: ReasonSchemaPresent, Message: nonEmpty(res.Message, "the store is prepared")}
 	}
-}
-
-func wantsSchema(cfg sessionstore.Config) bool {
-	switch cfg.Backend {
-	case sessionstore.BackendPostgreSQL:
-		return cfg.CreateTable || cfg.CreateExpiryIndex
-	case sessionstore.BackendMongoDB:
-		return cfg.TTLIndex
-	}
-	return false
 }
 
 // reasonForStoreError turns a store error into a stable condition reason.

@@ -57,5 +57,5 @@ func (r *SessionStoreReconciler) observeStore(_ context.Context, s *reconcileSco
 
 func wantsSchemaFromEnv(env map[string]string) bool {
 	cfg, err := sessionstore.ConfigFromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	return err == nil && wantsSchema(cfg)
+	return err == nil && cfg.WantsSchema()
 }

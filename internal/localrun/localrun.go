@@ -29,6 +29,11 @@ import (
 
 // Run is one finished run of a pod template's container.
 type Run struct {
+	// JobName names the recorded Job; empty: <cronjob>-<minutes since epoch>,
+	// as the CronJob controller names them.
+	JobName string
+	// FailureReason is the failed Job's reason; empty: BackoffLimitExceeded.
+	FailureReason      string
 	ExitCode           int
 	TerminationMessage string
 	Stdout, Stderr     string
@@ -119,7 +124,10 @@ func ResolveEnv(ctx context.Context, c client.Reader, namespace string, containe
 // lastScheduleTime.
 func Record(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, run *Run) (*batchv1.Job, error) {
 	scheduled := metav1.NewTime(run.Started.Truncate(time.Minute))
-	jobName := fmt.Sprintf("%s-%d", cronJob.Name, run.Started.Unix()/60)
+	jobName := run.JobName
+	if jobName == "" {
+		jobName = fmt.Sprintf("%s-%d", cronJob.Name, run.Started.Unix()/60)
+	}
 	start := metav1.NewTime(run.Started.Truncate(time.Second))
 	finish := metav1.NewTime(run.Finished.Truncate(time.Second).Add(time.Second))
 
@@ -166,6 +174,10 @@ func Record(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, run 
 		pod.Status.Phase = corev1.PodFailed
 		pod.Status.ContainerStatuses[0].State.Terminated.Reason = "Error"
 	}
+	if run.ExitCode != 0 && run.TerminationMessage == "" && run.Stdout == "" && run.Stderr == "" {
+		// The container never ran: no terminated state to report.
+		pod.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
+	}
 	if err := c.Status().Update(ctx, pod); err != nil {
 		return nil, fmt.Errorf("setting Pod %s status: %w", pod.Name, err)
 	}
@@ -180,7 +192,10 @@ func Record(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, run 
 		}
 	} else {
 		job.Status.Failed = 1
-		reason := batchv1.JobReasonBackoffLimitExceeded
+		reason := run.FailureReason
+		if reason == "" {
+			reason = batchv1.JobReasonBackoffLimitExceeded
+		}
 		job.Status.Conditions = []batchv1.JobCondition{
 			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: reason, LastTransitionTime: finish},
 			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: reason, LastTransitionTime: finish,

@@ -160,3 +160,15 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// WantsSchema says whether cfg asks EnsureSchema to create anything; only
+// PostgreSQL and MongoDB have a schema to prepare.
+func (c Config) WantsSchema() bool {
+	switch c.Backend {
+	case BackendPostgreSQL:
+		return c.CreateTable || c.CreateExpiryIndex
+	case BackendMongoDB:
+		return c.TTLIndex
+	}
+	return false
+}
