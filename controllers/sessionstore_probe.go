@@ -135,15 +135,14 @@ func (p *Prober) Outcome(store *v1.SessionStore, env map[string]string) (outcome
 	if outcome != nil && outcome.EnvHash == hash {
 		return outcome, true
 	}
-	if req, queued := p.requests[key]; queued && req.envHash == hash {
-		return outcome, false
+	if req, queued := p.requests[key]; !queued || req.envHash != hash {
+		p.requests[key] = probeRequest{store: store.DeepCopy(), env: env, envHash: hash}
 	}
-	p.requests[key] = probeRequest{store: store.DeepCopy(), env: env, envHash: hash}
+	// Asking again is harmless: the probe queue holds a store once.
 	select {
 	case p.probeQueue <- event.TypedGenericEvent[*v1.SessionStore]{Object: p.requests[key].store}:
 	default:
-		// The queue is full: the periodic re-probe of this store will
-		// pick up the new request.
+		// The queue is full; the caller looks again shortly.
 	}
 	return outcome, false
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -29,7 +30,12 @@ func (r *SessionStoreReconciler) observeStore(_ context.Context, s *reconcileSco
 			"the manager does not mount the claim; the first cleanup run will tell")
 		return nil
 	}
-	outcome, _ := r.Prober.Outcome(s.store, s.podEnv)
+	outcome, current := r.Prober.Outcome(s.store, s.podEnv)
+	if !current {
+		// The prober tells us when it is done; look again anyway in case its
+		// queue was full and the request must be made again.
+		s.requeueWithin(2*r.Prober.Timeout + time.Second)
+	}
 	if outcome == nil {
 		setConditionIfAbsent(s, ConditionStoreReachable, metav1.ConditionUnknown, ReasonProbing, "the first probe is under way")
 		setConditionIfAbsent(s, ConditionSchemaReady, metav1.ConditionUnknown, ReasonProbing, "the first probe is under way")
