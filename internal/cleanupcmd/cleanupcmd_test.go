@@ -665,13 +665,15 @@ func TestCheckFilesystem(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
 		t.Errorf("check changed the directory: %d entries", len(entries))
 	}
+	// A missing directory fails; whether as bad configuration (2) or a
+	// failed store (1) is the backend's call, and the exit code follows it.
 	r = run(t, t.Context(), Check, fsEnv(filepath.Join(dir, "missing")), nil, "--output=json")
-	if r.code != ExitStoreFailed {
-		t.Fatalf("missing directory: want exit 1:\n%s", r)
-	}
 	var res checkResult
-	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.OK || res.Error == "" {
-		t.Errorf("check JSON: %v %s", err, r.stdout)
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.OK || !strings.Contains(res.Error, "missing") {
+		t.Fatalf("check JSON does not name the missing directory: %v\n%s", err, r)
+	}
+	if wantCode := map[bool]int{true: ExitBadConfig, false: ExitStoreFailed}[res.ErrorKind == sessionstore.ErrConfig]; r.code != wantCode {
+		t.Errorf("exit %d for error kind %s, want %d", r.code, res.ErrorKind, wantCode)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "missing")); !os.IsNotExist(err) {
 		t.Error("check created the missing directory")
