@@ -1,0 +1,967 @@
+//go:build unix
+
+package sessionstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Flask-Session's filesystem type keeps sessions in a directory with
+// cachelib's FileSystemCache (werkzeug.contrib.cache before cachelib):
+//
+//   - one file per session, named md5(KeyPrefix+sid).hexdigest();
+//   - cachelib >= 0.7 starts the file with struct.pack("I", expires): 4 bytes
+//     in native byte order; older versions with pickle.dump(expires, f, 1).
+//     expires is absolute Unix seconds, 0 for never; then comes the value,
+//     pickled with the highest protocol of the app's Python (2 or more);
+//   - md5("__wz_cache_count") holds the number of files (a cache entry
+//     itself: header 0, then a pickled int); cachelib prunes, oldest live
+//     sessions included, once that number passes its threshold;
+//   - every write goes to a temporary "tmp*.__wz_cache" file that is then
+//     renamed over the target, so a refreshed session is a new inode.
+//
+// cachelib serves a file while expires == 0 or expires >= time(), so a file is
+// expired once its expiry is strictly before now: at the very second of its
+// expiry the app would still read it.
+//
+// The job's clock decides, not the app's: a job whose clock runs ahead of the
+// app's deletes sessions that early.
+
+func init() { register(BackendFilesystem, newFilesystem) }
+
+const (
+	fsDefaultBatchSize = 1000
+	// fsCountFile is md5("__wz_cache_count").hexdigest().
+	fsCountFile = "2029240f6d1128be89ddc32729463129"
+	// fsTempSuffix ends cachelib's temporary files; cachelib's own listing
+	// skips such names, so files set aside by the cleanup end with it too.
+	fsTempSuffix  = ".__wz_cache"
+	fsAsideSuffix = ".cleanup" + fsTempSuffix
+	// fsHeaderBytes covers every header form (the longest, a pickled LONG
+	// of a 64-bit number, is 25 bytes) and the start of the value after it.
+	fsHeaderBytes = 64
+	// fsLeftoverAge is how old a file set aside must be before the cleanup
+	// takes it for the remains of an interrupted run rather than the work
+	// of one still running; a running cleanup holds one for microseconds.
+	fsLeftoverAge = time.Hour
+	// fsCountFileMax bounds the read of the count file (about 20 bytes).
+	fsCountFileMax = 4096
+	// Python's pickle opcodes used here.
+	fsPickleProto = 0x80
+	fsPickleFrame = 0x95
+	fsPickleLong1 = 0x8a
+	fsPickleStop  = '.'
+)
+
+type fsState int
+
+const (
+	fsUnreadable fsState = iota
+	fsLive
+	fsExpired
+	fsNever
+)
+
+type fsFormat int
+
+const (
+	fsFormatNone   fsFormat = iota
+	fsFormatStruct          // cachelib >= 0.7: struct.pack("I", expires)
+	fsFormatPickle          // cachelib < 0.7, werkzeug: pickle.dump(expires, f, 1)
+)
+
+type fsStore struct {
+	dir string
+
+	// Test hooks, nil in production: called after an expired file was read,
+	// just before it is moved aside, and right after.
+	beforeTake func(name string)
+	afterTake  func(name string)
+
+	mu  sync.Mutex
+	seq uint64
+}
+
+func newFilesystem(cfg Config) (Store, error) {
+	dir := cfg.Dir
+	if dir == "" && cfg.URL != "" {
+		if !cmdHasScheme(cfg.URL, "file") {
+			return nil, newError(ErrConfig, EnvURL, errors.New("the filesystem backend takes no URL, or a file:///path one"))
+		}
+		var err error
+		if dir, err = cmdDirFromFileURL(cfg.URL); err != nil {
+			return nil, err
+		}
+	}
+	if dir == "" {
+		return nil, newError(ErrConfig, EnvDir, fmt.Errorf("not set (or give %s as file:///path)", EnvURL))
+	}
+	if !strings.HasPrefix(dir, "/") {
+		return nil, newError(ErrConfig, EnvDir, fmt.Errorf("%q is not an absolute path", cmdShort(dir)))
+	}
+	return &fsStore{dir: dir}, nil
+}
+
+// Ping checks that the directory exists and that this process may list,
+// read and write it. Filesystem calls cannot be cancelled: a hung network
+// mount makes Ping return at ctx's deadline and leaves the check behind.
+func (s *fsStore) Ping(ctx context.Context) error {
+	return fsWithin(ctx, "ping", func() error { return s.fsCheckDir("ping") })
+}
+
+func (s *fsStore) fsCheckDir(op string) error {
+	fi, err := os.Stat(s.dir)
+	if err != nil {
+		return fsOSError(op, "session directory "+s.dir, err)
+	}
+	if !fi.IsDir() {
+		return newError(ErrConfig, op, fmt.Errorf("session directory %s is not a directory", s.dir))
+	}
+	notReadable := func(err error) error {
+		return fsOSError(op, "session directory "+s.dir+" is not readable", err)
+	}
+	if err := unix.Access(s.dir, unix.R_OK|unix.X_OK); err != nil {
+		return notReadable(err)
+	}
+	// access(2) can be wrong over NFS: list for real.
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return notReadable(err)
+	}
+	defer d.Close()
+	if _, err := d.ReadDir(1); err != nil && err != io.EOF {
+		return notReadable(err)
+	}
+	if err := unix.Access(s.dir, unix.W_OK); err != nil {
+		return fsOSError(op, "session directory "+s.dir+" is not writable", err)
+	}
+	return nil
+}
+
+// EnsureSchema reports whether the directory exists. It never creates it:
+// it is the volume the app writes to, and creating it would hide a volume
+// that is not mounted.
+func (s *fsStore) EnsureSchema(ctx context.Context) (SchemaResult, error) {
+	var res SchemaResult
+	err := fsWithin(ctx, "ensure schema", func() error {
+		fi, err := os.Stat(s.dir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			res.Message = fmt.Sprintf("session directory %s does not exist; mount the volume the app writes its sessions to (it is not created here)", s.dir)
+			return nil
+		case err != nil:
+			return fsOSError("ensure schema", "session directory "+s.dir, err)
+		case !fi.IsDir():
+			return newError(ErrConfig, "ensure schema", fmt.Errorf("session directory %s is not a directory", s.dir))
+		}
+		res.Present = true
+		res.Message = fmt.Sprintf("session directory %s is present", s.dir)
+		return nil
+	})
+	return res, err
+}
+
+func (s *fsStore) Close() error { return nil }
+
+// Cleanup deletes the session files whose expiry is before opts.Now (now
+// when zero). It lists the directory BatchSize entries at a time and reads
+// only the header of each file; names that are not 32 hex digits, entries
+// that are not regular files and headers in neither of cachelib's layouts
+// are counted under Kept ("foreign", "unreadable") and never touched, nor are
+// the count file and temporary files. Files that never expire are counted
+// under Kept "noExpiry". Scanned is the sum of live, expired and kept.
+//
+// Deleting safely. cachelib takes no locks: a refresh renames a new file over
+// the session's name at any moment. Comparing the inode at the name with the
+// one read and then unlinking the name would leave a window between the two
+// calls in which a refresh is deleted outright. So an expired file is first
+// renamed to a private name in the same directory, one atomic step that
+// takes whatever is at the name at that instant, and what was taken is then
+// examined with nothing racing: when it is the inode that was read (its
+// number cannot have been reused, since the descriptor opened for the read
+// keeps it alive) and its header, read again, still says expired, it is
+// deleted. Otherwise a refresh came in between, and the file is put back with
+// link(2), which fails rather than overwrite a still newer version that the
+// app wrote meanwhile (that one wins, as it would have without the cleanup).
+//
+// What remains: only when a refresh lands between the read and the rename
+// (microseconds) is a live session off its name, until it is put back
+// (microseconds more); a request of that very session reading within that
+// instant gets an empty session, as if it had expired, and if it saves, its
+// save wins. Nothing live is ever deleted. For an expired file the instant
+// without a name changes nothing: cachelib does not serve it either. A run
+// killed in between leaves a file named <name>.<unix time>-<pid>-<n>.cleanup.__wz_cache,
+// which cachelib ignores; a later run puts it back when it is live (or
+// deletes it when expired) once it is fsLeftoverAge old.
+//
+// After a run that is not a dry run, the count file, when there is one, is
+// set to the number of entries that cachelib itself counts (all but the count
+// file and names ending in .__wz_cache), in the format it already has, so
+// that cachelib does not evict live sessions for a count that is too high.
+//
+// Cancelling ctx stops the run after the current batch.
+func (s *fsStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := time.Now()
+	now := opts.Now
+	if now.IsZero() {
+		now = start
+	}
+	rep := Report{Backend: BackendFilesystem, DryRun: opts.DryRun, Now: now.UTC()}
+	run := &fsRun{store: s, now: now, dryRun: opts.DryRun, rep: &rep}
+	done := func(err error) (Report, error) {
+		rep.Duration = time.Since(start)
+		rep.Message = run.message(err)
+		return rep, err
+	}
+	batchSize := opts.BatchSize
+	if batchSize <= 0 {
+		batchSize = fsDefaultBatchSize
+	}
+
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return done(fsOSError("cleanup", "session directory "+s.dir, err))
+	}
+	defer d.Close()
+	if fi, err := d.Stat(); err != nil {
+		return done(fsOSError("cleanup", "session directory "+s.dir, err))
+	} else if !fi.IsDir() {
+		return done(newError(ErrConfig, "cleanup", fmt.Errorf("session directory %s is not a directory", s.dir)))
+	}
+	// d stays open (deferred Close) for as long as its descriptor is used.
+	run.dirfd = int(d.Fd())
+
+	for {
+		if err := ctx.Err(); err != nil {
+			return done(classify("cleanup", fmt.Errorf("stopped after %d batches: %w", rep.Batches, err)))
+		}
+		entries, readErr := d.ReadDir(batchSize)
+		for _, entry := range entries {
+			if err := run.visit(entry); err != nil {
+				return done(err)
+			}
+		}
+		if len(entries) > 0 {
+			rep.Batches++
+			if opts.Progress != nil {
+				p := rep
+				p.Kept = maps.Clone(rep.Kept)
+				p.Duration = time.Since(start)
+				opts.Progress(p)
+			}
+		}
+		if readErr == io.EOF {
+			break
+		}
+		if readErr != nil {
+			return done(fsOSError("cleanup", "list session directory "+s.dir, readErr))
+		}
+	}
+	if !opts.DryRun {
+		if err := run.fixCount(batchSize); err != nil {
+			return done(err)
+		}
+	}
+	return done(nil)
+}
+
+// fsRun is the state of one Cleanup.
+type fsRun struct {
+	store  *fsStore
+	dirfd  int
+	now    time.Time
+	dryRun bool
+	rep    *Report
+	buf    [fsHeaderBytes]byte
+
+	oldFormat   int64
+	putBack     int64
+	recovered   int64
+	unreadable  error
+	countResult string
+	// countOwnerLost: the count file was rewritten but could not be given
+	// back to its owner.
+	countOwnerLost bool
+}
+
+func (r *fsRun) visit(entry fs.DirEntry) error {
+	name := entry.Name()
+	switch {
+	case name == fsCountFile:
+		return nil
+	case strings.HasSuffix(name, fsAsideSuffix):
+		return r.leftover(name)
+	case strings.HasSuffix(name, fsTempSuffix):
+		return nil
+	}
+	r.rep.Scanned++
+	if !fsIsSessionName(name) || !entry.Type().IsRegular() {
+		r.rep.AddKept("foreign", 1)
+		return nil
+	}
+	fd, err := fsOpen(r.dirfd, name)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		// Deleted by the app since it was listed.
+		r.rep.Scanned--
+		return nil
+	case errors.Is(err, unix.ELOOP):
+		r.rep.AddKept("foreign", 1)
+		return nil
+	case err != nil:
+		r.markUnreadable(name, err)
+		return nil
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		r.markUnreadable(name, err)
+		return nil
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		r.rep.AddKept("foreign", 1)
+		return nil
+	}
+	header, err := fsReadHeader(fd, r.buf[:])
+	if err != nil {
+		r.markUnreadable(name, err)
+		return nil
+	}
+	state, format := fsClassify(header, r.now)
+	if format == fsFormatPickle {
+		r.oldFormat++
+	}
+	switch state {
+	case fsLive:
+	case fsNever:
+		r.rep.AddKept("noExpiry", 1)
+	case fsUnreadable:
+		r.rep.AddKept("unreadable", 1)
+	case fsExpired:
+		r.rep.Expired++
+		if r.dryRun {
+			return nil
+		}
+		deleted, err := r.take(fd, &st, name)
+		if deleted {
+			r.rep.Deleted++
+		}
+		return err
+	}
+	return nil
+}
+
+func (r *fsRun) markUnreadable(name string, err error) {
+	r.rep.AddKept("unreadable", 1)
+	if r.unreadable == nil {
+		r.unreadable = fmt.Errorf("%s: %w", name, err)
+	}
+}
+
+// take deletes the expired file name, which fd has open and st describes,
+// unless it was replaced or rewritten since it was read (see Cleanup).
+func (r *fsRun) take(fd int, st *unix.Stat_t, name string) (bool, error) {
+	if r.store.beforeTake != nil {
+		r.store.beforeTake(name)
+	}
+	aside := r.store.fsAsideName(name)
+	if err := unix.Renameat(r.dirfd, name, r.dirfd, aside); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			// Deleted by the app (logout) or by cachelib's own pruning.
+			return false, nil
+		}
+		return false, fsOSError("cleanup", "move expired session file "+name+" aside", err)
+	}
+	if r.store.afterTake != nil {
+		r.store.afterTake(name)
+	}
+	var got unix.Stat_t
+	same := unix.Fstatat(r.dirfd, aside, &got, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+		got.Dev == st.Dev && got.Ino == st.Ino
+	if same {
+		// cachelib never writes in place, but nothing else is to be trusted
+		// either: what is deleted is what the header says now.
+		header, err := fsReadHeader(fd, r.buf[:])
+		state, _ := fsClassify(header, r.now)
+		same = err == nil && state == fsExpired
+	}
+	if !same {
+		r.putBack++
+		return false, r.restore(aside, name)
+	}
+	if err := unix.Unlinkat(r.dirfd, aside, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return false, fsOSError("cleanup", "delete expired session file "+name+" (moved aside as "+aside+")", err)
+	}
+	return true, nil
+}
+
+// restore puts the file set aside as aside back as name, unless a newer one
+// was written at name meanwhile.
+func (r *fsRun) restore(aside, name string) error {
+	err := unix.Linkat(r.dirfd, aside, r.dirfd, name, 0)
+	switch {
+	case err == nil, errors.Is(err, unix.EEXIST):
+		// Back in place, or superseded by a newer write that wins.
+	case errors.Is(err, unix.ENOENT):
+		// Already put back by another cleanup run.
+		return nil
+	default:
+		// No hard links on this filesystem: rename back unless a newer
+		// version is present. A write landing between the check and the
+		// rename is overwritten by this one, one request older: the session
+		// stays, with its data from before that request.
+		var st unix.Stat_t
+		if unix.Fstatat(r.dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			if err := unix.Renameat(r.dirfd, aside, r.dirfd, name); err != nil {
+				return fsOSError("cleanup", "put back session file "+name+"; it is kept as "+aside+", rename it back", err)
+			}
+			return nil
+		}
+	}
+	if err := unix.Unlinkat(r.dirfd, aside, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fsOSError("cleanup", "remove "+aside+", a copy of session file "+name, err)
+	}
+	return nil
+}
+
+// leftover handles a file set aside by a cleanup run; see Cleanup.
+func (r *fsRun) leftover(aside string) error {
+	name, setAside, ok := fsParseAsideName(aside)
+	if !ok || r.dryRun || time.Since(setAside) < fsLeftoverAge {
+		return nil
+	}
+	fd, err := fsOpen(r.dirfd, aside)
+	if err != nil {
+		// Gone (another run recovered it) or unreadable: leave it.
+		return nil
+	}
+	defer unix.Close(fd)
+	header, err := fsReadHeader(fd, r.buf[:])
+	state := fsUnreadable
+	if err == nil {
+		state, _ = fsClassify(header, r.now)
+	}
+	r.rep.Scanned++
+	switch state {
+	case fsExpired:
+		r.rep.Expired++
+		if err := unix.Unlinkat(r.dirfd, aside, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fsOSError("cleanup", "delete expired session file "+aside, err)
+		}
+		r.rep.Deleted++
+		return nil
+	case fsNever:
+		r.rep.AddKept("noExpiry", 1)
+	case fsUnreadable:
+		r.rep.AddKept("unreadable", 1)
+	}
+	r.recovered++
+	return r.restore(aside, name)
+}
+
+// fixCount sets the count file to the number of entries cachelib counts
+// (see FileSystemCache._list_dir), written the way cachelib writes it: a
+// temporary file, given the count file's mode and owner, renamed over it.
+func (r *fsRun) fixCount(batchSize int) error {
+	fd, err := fsOpen(r.dirfd, fsCountFile)
+	if errors.Is(err, unix.ENOENT) {
+		// cachelib keeps no count with threshold 0.
+		return nil
+	}
+	if err != nil {
+		return fsOSError("cleanup", "read the count file "+fsCountFile, err)
+	}
+	var st unix.Stat_t
+	err = unix.Fstat(fd, &st)
+	buf := make([]byte, fsCountFileMax)
+	var content []byte
+	if err == nil {
+		content, err = fsReadHeader(fd, buf)
+	}
+	unix.Close(fd)
+	if err != nil {
+		return fsOSError("cleanup", "read the count file "+fsCountFile, err)
+	}
+	format, proto, stored, known, ok := fsParseCountFile(content)
+	if !ok {
+		r.countResult = "the count file is in neither of cachelib's layouts and was left alone"
+		return nil
+	}
+
+	count, err := r.countEntries(batchSize)
+	if err != nil {
+		return err
+	}
+	if known && stored == count {
+		return nil
+	}
+	data := append(fsCountHeader(format), fsPickleInt(count, proto)...)
+	if err := r.replaceCountFile(data, &st); err != nil {
+		return err
+	}
+	if known {
+		r.countResult = fmt.Sprintf("count file set to %d (was %d)", count, stored)
+	} else {
+		r.countResult = fmt.Sprintf("count file set to %d (its value was unreadable)", count)
+	}
+	return nil
+}
+
+func (r *fsRun) countEntries(batchSize int) (int64, error) {
+	d, err := os.Open(r.store.dir)
+	if err != nil {
+		return 0, fsOSError("cleanup", "count the session files", err)
+	}
+	defer d.Close()
+	var count int64
+	for {
+		names, err := d.Readdirnames(batchSize)
+		for _, name := range names {
+			if name != fsCountFile && !strings.HasSuffix(name, fsTempSuffix) {
+				count++
+			}
+		}
+		if err == io.EOF {
+			return count, nil
+		}
+		if err != nil {
+			return 0, fsOSError("cleanup", "count the session files", err)
+		}
+	}
+}
+
+func (r *fsRun) replaceCountFile(data []byte, old *unix.Stat_t) error {
+	var random [4]byte
+	_, _ = rand.Read(random[:])
+	tmp := "tmp" + hex.EncodeToString(random[:]) + fsTempSuffix
+	fd, err := unix.Openat(r.dirfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fsOSError("cleanup", "write the count file", err)
+	}
+	err = fsWriteAll(fd, data)
+	if err == nil {
+		err = unix.Fchmod(fd, uint32(old.Mode)&0o7777)
+	}
+	if err == nil && (int(old.Uid) != os.Geteuid() || int(old.Gid) != os.Getegid()) {
+		// The app must be able to read it back; only root may give it away.
+		r.countOwnerLost = unix.Fchown(fd, int(old.Uid), int(old.Gid)) != nil
+	}
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = unix.Renameat(r.dirfd, tmp, r.dirfd, fsCountFile)
+	}
+	if err != nil {
+		_ = unix.Unlinkat(r.dirfd, tmp, 0)
+		return fsOSError("cleanup", "write the count file", err)
+	}
+	return nil
+}
+
+func (r *fsRun) message(err error) string {
+	rep := r.rep
+	var b strings.Builder
+	if rep.DryRun {
+		fmt.Fprintf(&b, "dry run: %d of %d session files have expired and would be deleted", rep.Expired, rep.Scanned)
+	} else {
+		fmt.Fprintf(&b, "deleted %d of %d expired session files (of %d) in %d batches", rep.Deleted, rep.Expired, rep.Scanned, rep.Batches)
+		if err == nil && rep.Deleted < rep.Expired {
+			fmt.Fprintf(&b, "; %d were refreshed or removed by the app meanwhile", rep.Expired-rep.Deleted)
+			if r.putBack > 0 {
+				fmt.Fprintf(&b, " (%d of them refreshed just as they were taken, and put back)", r.putBack)
+			}
+		}
+	}
+	if n := rep.Kept["noExpiry"]; n > 0 {
+		fmt.Fprintf(&b, "; kept %d that never expire (timeout 0)", n)
+	}
+	if n := rep.Kept["unreadable"]; n > 0 {
+		fmt.Fprintf(&b, "; kept %d unreadable (truncated, or not in cachelib's layout)", n)
+		if r.unreadable != nil {
+			fmt.Fprintf(&b, ", e.g. %v", r.unreadable)
+		}
+	}
+	if n := rep.Kept["foreign"]; n > 0 {
+		fmt.Fprintf(&b, "; kept %d foreign entries (not named or made like cachelib's session files)", n)
+	}
+	if r.oldFormat > 0 {
+		fmt.Fprintf(&b, "; %d files have the pickled header of cachelib < 0.7", r.oldFormat)
+	}
+	if r.recovered > 0 {
+		fmt.Fprintf(&b, "; recovered %d session files left aside by an interrupted cleanup (put back unless the app had written a newer one)", r.recovered)
+	}
+	if r.countResult != "" {
+		b.WriteString("; " + r.countResult)
+	}
+	if r.countOwnerLost {
+		b.WriteString("; the count file now belongs to this job's user: run the job as the app's user so the app can read it")
+	}
+	if err != nil {
+		fmt.Fprintf(&b, "; stopped: %v", err)
+	}
+	return b.String()
+}
+
+// fsAsideName names a file set aside: the session's name, when and by whom,
+// and the suffix that makes cachelib ignore it.
+func (s *fsStore) fsAsideName(name string) string {
+	s.seq++
+	return name + "." + strconv.FormatInt(time.Now().Unix(), 10) + "-" + strconv.Itoa(os.Getpid()) + "-" +
+		strconv.FormatUint(s.seq, 10) + fsAsideSuffix
+}
+
+// fsParseAsideName returns the session name a file set aside belongs to and
+// when it was set aside.
+func fsParseAsideName(aside string) (string, time.Time, bool) {
+	name, rest, ok := strings.Cut(strings.TrimSuffix(aside, fsAsideSuffix), ".")
+	if !ok || !fsIsSessionName(name) {
+		return "", time.Time{}, false
+	}
+	parts := strings.Split(rest, "-")
+	if len(parts) != 3 {
+		return "", time.Time{}, false
+	}
+	for _, p := range parts[1:] {
+		if _, err := strconv.ParseUint(p, 10, 64); err != nil {
+			return "", time.Time{}, false
+		}
+	}
+	unixSeconds, err := strconv.ParseInt(parts[0], 10, 64)
+	if err != nil {
+		return "", time.Time{}, false
+	}
+	return name, time.Unix(unixSeconds, 0), true
+}
+
+func fsIsSessionName(name string) bool {
+	if len(name) != 32 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// fsOpen opens name in dirfd for reading without following a symlink or
+// blocking on a FIFO that took a session's name.
+func fsOpen(dirfd int, name string) (int, error) {
+	for {
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// fsReadHeader reads from the start of fd until buf is full or the file ends.
+func fsReadHeader(fd int, buf []byte) ([]byte, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Pread(fd, buf[n:], int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return buf[:n], nil
+}
+
+func fsWriteAll(fd int, data []byte) error {
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+// fsExpiry is an expiry read from a header: an int, or a float in some
+// hand-made files of cachelib < 0.7 (pickle keeps the type it is given).
+type fsExpiry struct {
+	isFloat bool
+	seconds int64
+	float   float64
+}
+
+// state follows cachelib's get(): served while expires == 0 or
+// expires >= time().
+func (e fsExpiry) state(now time.Time) fsState {
+	if e.isFloat {
+		switch {
+		case e.float == 0:
+			return fsNever
+		case e.float < float64(now.Unix())+float64(now.Nanosecond())/1e9:
+			return fsExpired
+		}
+		return fsLive
+	}
+	switch {
+	case e.seconds == 0:
+		return fsNever
+	case e.seconds < now.Unix(), e.seconds == now.Unix() && now.Nanosecond() > 0:
+		return fsExpired
+	}
+	return fsLive
+}
+
+// fsClassify reads a session file's header in either layout. The first bytes
+// of a 4-byte header can look like a pickle (they are any number), so each
+// layout is accepted only when the value's pickle (PROTO 2 or more) starts
+// right after it; when both layouts fit and disagree, the file is unreadable.
+func fsClassify(b []byte, now time.Time) (fsState, fsFormat) {
+	structExp, structOK := fsParseStructHeader(b)
+	pickleExp, _, pickleOK := fsParsePickleHeader(b)
+	switch {
+	case structOK && pickleOK:
+		state := structExp.state(now)
+		if state != pickleExp.state(now) {
+			return fsUnreadable, fsFormatNone
+		}
+		return state, fsFormatStruct
+	case structOK:
+		return structExp.state(now), fsFormatStruct
+	case pickleOK:
+		return pickleExp.state(now), fsFormatPickle
+	}
+	return fsUnreadable, fsFormatNone
+}
+
+// fsParseStructHeader reads cachelib >= 0.7's struct.pack("I", expires).
+func fsParseStructHeader(b []byte) (fsExpiry, bool) {
+	if len(b) < 4 || !fsValueFollows(b[4:]) {
+		return fsExpiry{}, false
+	}
+	return fsExpiry{seconds: int64(binary.NativeEndian.Uint32(b))}, true
+}
+
+// fsParsePickleHeader reads pickle.dump(expires, f, 1): BININT1 (K),
+// BININT2 (M), BININT (J), BINFLOAT (G), and the text forms LONG (L, Python
+// 3 and Python 2 longs) and INT (I, Python 2 ints beyond 32 bits), each
+// followed by STOP. It returns the header's length.
+func fsParsePickleHeader(b []byte) (fsExpiry, int, bool) {
+	var e fsExpiry
+	var n int // bytes before STOP
+	if len(b) == 0 {
+		return e, 0, false
+	}
+	switch b[0] {
+	case 'K':
+		if len(b) < 2 {
+			return e, 0, false
+		}
+		e.seconds, n = int64(b[1]), 2
+	case 'M':
+		if len(b) < 3 {
+			return e, 0, false
+		}
+		e.seconds, n = int64(binary.LittleEndian.Uint16(b[1:])), 3
+	case 'J':
+		if len(b) < 5 {
+			return e, 0, false
+		}
+		e.seconds, n = int64(int32(binary.LittleEndian.Uint32(b[1:]))), 5
+	case 'G':
+		if len(b) < 9 {
+			return e, 0, false
+		}
+		e.isFloat, e.float, n = true, math.Float64frombits(binary.BigEndian.Uint64(b[1:])), 9
+		if math.IsNaN(e.float) {
+			return e, 0, false
+		}
+	case 'L', 'I':
+		end := strings.IndexByte(string(b[1:min(len(b), 32)]), '\n')
+		if end < 0 {
+			return e, 0, false
+		}
+		digits := string(b[1 : 1+end])
+		if b[0] == 'L' {
+			digits = strings.TrimSuffix(digits, "L")
+		}
+		if digits == "" || digits[0] == '+' {
+			return e, 0, false
+		}
+		v, err := strconv.ParseInt(digits, 10, 64)
+		if err != nil {
+			return e, 0, false
+		}
+		e.seconds, n = v, 2+end
+	default:
+		return e, 0, false
+	}
+	if len(b) <= n || b[n] != fsPickleStop || !fsValueFollows(b[n+1:]) {
+		return e, 0, false
+	}
+	return e, n + 1, true
+}
+
+// fsValueFollows tells whether b starts a pickle of protocol 2 or more, as
+// cachelib and werkzeug write values (pickle.HIGHEST_PROTOCOL).
+func fsValueFollows(b []byte) bool {
+	return len(b) >= 2 && b[0] == fsPickleProto && b[1] >= 2 && b[1] <= 15
+}
+
+// fsParseCountFile reads the count file: the layout of its header, the
+// protocol of its pickled int, and the int. known is false when the int is
+// not one fsPickleInt writes.
+func fsParseCountFile(b []byte) (format fsFormat, proto byte, count int64, known, ok bool) {
+	n := 0
+	if _, structOK := fsParseStructHeader(b); structOK {
+		format, n = fsFormatStruct, 4
+	} else if _, pickleLen, pickleOK := fsParsePickleHeader(b); pickleOK {
+		format, n = fsFormatPickle, pickleLen
+	} else {
+		return fsFormatNone, 0, 0, false, false
+	}
+	// Both parsers checked that a PROTO opcode follows.
+	proto = b[n+1]
+	count, known = fsUnpickleInt(b[n:])
+	return format, proto, count, known, true
+}
+
+// fsCountHeader is the header cachelib gives its count file: 0, never
+// expires, in the layout of the given version.
+func fsCountHeader(format fsFormat) []byte {
+	if format == fsFormatPickle {
+		return []byte{'K', 0, fsPickleStop} // pickle.dumps(0, 1)
+	}
+	return binary.NativeEndian.AppendUint32(nil, 0) // struct.pack("I", 0)
+}
+
+// fsPickleInt returns pickle.dumps(n, proto) for n >= 0 and proto >= 2, byte
+// for byte as CPython writes it: the smallest integer opcode, and from
+// protocol 4 on a FRAME around bodies of 4 bytes or more.
+func fsPickleInt(n int64, proto byte) []byte {
+	var body []byte
+	switch {
+	case n <= 0xff:
+		body = []byte{'K', byte(n)}
+	case n <= 0xffff:
+		body = binary.LittleEndian.AppendUint16([]byte{'M'}, uint16(n))
+	case n <= math.MaxInt32:
+		body = binary.LittleEndian.AppendUint32([]byte{'J'}, uint32(n))
+	default:
+		digits := binary.LittleEndian.AppendUint64(nil, uint64(n))
+		for len(digits) > 1 && digits[len(digits)-1] == 0 {
+			digits = digits[:len(digits)-1]
+		}
+		if digits[len(digits)-1]&0x80 != 0 {
+			digits = append(digits, 0)
+		}
+		body = append([]byte{fsPickleLong1, byte(len(digits))}, digits...)
+	}
+	body = append(body, fsPickleStop)
+	out := []byte{fsPickleProto, proto}
+	if proto >= 4 && len(body) >= 4 {
+		out = append(out, fsPickleFrame)
+		out = binary.LittleEndian.AppendUint64(out, uint64(len(body)))
+	}
+	return append(out, body...)
+}
+
+// fsUnpickleInt reads what fsPickleInt writes.
+func fsUnpickleInt(b []byte) (int64, bool) {
+	if len(b) < 3 || b[0] != fsPickleProto {
+		return 0, false
+	}
+	b = b[2:]
+	if b[0] == fsPickleFrame {
+		if len(b) < 10 {
+			return 0, false
+		}
+		b = b[9:]
+	}
+	var v int64
+	var n int
+	switch {
+	case len(b) >= 2 && b[0] == 'K':
+		v, n = int64(b[1]), 2
+	case len(b) >= 3 && b[0] == 'M':
+		v, n = int64(binary.LittleEndian.Uint16(b[1:])), 3
+	case len(b) >= 5 && b[0] == 'J':
+		v, n = int64(int32(binary.LittleEndian.Uint32(b[1:]))), 5
+	case len(b) >= 2 && b[0] == fsPickleLong1:
+		size := int(b[1])
+		if size < 1 || size > 8 || len(b) < 2+size || b[1+size]&0x80 != 0 {
+			return 0, false
+		}
+		var digits [8]byte
+		copy(digits[:], b[2:2+size])
+		v, n = int64(binary.LittleEndian.Uint64(digits[:])), 2+size
+	default:
+		return 0, false
+	}
+	if len(b) <= n || b[n] != fsPickleStop {
+		return 0, false
+	}
+	return v, true
+}
+
+// fsWithin runs fn but returns at ctx's end.
+func fsWithin(ctx context.Context, op string, fn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return classify(op, fmt.Errorf("the session directory did not answer: %w", ctx.Err()))
+	}
+}
+
+// fsOSError names what failed on a file or the directory and classifies it.
+func fsOSError(op, what string, err error) error {
+	errno := fsErrnoOnly(err)
+	switch {
+	case errors.Is(errno, fs.ErrNotExist):
+		return newError(ErrConfig, op, fmt.Errorf("%s does not exist (is the volume mounted?): %w", what, errno))
+	case errors.Is(errno, unix.ENOTDIR), errors.Is(errno, unix.EROFS):
+		return newError(ErrConfig, op, fmt.Errorf("%s: %w", what, errno))
+	case errors.Is(errno, unix.EACCES), errors.Is(errno, unix.EPERM):
+		return newError(ErrAuth, op, fmt.Errorf("%s: %w (uid %d, gid %d)", what, errno, os.Geteuid(), os.Getegid()))
+	}
+	return classify(op, fmt.Errorf("%s: %w", what, errno))
+}
+
+// fsErrnoOnly drops the path of a *PathError, which the messages name
+// already.
+func fsErrnoOnly(err error) error {
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		return pathErr.Err
+	}
+	return err
+}

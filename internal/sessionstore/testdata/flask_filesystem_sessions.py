@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""Writes and reads session files through the real Flask-Session filesystem
+type (cachelib's FileSystemCache), and writes the layout of cachelib < 0.7.
+
+Run with Debian's /usr/bin/python3 (python3-flask-session, python3-cachelib):
+
+  flask_filesystem_sessions.py write DIR LIFETIME_SECONDS COUNT
+      makes COUNT sessions through the app; prints a JSON list of
+      {"sid", "value"}
+  flask_filesystem_sessions.py read DIR < sids.json
+      prints a JSON object mapping each sid to the value the app reads back
+      (null when the app finds no session)
+  flask_filesystem_sessions.py count DIR
+      prints the count file's value as cachelib reads it (null if none)
+  flask_filesystem_sessions.py refresh DIR < keys.json
+      sets the given cache keys again and again, as a refreshing app does,
+      until stdin closes; prints "ready" after the first set, then at the end
+      a JSON object mapping each key it set to the last value it set
+  flask_filesystem_sessions.py get DIR < keys.json
+      prints {key: value} as cachelib's get returns it
+  flask_filesystem_sessions.py oldwrite DIR < entries.json
+      writes [{"key", "expires", "value", "proto"}] the way cachelib < 0.7
+      and werkzeug.contrib.cache did: pickle.dump(expires, f, 1), then the
+      value pickled with protocol proto (default pickle.HIGHEST_PROTOCOL)
+  flask_filesystem_sessions.py oldget DIR < keys.json
+      reads keys the way cachelib < 0.7 did ({key: value or null})
+  flask_filesystem_sessions.py pickle < values.json
+      prints pickle.dumps(value, proto).hex() for each [value, proto]
+"""
+import json
+import os
+import pickle
+import random
+import sys
+import tempfile
+import threading
+import uuid
+from datetime import timedelta
+from hashlib import md5
+from time import time
+
+from cachelib.file import FileSystemCache
+from flask import Flask, session
+from flask_session import Session
+
+
+def make_app(cache_dir, lifetime, threshold=500):
+    app = Flask(__name__)
+    app.config.update(
+        SESSION_TYPE="filesystem",
+        SESSION_FILE_DIR=cache_dir,
+        SESSION_FILE_THRESHOLD=threshold,
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=lifetime),
+    )
+    Session(app)
+
+    @app.route("/write/<value>")
+    def write(value):
+        session["value"] = value
+        return session.sid
+
+    @app.route("/read")
+    def read():
+        return json.dumps(session.get("value"))
+
+    return app
+
+
+def old_path(cache_dir, key):
+    return os.path.join(cache_dir, md5(key.encode("utf-8")).hexdigest())
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "pickle":
+        json.dump([pickle.dumps(v, p).hex() for v, p in json.load(sys.stdin)], sys.stdout)
+        return
+    cache_dir = sys.argv[2]
+    if mode == "write":
+        app = make_app(cache_dir, int(sys.argv[3]))
+        out = []
+        for _ in range(int(sys.argv[4])):
+            value = uuid.uuid4().hex
+            sid = app.test_client().get("/write/" + value).get_data(as_text=True)
+            out.append({"sid": sid, "value": value})
+        json.dump(out, sys.stdout)
+    elif mode == "read":
+        # Threshold 0: the app does not recount (and rewrite) the count file
+        # when it starts, so reading leaves the directory as it is.
+        app = make_app(cache_dir, 3600, threshold=0)
+        client = app.test_client(use_cookies=False)
+        name = app.config["SESSION_COOKIE_NAME"]
+        json.dump({sid: json.loads(client.get("/read", headers={"Cookie": name + "=" + sid}).get_data(as_text=True))
+                   for sid in json.load(sys.stdin)}, sys.stdout)
+    elif mode == "count":
+        json.dump(FileSystemCache(cache_dir, threshold=0).get("__wz_cache_count"), sys.stdout)
+    elif mode == "get":
+        cache = FileSystemCache(cache_dir, threshold=0)
+        json.dump({key: cache.get(key) for key in json.load(sys.stdin)}, sys.stdout)
+    elif mode == "refresh":
+        cache = FileSystemCache(cache_dir, threshold=0)
+        keys = json.loads(sys.stdin.readline())
+        stop = threading.Event()
+        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        last = {}
+        first = True
+        while not stop.is_set():
+            key = random.choice(keys)
+            value = {"_permanent": True, "value": uuid.uuid4().hex}
+            if not cache.set(key, value, timeout=3600):
+                sys.exit("set failed for " + key)
+            last[key] = value
+            if first:
+                print("ready", flush=True)
+                first = False
+        print(json.dumps(last), flush=True)
+    elif mode == "oldwrite":
+        for entry in json.load(sys.stdin):
+            fd, tmp = tempfile.mkstemp(suffix=".__wz_cache", dir=cache_dir)
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(entry["expires"], f, 1)
+                pickle.dump(entry["value"], f, entry.get("proto", pickle.HIGHEST_PROTOCOL))
+            os.replace(tmp, old_path(cache_dir, entry["key"]))
+            os.chmod(old_path(cache_dir, entry["key"]), 0o600)
+    elif mode == "oldget":
+        out = {}
+        for key in json.load(sys.stdin):
+            # cachelib 0.6's FileSystemCache.get.
+            try:
+                with open(old_path(cache_dir, key), "rb") as f:
+                    pickle_time = pickle.load(f)
+                    if pickle_time == 0 or pickle_time >= time():
+                        out[key] = pickle.load(f)
+                        continue
+            except FileNotFoundError:
+                pass
+            out[key] = None
+        json.dump(out, sys.stdout)
+    else:
+        sys.exit("unknown mode " + mode)
+
+
+if __name__ == "__main__":
+    main()
