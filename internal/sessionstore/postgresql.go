@@ -478,13 +478,13 @@ func (s *pgStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 	}
 	rep.Now = rep.Now.UTC()
 	table := s.pgIdent().Sanitize()
-	var noExpiry int64
-	err = conn.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE expiry <= $1), count(*) FILTER (WHERE expiry IS NULL) FROM `+table, rep.Now).
-		Scan(&rep.Scanned, &rep.Expired, &noExpiry)
+	var withExpiry int64
+	err = conn.QueryRow(ctx, `SELECT count(*), count(expiry), count(*) FILTER (WHERE expiry <= $1) FROM `+table, rep.Now).
+		Scan(&rep.Scanned, &withExpiry, &rep.Expired)
 	if err != nil {
 		return done(s.pgError("cleanup: count sessions", err))
 	}
-	rep.AddKept("noExpiry", noExpiry)
+	rep.AddKept("noExpiry", rep.Scanned-withExpiry)
 	progress := func() {
 		if opts.Progress != nil {
 			p := rep
