@@ -47,6 +47,10 @@ func Execute(ctx context.Context, c client.Reader, cronJob *batchv1.CronJob, bin
 		return nil, fmt.Errorf("CronJob %s has %d containers, want 1", cronJob.Name, len(pod.Containers))
 	}
 	container := pod.Containers[0]
+	binary, err := filepath.Abs(binary) // it runs in a scratch directory
+	if err != nil {
+		return nil, err
+	}
 	env, err := ResolveEnv(ctx, c, cronJob.Namespace, container)
 	if err != nil {
 		return nil, err
