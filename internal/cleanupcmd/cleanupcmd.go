@@ -336,7 +336,7 @@ func (inv *invocation) cleanup(parent context.Context) int {
 	if stopCtx.Err() != nil {
 		return inv.failOrStopped(stopCtx, stopCtx.Err(), "before cleaning")
 	}
-	stopper := newBatchStopper(stopCtx)
+	stopper := newBatchStopper(stopCtx, stopGrace)
 	defer stopper.release()
 	progress := &progressLogger{out: inv.stderr, name: inv.name, interval: progressInterval, atBatchEnd: stopper.atBatchEnd}
 	report, err := store.Cleanup(stopper.ctx, sessionstore.CleanupOptions{
@@ -383,7 +383,7 @@ type batchStopper struct {
 	cancel context.CancelCauseFunc
 }
 
-func newBatchStopper(stop context.Context) *batchStopper {
+func newBatchStopper(stop context.Context, grace time.Duration) *batchStopper {
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(stop))
 	b := &batchStopper{stop: stop, ctx: ctx, cancel: cancel}
 	go func() {
@@ -392,11 +392,11 @@ func newBatchStopper(stop context.Context) *batchStopper {
 		case <-ctx.Done():
 			return
 		}
-		timer := time.NewTimer(stopGrace)
+		timer := time.NewTimer(grace)
 		defer timer.Stop()
 		select {
 		case <-timer.C:
-			cancel(fmt.Errorf("%s; the current batch did not finish within %s", stopReason(stop), stopGrace))
+			cancel(fmt.Errorf("%s; the current batch did not finish within %s", stopReason(stop), grace))
 		case <-ctx.Done():
 		}
 	}()

@@ -835,13 +835,10 @@ func TestProgressIsLoggedFirstThenSpaced(t *testing.T) {
 }
 
 func TestBatchStopper(t *testing.T) {
-	old := stopGrace
-	stopGrace = 10 * time.Millisecond
-	t.Cleanup(func() { stopGrace = old })
-
+	const grace = 10 * time.Millisecond
 	// No stop asked: a batch boundary changes nothing.
 	stop, cancelStop := context.WithCancel(t.Context())
-	b := newBatchStopper(stop)
+	b := newBatchStopper(stop, grace)
 	b.atBatchEnd()
 	if b.ctx.Err() != nil {
 		t.Fatal("cleanup context ended without a stop")
@@ -856,7 +853,7 @@ func TestBatchStopper(t *testing.T) {
 
 	// Stopped and no boundary comes: the grace runs out.
 	stop, cancelStop = context.WithCancel(t.Context())
-	b = newBatchStopper(stop)
+	b = newBatchStopper(stop, grace)
 	defer b.release()
 	cancelStop()
 	select {
