@@ -315,7 +315,7 @@ func (inv *invocation) cleanup(parent context.Context) int {
 	}
 	defer store.Close()
 
-	wantsSchema := schemaRequested(cfg)
+	wantsSchema := cfg.WantsSchema()
 	if err := inv.ping(stopCtx, store); err != nil {
 		missingButWillCreate := sessionstore.KindOf(err) == sessionstore.ErrMissingTable && wantsSchema
 		if !missingButWillCreate {
@@ -416,18 +416,6 @@ func (inv *invocation) ping(ctx context.Context, store sessionstore.Store) error
 	pingCtx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
 	return store.Ping(pingCtx)
-}
-
-// schemaRequested says whether the config asks EnsureSchema to create
-// anything; only PostgreSQL and MongoDB have a schema to prepare.
-func schemaRequested(cfg sessionstore.Config) bool {
-	switch cfg.Backend {
-	case sessionstore.BackendPostgreSQL:
-		return cfg.CreateTable || cfg.CreateExpiryIndex
-	case sessionstore.BackendMongoDB:
-		return cfg.TTLIndex
-	}
-	return false
 }
 
 func describeSchema(s sessionstore.SchemaResult) string {
@@ -717,7 +705,7 @@ func (inv *invocation) check(parent context.Context) int {
 		}
 		res.Schema = &schema
 		if !schema.Present {
-			if !schemaRequested(cfg) {
+			if !cfg.WantsSchema() {
 				res.Error = "schema not present and the configuration does not create it"
 				if schema.Message != "" {
 					res.Error += ": " + schema.Message
