@@ -72,7 +72,8 @@ start_ferretdb() {
   "$ROOT/hack/install-tools.sh" ferretdb
   log "starting ferretdb"
   mkdir -p "$RUN_DIR/ferretdb-data"
-  nohup "$BIN_DIR/ferretdb" --handler=sqlite --sqlite-url="file:$RUN_DIR/ferretdb-data/" \
+  # setsid: outlive the shell and process group that started it.
+  setsid nohup "$BIN_DIR/ferretdb" --handler=sqlite --sqlite-url="file:$RUN_DIR/ferretdb-data/" \
     --listen-addr=127.0.0.1:27017 --telemetry=disable --log-level=warn --state-dir="$RUN_DIR" \
     >"$RUN_DIR/ferretdb.log" 2>&1 &
   echo $! >"$RUN_DIR/ferretdb.pid"
