@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -34,24 +32,6 @@ func memcachedTestStore(t *testing.T, url string) Store {
 	}
 	t.Cleanup(func() { store.Close() })
 	return store
-}
-
-type memcachedFlaskSession struct {
-	SID   string `json:"sid"`
-	Value string `json:"value"`
-}
-
-func memcachedRunPython(t *testing.T, stdin string, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command("/usr/bin/python3", append([]string{"testdata/flask_memcached_sessions.py"}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("Flask-Session (Debian's python3-flask-session, python3-memcache; run hack/start-services.sh) failed: %v\n%s", err, stderr.String())
-	}
-	return out
 }
 
 func TestMemcachedPing(t *testing.T) {
@@ -105,14 +85,10 @@ func TestMemcachedCleanupLeavesFlaskSessions(t *testing.T) {
 	prefix := "sstest:" + hex.EncodeToString(b) + ":"
 
 	// Lifetimes over 30 days are sent as an absolute time; both kinds must survive.
-	var sessions []memcachedFlaskSession
+	var sessions []flaskSession
 	for _, lifetime := range []time.Duration{time.Hour, 40 * 24 * time.Hour} {
-		var written []memcachedFlaskSession
-		out := memcachedRunPython(t, "", "write", memcachedTestURL, prefix, fmt.Sprint(int(lifetime.Seconds())), "4")
-		if err := json.Unmarshal(out, &written); err != nil || len(written) != 4 {
-			t.Fatalf("flask wrote %d sessions (%v): %s", len(written), err, out)
-		}
-		sessions = append(sessions, written...)
+		sessions = append(sessions, flaskWrite(t, "flask_memcached_sessions.py", 4,
+			memcachedTestURL, prefix, fmt.Sprint(int(lifetime.Seconds())), "4")...)
 	}
 
 	rep, err := memcachedTestStore(t, memcachedTestURL).Cleanup(ctx, CleanupOptions{BatchSize: 2})
@@ -123,16 +99,7 @@ func TestMemcachedCleanupLeavesFlaskSessions(t *testing.T) {
 		t.Fatalf("report %+v: want native expiry, nothing deleted and a message saying so", rep)
 	}
 
-	sids := make([]string, len(sessions))
-	for i, s := range sessions {
-		sids[i] = s.SID
-	}
-	in, _ := json.Marshal(sids)
-	var read map[string]*string
-	out := memcachedRunPython(t, string(in), "read", memcachedTestURL, prefix)
-	if err := json.Unmarshal(out, &read); err != nil {
-		t.Fatalf("flask read: %v: %s", err, out)
-	}
+	read := flaskRead(t, "flask_memcached_sessions.py", sessions, memcachedTestURL, prefix)
 	for _, s := range sessions {
 		if got := read[s.SID]; got == nil || *got != s.Value {
 			t.Errorf("the app reads %v for session %s, want %q", got, s.SID, s.Value)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -74,50 +73,17 @@ func mongoTestStore(t testing.TB, cfg Config) Store {
 	return store
 }
 
-type mongoFlaskSession struct {
-	SID   string `json:"sid"`
-	Value string `json:"value"`
-}
-
-func mongoRunPython(t *testing.T, stdin string, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command("/usr/bin/python3", append([]string{"testdata/flask_mongodb_sessions.py"}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("Flask-Session (Debian's python3-flask-session, python3-pymongo; run hack/start-services.sh) failed: %v\n%s", err, stderr.String())
-	}
-	return out
-}
-
 // mongoFlaskWrite has the real Flask-Session write count sessions that
 // expire after lifetime (negative: already expired).
-func mongoFlaskWrite(t *testing.T, db string, lifetime time.Duration, count int, extra ...string) []mongoFlaskSession {
+func mongoFlaskWrite(t *testing.T, db string, lifetime time.Duration, count int, extra ...string) []flaskSession {
 	t.Helper()
-	args := append([]string{"write", mongoTestURL, db, DefaultCollection, DefaultKeyPrefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count)}, extra...)
-	var sessions []mongoFlaskSession
-	out := mongoRunPython(t, "", args...)
-	if err := json.Unmarshal(out, &sessions); err != nil || len(sessions) != count {
-		t.Fatalf("flask wrote %d sessions (%v): %s", len(sessions), err, out)
-	}
-	return sessions
+	args := append([]string{mongoTestURL, db, DefaultCollection, DefaultKeyPrefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count)}, extra...)
+	return flaskWrite(t, "flask_mongodb_sessions.py", count, args...)
 }
 
-func mongoFlaskRead(t *testing.T, db string, sessions []mongoFlaskSession) map[string]*string {
+func mongoFlaskRead(t *testing.T, db string, sessions []flaskSession) map[string]*string {
 	t.Helper()
-	sids := make([]string, len(sessions))
-	for i, s := range sessions {
-		sids[i] = s.SID
-	}
-	in, _ := json.Marshal(sids)
-	var read map[string]*string
-	out := mongoRunPython(t, string(in), "read", mongoTestURL, db, DefaultCollection, DefaultKeyPrefix)
-	if err := json.Unmarshal(out, &read); err != nil {
-		t.Fatalf("flask read: %v: %s", err, out)
-	}
-	return read
+	return flaskRead(t, "flask_mongodb_sessions.py", sessions, mongoTestURL, db, DefaultCollection, DefaultKeyPrefix)
 }
 
 // mongoIDs returns the storage ids of the documents in coll.
@@ -321,7 +287,7 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 			t.Errorf("expired session %s was not deleted", s.SID)
 		}
 	}
-	for _, s := range append(append([]mongoFlaskSession{}, live...), nonPermanent...) {
+	for _, s := range append(append([]flaskSession{}, live...), nonPermanent...) {
 		if !ids[DefaultKeyPrefix+s.SID] {
 			t.Errorf("session %s that had not expired was deleted", s.SID)
 		}

@@ -1,16 +1,13 @@
 package sessionstore
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -28,8 +25,7 @@ import (
 const (
 	pgTestHost     = "127.0.0.1:5432"
 	pgTestAdminURL = "postgresql://postgres@" + pgTestHost + "/postgres?sslmode=disable"
-	pgTestPython   = "/usr/bin/python3"
-	pgTestFlaskPy  = "testdata/flask_sqlalchemy_sessions.py"
+	pgTestFlaskPy  = "flask_sqlalchemy_sessions.py"
 )
 
 func pgTestRandom() string {
@@ -346,7 +342,7 @@ func TestPostgresEnsureSchema(t *testing.T) {
 		db := pgTestDatabase(t, "")
 		conn := pgTestConnect(t, pgTestURL(db))
 		pgTestExec(t, conn, "CREATE SCHEMA sqla")
-		pgTestFlask(t, nil, "create", pgTestSQLAlchemyURI(db, "sqla"), "sessions")
+		runFlask(t, pgTestFlaskPy, "", "create", pgTestSQLAlchemyURI(db, "sqla"), "sessions")
 		s := pgTestStore(t, Config{URL: pgTestURL(db), Schema: "ours", CreateTable: true})
 		if _, err := s.EnsureSchema(ctx); err != nil {
 			t.Fatalf("EnsureSchema: %v", err)
@@ -483,47 +479,14 @@ func pgTestSQLAlchemyURI(db, schema string) string {
 	return u
 }
 
-type pgTestSession struct {
-	SID   string `json:"sid"`
-	Value string `json:"value"`
+func pgTestFlaskWrite(t *testing.T, uri, table string, lifetimeSeconds, count int, permanent bool) []flaskSession {
+	t.Helper()
+	return flaskWrite(t, pgTestFlaskPy, count, uri, table, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count), fmt.Sprint(permanent))
 }
 
-func pgTestFlask(t *testing.T, stdin []byte, args ...string) []byte {
+func pgTestFlaskRead(t *testing.T, uri, table string, sessions []flaskSession) map[string]*string {
 	t.Helper()
-	cmd := exec.Command(pgTestPython, append([]string{pgTestFlaskPy}, args...)...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%s %s %v: %v\n%s\n(the real Flask-Session comes from Debian's packages; run hack/start-services.sh)",
-			pgTestPython, pgTestFlaskPy, args[0], err, stderr.String())
-	}
-	return out
-}
-
-func pgTestFlaskWrite(t *testing.T, uri, table string, lifetimeSeconds, count int, permanent bool) []pgTestSession {
-	t.Helper()
-	out := pgTestFlask(t, nil, "write", uri, table, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count), fmt.Sprint(permanent))
-	var sessions []pgTestSession
-	if err := json.Unmarshal(out, &sessions); err != nil || len(sessions) != count {
-		t.Fatalf("write: %d sessions (%v) from %s", len(sessions), err, out)
-	}
-	return sessions
-}
-
-func pgTestFlaskRead(t *testing.T, uri, table string, sessions []pgTestSession) map[string]*string {
-	t.Helper()
-	sids := make([]string, len(sessions))
-	for i, s := range sessions {
-		sids[i] = s.SID
-	}
-	in, _ := json.Marshal(sids)
-	var got map[string]*string
-	if out := pgTestFlask(t, in, "read", uri, table); json.Unmarshal(out, &got) != nil {
-		t.Fatalf("read: %s", out)
-	}
-	return got
+	return flaskRead(t, pgTestFlaskPy, sessions, uri, table)
 }
 
 // TestPostgresCleanupFlaskInterop has the real Flask-Session write live,

@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -75,49 +73,16 @@ func redisTestStore(t *testing.T, cfg Config) Store {
 	return store
 }
 
-type redisFlaskSession struct {
-	SID   string `json:"sid"`
-	Value string `json:"value"`
-}
-
 // redisFlaskWrite has the real Flask-Session write count sessions.
-func redisFlaskWrite(t *testing.T, prefix string, lifetime time.Duration, count int) []redisFlaskSession {
+func redisFlaskWrite(t *testing.T, prefix string, lifetime time.Duration, count int) []flaskSession {
 	t.Helper()
-	var sessions []redisFlaskSession
-	out := redisRunPython(t, "", "write", redisTestURL, prefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count))
-	if err := json.Unmarshal(out, &sessions); err != nil || len(sessions) != count {
-		t.Fatalf("flask wrote %d sessions (%v): %s", len(sessions), err, out)
-	}
-	return sessions
+	return flaskWrite(t, "flask_redis_sessions.py", count, redisTestURL, prefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count))
 }
 
 // redisFlaskRead returns what the real Flask-Session app reads for each sid.
-func redisFlaskRead(t *testing.T, prefix string, sessions []redisFlaskSession) map[string]*string {
+func redisFlaskRead(t *testing.T, prefix string, sessions []flaskSession) map[string]*string {
 	t.Helper()
-	sids := make([]string, len(sessions))
-	for i, s := range sessions {
-		sids[i] = s.SID
-	}
-	in, _ := json.Marshal(sids)
-	var read map[string]*string
-	out := redisRunPython(t, string(in), "read", redisTestURL, prefix)
-	if err := json.Unmarshal(out, &read); err != nil {
-		t.Fatalf("flask read: %v: %s", err, out)
-	}
-	return read
-}
-
-func redisRunPython(t *testing.T, stdin string, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command("/usr/bin/python3", append([]string{"testdata/flask_redis_sessions.py"}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("Flask-Session (Debian's python3-flask-session, python3-redis; run hack/start-services.sh) failed: %v\n%s", err, stderr.String())
-	}
-	return out
+	return flaskRead(t, "flask_redis_sessions.py", sessions, redisTestURL, prefix)
 }
 
 func redisWantKind(t *testing.T, err error, want ErrorKind) {
