@@ -16,67 +16,27 @@ postgresql+psycopg2://postgres@127.0.0.1:5432/db; add
       prints a JSON object mapping each sid to the value the app reads back
       (null when the app finds no session)
 """
-import json
 import sys
-import uuid
-from datetime import timedelta
 
-from flask import Flask, session
-from flask_session import Session
+from flask_session_app import make_app, read_sessions, write_sessions
 
 
-def make_app(uri, table, lifetime, permanent=True):
-    app = Flask(__name__)
-    app.config.update(
-        SESSION_TYPE="sqlalchemy",
-        SQLALCHEMY_DATABASE_URI=uri,
-        SESSION_SQLALCHEMY_TABLE=table,
-        SESSION_PERMANENT=permanent,
-        PERMANENT_SESSION_LIFETIME=timedelta(seconds=lifetime),
-    )
-    Session(app)
-
-    @app.route("/write/<value>")
-    def write(value):
-        session["value"] = value
-        return session.sid
-
-    @app.route("/read")
-    def read():
-        return json.dumps(session.get("value"))
-
-    return app
+def sqlalchemy_app(uri, table, lifetime, permanent=True):
+    return make_app(lifetime, permanent, SESSION_TYPE="sqlalchemy", SQLALCHEMY_DATABASE_URI=uri,
+                    SESSION_SQLALCHEMY_TABLE=table)
 
 
 def main():
     mode, uri, table = sys.argv[1:4]
     if mode == "create":
-        app = make_app(uri, table, 3600)
+        app = sqlalchemy_app(uri, table, 3600)
         with app.app_context():
             app.session_interface.db.create_all()
     elif mode == "write":
         permanent = len(sys.argv) < 7 or sys.argv[6] != "false"
-        app = make_app(uri, table, int(sys.argv[4]), permanent)
-        out = []
-        for _ in range(int(sys.argv[5])):
-            value = uuid.uuid4().hex
-            resp = app.test_client().get("/write/" + value)
-            if resp.status_code != 200:
-                sys.exit("write failed: HTTP %d" % resp.status_code)
-            out.append({"sid": resp.get_data(as_text=True), "value": value})
-        json.dump(out, sys.stdout)
+        write_sessions(sqlalchemy_app(uri, table, int(sys.argv[4]), permanent), int(sys.argv[5]))
     elif mode == "read":
-        app = make_app(uri, table, 3600)
-        # Without its own cookie jar the test client sends our Cookie header.
-        client = app.test_client(use_cookies=False)
-        name = app.config["SESSION_COOKIE_NAME"]
-        out = {}
-        for sid in json.load(sys.stdin):
-            resp = client.get("/read", headers={"Cookie": name + "=" + sid})
-            if resp.status_code != 200:
-                sys.exit("read of %s failed: HTTP %d" % (sid, resp.status_code))
-            out[sid] = json.loads(resp.get_data(as_text=True))
-        json.dump(out, sys.stdout)
+        read_sessions(sqlalchemy_app(uri, table, 3600))
     else:
         sys.exit("unknown mode " + mode)
 
