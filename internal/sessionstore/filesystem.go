@@ -14,6 +14,7 @@ import (
 	"maps"
 	"math"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +69,15 @@ const (
 	fsPickleLong1 = 0x8a
 	fsPickleStop  = '.'
 )
+
+// fsNoAtime is Linux's O_NOATIME (0x40000 on every architecture Go runs
+// Linux on), which x/sys/unix defines for Linux only; 0 elsewhere.
+var fsNoAtime = func() int {
+	if runtime.GOOS == "linux" {
+		return 0x40000
+	}
+	return 0
+}()
 
 type fsState int
 
@@ -225,7 +235,7 @@ func (s *fsStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 		now = start
 	}
 	rep := Report{Backend: BackendFilesystem, DryRun: opts.DryRun, Now: now.UTC()}
-	run := &fsRun{store: s, now: now, dryRun: opts.DryRun, rep: &rep}
+	run := &fsRun{store: s, now: now, dryRun: opts.DryRun, rep: &rep, noAtime: fsNoAtime != 0}
 	done := func(err error) (Report, error) {
 		rep.Duration = time.Since(start)
 		rep.Message = run.message(err)
@@ -292,6 +302,8 @@ type fsRun struct {
 	rep    *Report
 	buf    [fsHeaderBytes]byte
 
+	noAtime bool
+
 	oldFormat   int64
 	putBack     int64
 	recovered   int64
@@ -317,7 +329,7 @@ func (r *fsRun) visit(entry fs.DirEntry) error {
 		r.rep.AddKept("foreign", 1)
 		return nil
 	}
-	fd, err := fsOpen(r.dirfd, name)
+	fd, err := r.openSession(name)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		// Deleted by the app since it was listed.
@@ -331,15 +343,8 @@ func (r *fsRun) visit(entry fs.DirEntry) error {
 		return nil
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		r.markUnreadable(name, err)
-		return nil
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		r.rep.AddKept("foreign", 1)
-		return nil
-	}
+	// A directory or FIFO that took the name since it was listed fails the
+	// read or reads empty; the expired branch checks the type for sure.
 	header, err := fsReadHeader(fd, r.buf[:])
 	if err != nil {
 		r.markUnreadable(name, err)
@@ -356,6 +361,15 @@ func (r *fsRun) visit(entry fs.DirEntry) error {
 	case fsUnreadable:
 		r.rep.AddKept("unreadable", 1)
 	case fsExpired:
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			r.markUnreadable(name, err)
+			return nil
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			r.rep.AddKept("foreign", 1)
+			return nil
+		}
 		r.rep.Expired++
 		if r.dryRun {
 			return nil
@@ -367,6 +381,21 @@ func (r *fsRun) visit(entry fs.DirEntry) error {
 		return err
 	}
 	return nil
+}
+
+// openSession opens a session file for reading, on Linux without updating
+// its access time: the cleanup leaves live sessions as it found them, and
+// does not make the filesystem write back the inode of every file it reads.
+// O_NOATIME needs the file's owner (or CAP_FOWNER); without, it is dropped.
+func (r *fsRun) openSession(name string) (int, error) {
+	if r.noAtime {
+		fd, err := fsOpenFlags(r.dirfd, name, fsNoAtime)
+		if err != unix.EPERM {
+			return fd, err
+		}
+		r.noAtime = false
+	}
+	return fsOpen(r.dirfd, name)
 }
 
 func (r *fsRun) markUnreadable(name string, err error) {
@@ -668,8 +697,12 @@ func fsIsSessionName(name string) bool {
 // fsOpen opens name in dirfd for reading without following a symlink or
 // blocking on a FIFO that took a session's name.
 func fsOpen(dirfd int, name string) (int, error) {
+	return fsOpenFlags(dirfd, name, 0)
+}
+
+func fsOpenFlags(dirfd int, name string, flags int) (int, error) {
 	for {
-		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		fd, err := unix.Openat(dirfd, name, flags|unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != unix.EINTR {
 			return fd, err
 		}

@@ -18,12 +18,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fsTestValue is pickle.dumps({}, 5): a value pickle as cachelib writes it.
@@ -1059,5 +1062,39 @@ func TestFilesystemPingAndSchema(t *testing.T) {
 		if _, err := New(cfg); KindOf(err) != ErrConfig {
 			t.Errorf("New(%+v): %v, want a config error", cfg, err)
 		}
+	}
+}
+
+// A live session comes out of a cleanup as it went in: same inode, content
+// and times. On Linux the read does not even update its access time, which
+// relatime would do here (the access time is older than the change).
+func TestFilesystemLeavesLiveFilesUntouched(t *testing.T) {
+	dir := t.TempDir()
+	name := fsTestName("session:live")
+	content := fsTestContent(uint32(time.Now().Unix() + 3600))
+	fsTestWrite(t, dir, name, content)
+	fsTestWrite(t, dir, fsTestName("session:expired"), fsTestContent(1))
+	path := filepath.Join(dir, name)
+	atime, mtime := time.Now().Add(-48*time.Hour).Truncate(time.Second), time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(path, atime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	before := fsTestInode(t, dir, name)
+	rep := fsTestCleanup(t, fsTestStore(t, dir), CleanupOptions{})
+	if rep.Deleted != 1 || rep.Scanned != 2 {
+		t.Fatalf("report %+v", rep)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if gotAtime := time.Unix(st.Atim.Unix()); runtime.GOOS == "linux" && !gotAtime.Equal(atime) {
+		t.Errorf("reading the header updated the access time to %v (was %v)", gotAtime, atime)
+	}
+	if gotMtime := time.Unix(st.Mtim.Unix()); st.Ino != before || !gotMtime.Equal(mtime) {
+		t.Errorf("live session changed: inode %d (was %d), mtime %v (was %v)", st.Ino, before, gotMtime, mtime)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, content) {
+		t.Errorf("live session holds %x, want %x", got, content)
 	}
 }
