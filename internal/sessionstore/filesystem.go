@@ -104,8 +104,7 @@ type fsStore struct {
 	beforeTake func(name string)
 	afterTake  func(name string)
 
-	mu  sync.Mutex
-	seq uint64
+	mu sync.Mutex
 }
 
 func newFilesystem(cfg Config) (Store, error) {
@@ -199,31 +198,38 @@ func (s *fsStore) Close() error { return nil }
 //
 // Deleting safely. cachelib takes no locks: a refresh renames a new file over
 // the session's name at any moment. Comparing the inode at the name with the
-// one read and then unlinking the name would leave a window between the two
-// calls in which a refresh is deleted outright. So an expired file is first
-// renamed to a private name in the same directory, one atomic step that
-// takes whatever is at the name at that instant, and what was taken is then
-// examined with nothing racing: when it is the inode that was read (its
-// number cannot have been reused, since the descriptor opened for the read
-// keeps it alive) and its header, read again, still says expired, it is
-// deleted. Otherwise a refresh came in between, and the file is put back with
-// link(2), which fails rather than overwrite a still newer version that the
-// app wrote meanwhile (that one wins, as it would have without the cleanup).
+// one read and then unlinking the name (cachelib's own pruning does not even
+// compare) leaves a window between the two calls in which a refresh is
+// deleted outright. So an expired file is first renamed to a private name in
+// the same directory, one atomic step that takes whatever is at the name at
+// that instant, and what was taken is then examined with nothing racing:
+// when it is the inode that was read (its number cannot have been reused,
+// since the descriptor opened for the read keeps it alive) and its header,
+// read again, still says expired, it is deleted. Otherwise a refresh came in
+// between, and the file is put back with link(2), which fails rather than
+// overwrite a still newer version that the app wrote meanwhile (that one
+// wins, as it would have without the cleanup).
 //
-// What remains: only when a refresh lands between the read and the rename
-// (microseconds) is a live session off its name, until it is put back
-// (microseconds more); a request of that very session reading within that
-// instant gets an empty session, as if it had expired, and if it saves, its
-// save wins. Nothing live is ever deleted. For an expired file the instant
-// without a name changes nothing: cachelib does not serve it either. A run
-// killed in between leaves a file named <name>.<unix time>-<pid>-<n>.cleanup.__wz_cache,
-// which cachelib ignores; a later run puts it back when it is live (or
-// deletes it when expired) once it is fsLeftoverAge old.
+// What remains, and why it is accepted: only when a refresh lands between
+// the read and the rename (microseconds) is a live session off its name,
+// until it is put back (microseconds more). A request of that very session
+// reading within that instant gets an empty session, as if it had expired,
+// and if it saves, its save wins over the put-back. That takes two requests
+// of one session within microseconds of the cleanup's rename, and costs one
+// request a fresh session; check-then-unlink would lose the session for
+// good on one such coincidence. Nothing live is ever deleted. For an expired
+// file the instant without a name changes nothing: cachelib does not serve
+// it either. A run killed in between leaves a file named
+// <name>.<unix time>-<run>-<n>.cleanup.__wz_cache, which cachelib ignores; a
+// later run puts it back when it is live (or deletes it when expired) once
+// it is fsLeftoverAge old.
 //
 // After a run that is not a dry run, the count file, when there is one, is
 // set to the number of entries that cachelib itself counts (all but the count
-// file and names ending in .__wz_cache), in the format it already has, so
+// file and names ending in .__wz_cache), in the layout it already has, so
 // that cachelib does not evict live sessions for a count that is too high.
+// cachelib updates the count without a lock as well; an update racing this
+// write is lost, which leaves the count off by one until the next run.
 //
 // Cancelling ctx stops the run after the current batch.
 func (s *fsStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, error) {
@@ -235,7 +241,9 @@ func (s *fsStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 		now = start
 	}
 	rep := Report{Backend: BackendFilesystem, DryRun: opts.DryRun, Now: now.UTC()}
-	run := &fsRun{store: s, now: now, dryRun: opts.DryRun, rep: &rep, noAtime: fsNoAtime != 0}
+	var token [8]byte
+	_, _ = rand.Read(token[:])
+	run := &fsRun{store: s, now: now, dryRun: opts.DryRun, rep: &rep, noAtime: fsNoAtime != 0, token: hex.EncodeToString(token[:])}
 	done := func(err error) (Report, error) {
 		rep.Duration = time.Since(start)
 		rep.Message = run.message(err)
@@ -259,38 +267,48 @@ func (s *fsStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 	// d stays open (deferred Close) for as long as its descriptor is used.
 	run.dirfd = int(d.Fd())
 
+	err = run.scan(ctx, d, batchSize, opts.Progress, start)
+	// The count is made right after a run that stopped early too, as soon
+	// as it deleted anything: a count left too high makes cachelib evict
+	// live sessions.
+	if !opts.DryRun && (err == nil || rep.Deleted > 0) {
+		if countErr := run.fixCount(batchSize); err == nil {
+			err = countErr
+		}
+	}
+	return done(err)
+}
+
+// scan lists d in batches and visits every entry, until the end, an error,
+// or ctx's end (checked between batches).
+func (r *fsRun) scan(ctx context.Context, d *os.File, batchSize int, progress func(Report), start time.Time) error {
+	rep := r.rep
 	for {
 		if err := ctx.Err(); err != nil {
-			return done(classify("cleanup", fmt.Errorf("stopped after %d batches: %w", rep.Batches, err)))
+			return classify("cleanup", fmt.Errorf("stopped after %d batches: %w", rep.Batches, err))
 		}
 		entries, readErr := d.ReadDir(batchSize)
 		for _, entry := range entries {
-			if err := run.visit(entry); err != nil {
-				return done(err)
+			if err := r.visit(entry); err != nil {
+				return err
 			}
 		}
 		if len(entries) > 0 {
 			rep.Batches++
-			if opts.Progress != nil {
-				p := rep
+			if progress != nil {
+				p := *rep
 				p.Kept = maps.Clone(rep.Kept)
 				p.Duration = time.Since(start)
-				opts.Progress(p)
+				progress(p)
 			}
 		}
 		if readErr == io.EOF {
-			break
+			return nil
 		}
 		if readErr != nil {
-			return done(fsOSError("cleanup", "list session directory "+s.dir, readErr))
+			return fsOSError("cleanup", "list session directory "+r.store.dir, readErr)
 		}
 	}
-	if !opts.DryRun {
-		if err := run.fixCount(batchSize); err != nil {
-			return done(err)
-		}
-	}
-	return done(nil)
 }
 
 // fsRun is the state of one Cleanup.
@@ -302,7 +320,9 @@ type fsRun struct {
 	rep    *Report
 	buf    [fsHeaderBytes]byte
 
-	noAtime bool
+	noAtime  bool
+	token    string
+	asideSeq uint64
 
 	oldFormat   int64
 	putBack     int64
@@ -411,7 +431,7 @@ func (r *fsRun) take(fd int, st *unix.Stat_t, name string) (bool, error) {
 	if r.store.beforeTake != nil {
 		r.store.beforeTake(name)
 	}
-	aside := r.store.fsAsideName(name)
+	aside := r.asideName(name)
 	if err := unix.Renameat(r.dirfd, name, r.dirfd, aside); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			// Deleted by the app (logout) or by cachelib's own pruning.
@@ -650,12 +670,14 @@ func (r *fsRun) message(err error) string {
 	return b.String()
 }
 
-// fsAsideName names a file set aside: the session's name, when and by whom,
-// and the suffix that makes cachelib ignore it.
-func (s *fsStore) fsAsideName(name string) string {
-	s.seq++
-	return name + "." + strconv.FormatInt(time.Now().Unix(), 10) + "-" + strconv.Itoa(os.Getpid()) + "-" +
-		strconv.FormatUint(s.seq, 10) + fsAsideSuffix
+// asideName names a file set aside: the session's name, when, by which run
+// (a random token: cleanup pods all run as PID 1) and which of its files, and
+// the suffix that makes cachelib ignore it. Names never repeat, so two runs
+// at once cannot take a file over each other's.
+func (r *fsRun) asideName(name string) string {
+	r.asideSeq++
+	return name + "." + strconv.FormatInt(time.Now().Unix(), 10) + "-" + r.token + "-" +
+		strconv.FormatUint(r.asideSeq, 10) + fsAsideSuffix
 }
 
 // fsParseAsideName returns the session name a file set aside belongs to and
@@ -669,10 +691,11 @@ func fsParseAsideName(aside string) (string, time.Time, bool) {
 	if len(parts) != 3 {
 		return "", time.Time{}, false
 	}
-	for _, p := range parts[1:] {
-		if _, err := strconv.ParseUint(p, 10, 64); err != nil {
-			return "", time.Time{}, false
-		}
+	if _, err := hex.DecodeString(parts[1]); err != nil || parts[1] == "" {
+		return "", time.Time{}, false
+	}
+	if _, err := strconv.ParseUint(parts[2], 10, 64); err != nil {
+		return "", time.Time{}, false
 	}
 	unixSeconds, err := strconv.ParseInt(parts[0], 10, 64)
 	if err != nil {
