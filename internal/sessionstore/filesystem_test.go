@@ -635,13 +635,15 @@ func TestFilesystemReplacedAfterReadIsKept(t *testing.T) {
 		{
 			name: "rewritten in place before it is taken",
 			beforeTake: func(t *testing.T, dir string) {
+				// Hooks run on a worker goroutine: no t.Fatal.
 				f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY, 0)
 				if err != nil {
-					t.Fatal(err)
+					t.Error(err)
+					return
 				}
 				defer f.Close()
 				if _, err := f.WriteAt(live[:4], 0); err != nil {
-					t.Fatal(err)
+					t.Error(err)
 				}
 			},
 			want: live,
@@ -662,7 +664,7 @@ func TestFilesystemReplacedAfterReadIsKept(t *testing.T) {
 			name: "deleted by the app before it is taken",
 			beforeTake: func(t *testing.T, dir string) {
 				if err := os.Remove(filepath.Join(dir, name)); err != nil {
-					t.Fatal(err)
+					t.Error(err)
 				}
 			},
 		},
