@@ -28,7 +28,10 @@ const (
 var nsCounter atomic.Int64
 
 // newNamespace makes a namespace of the test's own, so tests do not see each
-// other's objects (envtest has no namespace controller: it is left behind).
+// other's objects. envtest has no namespace controller, so the namespace is
+// left behind, but its SessionStores are deleted when the test ends: a store
+// left pointing at a server the test stopped would otherwise keep a probe
+// worker busy in every later test.
 func newNamespace(t testing.TB) string {
 	t.Helper()
 	name := fmt.Sprintf("t%d-%s", nsCounter.Add(1), strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
@@ -39,6 +42,11 @@ func newNamespace(t testing.TB) string {
 	if err := k8sClient.Create(context.Background(), ns); err != nil {
 		t.Fatalf("creating namespace %s: %v", name, err)
 	}
+	t.Cleanup(func() {
+		if err := k8sClient.DeleteAllOf(context.Background(), &v1.SessionStore{}, client.InNamespace(name)); err != nil {
+			t.Errorf("deleting the SessionStores of %s: %v", name, err)
+		}
+	})
 	return name
 }
 

@@ -176,6 +176,44 @@ func TestCronJobRunsForRealOnFerretDB(t *testing.T) {
 	g.Expect(store.Status.Cleanup.LastResult.Deleted).To(BeEquivalentTo(6))
 }
 
+// The filesystem CronJob mounts the claim at spec.filesystem.path; here the
+// path is a local directory, which is what the mount gives the container.
+func TestCronJobRunsForRealOnFilesystem(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	dir := filepath.Join(t.TempDir(), "flask_session")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatalf("making the session directory: %v", err)
+	}
+	store := filesystemStore(ns, "files-real")
+	store.Spec.Filesystem.Path = dir
+	createStore(t, store)
+	// No probe reaches a claim from the manager: the store waits for a run.
+	waitCondition(t, ns, "files-real", ConditionStoreReachable, metav1.ConditionUnknown, ReasonAwaitingCleanupRun)
+
+	live := parseSessions(t, flaskScript(t, "", "flask_filesystem_sessions.py", "write", dir, "3600", "4"))
+	expired := parseSessions(t, flaskScript(t, "", "flask_filesystem_sessions.py", "write", dir, "-60", "5"))
+
+	run := runCronJob(t, ns, "files-real")
+	g.Expect(run.TerminationMessage).To(ContainSubstring(`"deleted":5`))
+	readBack := map[string]*string{}
+	g.Expect(json.Unmarshal([]byte(flaskScript(t, sidsJSON(live, expired), "flask_filesystem_sessions.py", "read", dir)), &readBack)).To(Succeed())
+	for _, s := range live {
+		g.Expect(readBack[s.SID]).NotTo(BeNil(), "live session %s lost", s.SID)
+		g.Expect(*readBack[s.SID]).To(Equal(s.Value))
+	}
+	for _, s := range expired {
+		g.Expect(readBack[s.SID]).To(BeNil(), "expired session %s still there", s.SID)
+	}
+	// cachelib's count file holds the true count again.
+	g.Expect(strings.TrimSpace(flaskScript(t, "", "flask_filesystem_sessions.py", "count", dir))).To(Equal("4"))
+
+	got := waitCondition(t, ns, "files-real", ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded)
+	g.Expect(got.Status.Cleanup.LastResult.Deleted).To(BeEquivalentTo(5))
+	got = waitCondition(t, ns, "files-real", ConditionStoreReachable, metav1.ConditionTrue, ReasonCleanupRunReached)
+	g.Expect(condition(got, ConditionReady).Status).To(Equal(metav1.ConditionTrue))
+}
+
 // sidsJSON is the list of session ids the scripts' read command takes.
 func sidsJSON(groups ...[]flaskSession) string {
 	var sids []string
