@@ -2,10 +2,13 @@ package controllers
 
 import (
 	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	. "github.com/onsi/gomega"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,6 +17,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
 func localRedisStore(ns, name string, port int, withPassword bool) *v1.SessionStore {
@@ -68,6 +72,44 @@ func TestWrongPasswordThenRotated(t *testing.T) {
 	auth.StringData = map[string]string{"password": "the right one"}
 	g.Expect(k8sClient.Update(ctx(), auth)).To(Succeed())
 	waitReady(t, ns, "locked")
+}
+
+// The same on PostgreSQL, against a cluster that checks passwords: the
+// server's 28P01 reads AuthenticationFailed, and the right password (full
+// of URL syntax) carried by the connection Secret's URL gets in.
+func TestPostgresWrongPasswordThenRotated(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	addr, superPassword := testservers.PasswordPostgres(t)
+	host, port, _ := strings.Cut(addr, ":")
+	const password = "p@ss:w/rd?#%20 x&y=z+"
+	role := fmt.Sprintf("sst_ctrl_%d", time.Now().UnixNano())
+	admin, err := pgx.Connect(ctx(), (&url.URL{Scheme: "postgresql", User: url.UserPassword("postgres", superPassword),
+		Host: addr, Path: "/postgres", RawQuery: "sslmode=disable"}).String())
+	g.Expect(err).NotTo(HaveOccurred())
+	defer admin.Close(ctx())
+	_, err = admin.Exec(ctx(), "CREATE ROLE "+role+" LOGIN PASSWORD '"+password+"'")
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = admin.Exec(ctx(), "CREATE DATABASE "+role+" OWNER "+role)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	creds := createSecret(t, ns, "pg", map[string]string{"username": role, "password": "a wrong one"})
+	portNumber, _ := strconv.Atoi(port)
+	createStore(t, &v1.SessionStore{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "locked-pg"},
+		Spec: v1.SessionStoreSpec{Backend: v1.BackendPostgreSQL, PostgreSQL: &v1.PostgreSQLSpec{
+			Host: host, Port: int32(portNumber), Database: role, SSLMode: "disable",
+			CredentialsSecretRef: &v1.SecretReference{Name: "pg"}}},
+	})
+	store := waitCondition(t, ns, "locked-pg", ConditionStoreReachable, metav1.ConditionFalse, "AuthenticationFailed")
+	msg := condition(store, ConditionStoreReachable).Message
+	g.Expect(msg).To(ContainSubstring("28P01"))
+	g.Expect(msg).NotTo(ContainSubstring("wrong"), "no credential in status")
+
+	creds.StringData = map[string]string{"username": role, "password": password}
+	g.Expect(k8sClient.Update(ctx(), creds)).To(Succeed())
+	store = waitReady(t, ns, "locked-pg")
+	g.Expect(condition(store, ConditionSchemaReady).Status).To(Equal(metav1.ConditionTrue), "the table was made as the role")
 }
 
 func TestMissingTableWithAndWithoutCreateTable(t *testing.T) {

@@ -229,9 +229,9 @@ func TestPostgresPing(t *testing.T) {
 		pgTestWantKind(t, pgTestStore(t, Config{URL: u}).Ping(ctx), ErrTLS, password)
 	})
 	t.Run("authentication", func(t *testing.T) {
-		// pg_hba.conf trusts 127.0.0.1, so the server never checks a
-		// password here and cannot answer 28P01; a role that may not log
-		// in and a role that does not exist get the server's own 28000.
+		// The shared server trusts 127.0.0.1 and never checks a password
+		// (TestPostgresPasswordIsChecked has the real 28P01); a role that
+		// may not log in and one that does not exist get its own 28000.
 		admin := pgTestConnect(t, pgTestAdminURL)
 		role := "pgtest_nologin_" + pgTestRandom()
 		pgTestExec(t, admin, "CREATE ROLE "+role+" NOLOGIN PASSWORD 'whatever'")
