@@ -35,35 +35,15 @@ import sys
 import tempfile
 import threading
 import uuid
-from datetime import timedelta
 from hashlib import md5
 from time import sleep, time
 
 from cachelib.file import FileSystemCache
-from flask import Flask, session
-from flask_session import Session
+from flask_session_app import make_app, read_sessions, write_sessions
 
 
-def make_app(cache_dir, lifetime, threshold=500):
-    app = Flask(__name__)
-    app.config.update(
-        SESSION_TYPE="filesystem",
-        SESSION_FILE_DIR=cache_dir,
-        SESSION_FILE_THRESHOLD=threshold,
-        PERMANENT_SESSION_LIFETIME=timedelta(seconds=lifetime),
-    )
-    Session(app)
-
-    @app.route("/write/<value>")
-    def write(value):
-        session["value"] = value
-        return session.sid
-
-    @app.route("/read")
-    def read():
-        return json.dumps(session.get("value"))
-
-    return app
+def filesystem_app(cache_dir, lifetime, threshold=500):
+    return make_app(lifetime, SESSION_TYPE="filesystem", SESSION_FILE_DIR=cache_dir, SESSION_FILE_THRESHOLD=threshold)
 
 
 def old_path(cache_dir, key):
@@ -94,21 +74,11 @@ def main():
         return
     cache_dir = sys.argv[2]
     if mode == "write":
-        app = make_app(cache_dir, int(sys.argv[3]))
-        out = []
-        for _ in range(int(sys.argv[4])):
-            value = uuid.uuid4().hex
-            sid = app.test_client().get("/write/" + value).get_data(as_text=True)
-            out.append({"sid": sid, "value": value})
-        json.dump(out, sys.stdout)
+        write_sessions(filesystem_app(cache_dir, int(sys.argv[3])), int(sys.argv[4]))
     elif mode == "read":
         # Threshold 0: the app does not recount (and rewrite) the count file
         # when it starts, so reading leaves the directory as it is.
-        app = make_app(cache_dir, 3600, threshold=0)
-        client = app.test_client(use_cookies=False)
-        name = app.config["SESSION_COOKIE_NAME"]
-        json.dump({sid: json.loads(client.get("/read", headers={"Cookie": name + "=" + sid}).get_data(as_text=True))
-                   for sid in json.load(sys.stdin)}, sys.stdout)
+        read_sessions(filesystem_app(cache_dir, 3600, threshold=0))
     elif mode == "count":
         json.dump(FileSystemCache(cache_dir, threshold=0).get("__wz_cache_count"), sys.stdout)
     elif mode == "get":
