@@ -135,36 +135,63 @@ func (c Config) Validate() error {
 		if err := cmdValidateMongoURL(c.URL); err != nil {
 			return err
 		}
-		if err := cmdValidateName(EnvDatabase, c.Database, cmdMongoDatabaseName, "a plain database name (letters, digits, _ and -)"); err != nil {
-			return err
-		}
-		if err := cmdValidateName(EnvCollection, c.Collection, cmdPlainIdentifier, "a plain identifier"); err != nil {
-			return err
-		}
+		return cmdValidateMongoNames(c.Database, c.Collection)
 	case BackendPostgreSQL:
 		if err := cmdValidatePostgresURL(c.URL); err != nil {
 			return err
 		}
-		if err := cmdValidateName(EnvTable, c.Table, cmdPlainIdentifier, "a plain identifier"); err != nil {
-			return err
-		}
-		if c.Schema != "" {
-			if err := cmdValidateName(EnvSchema, c.Schema, cmdPlainIdentifier, "a plain identifier"); err != nil {
-				return err
-			}
-		}
+		return cmdValidatePostgresNames(c.Table, c.Schema)
 	case BackendFilesystem:
-		if c.URL != "" && !cmdHasScheme(c.URL, "file") {
-			return cmdConfigError(EnvURL, "the filesystem backend takes no URL, or a file:///path one")
-		}
-		if c.Dir == "" {
-			return cmdConfigError(EnvDir, "not set (or give %s as file:///path)", EnvURL)
-		}
-		if !filepath.IsAbs(c.Dir) {
-			return cmdConfigError(EnvDir, "%q is not an absolute path", cmdShort(c.Dir))
-		}
+		_, err := cmdFilesystemDir(c)
+		return err
 	}
 	return nil
+}
+
+// The name and directory checks below are shared by Validate and the
+// backends' constructors, so a Config built in code is held to the same
+// rules as one read from the Secret.
+
+func cmdValidateMongoNames(database, collection string) error {
+	if err := cmdValidateName(EnvDatabase, database, cmdMongoDatabaseName, "a plain database name (letters, digits, _ and -)"); err != nil {
+		return err
+	}
+	return cmdValidateName(EnvCollection, collection, cmdPlainIdentifier, "a plain identifier")
+}
+
+// cmdValidatePostgresNames accepts only plain identifiers; they are quoted
+// in SQL as well, but a name that needs quoting is almost surely a mistake
+// or an attack.
+func cmdValidatePostgresNames(table, schema string) error {
+	if err := cmdValidateName(EnvTable, table, cmdPlainIdentifier, "a plain identifier"); err != nil {
+		return err
+	}
+	if schema == "" {
+		return nil
+	}
+	return cmdValidateName(EnvSchema, schema, cmdPlainIdentifier, "a plain identifier")
+}
+
+// cmdFilesystemDir is the session directory c names: SESSION_STORE_DIR, or
+// the path of a file:/// URL.
+func cmdFilesystemDir(c Config) (string, error) {
+	if c.URL != "" && !cmdHasScheme(c.URL, "file") {
+		return "", cmdConfigError(EnvURL, "the filesystem backend takes no URL, or a file:///path one")
+	}
+	dir := c.Dir
+	if dir == "" && c.URL != "" {
+		var err error
+		if dir, err = cmdDirFromFileURL(c.URL); err != nil {
+			return "", err
+		}
+	}
+	if dir == "" {
+		return "", cmdConfigError(EnvDir, "not set (or give %s as file:///path)", EnvURL)
+	}
+	if !filepath.IsAbs(dir) {
+		return "", cmdConfigError(EnvDir, "%q is not an absolute path", cmdShort(dir))
+	}
+	return dir, nil
 }
 
 func cmdValidateName(key, value string, pattern *regexp.Regexp, what string) error {

@@ -116,21 +116,9 @@ type fsStore struct {
 }
 
 func newFilesystem(cfg Config) (Store, error) {
-	dir := cfg.Dir
-	if dir == "" && cfg.URL != "" {
-		if !cmdHasScheme(cfg.URL, "file") {
-			return nil, newError(ErrConfig, EnvURL, errors.New("the filesystem backend takes no URL, or a file:///path one"))
-		}
-		var err error
-		if dir, err = cmdDirFromFileURL(cfg.URL); err != nil {
-			return nil, err
-		}
-	}
-	if dir == "" {
-		return nil, newError(ErrConfig, EnvDir, fmt.Errorf("not set (or give %s as file:///path)", EnvURL))
-	}
-	if !strings.HasPrefix(dir, "/") {
-		return nil, newError(ErrConfig, EnvDir, fmt.Errorf("%q is not an absolute path", cmdShort(dir)))
+	dir, err := cmdFilesystemDir(cfg)
+	if err != nil {
+		return nil, err
 	}
 	return &fsStore{dir: dir}, nil
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -48,12 +47,6 @@ const (
 	mongoCodeNotImplemented       = 238
 )
 
-var (
-	// The names this package accepts are a safe subset of what MongoDB allows.
-	mongoDatabaseName   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	mongoCollectionName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-)
-
 type mongoStore struct {
 	cfg Config
 
@@ -66,25 +59,10 @@ func newMongoDB(cfg Config) (Store, error) {
 	if !ok || (scheme != "mongodb" && scheme != "mongodb+srv") {
 		return nil, newError(ErrConfig, EnvURL, errors.New("want a mongodb:// or mongodb+srv:// URL"))
 	}
-	if err := mongoValidateName(EnvDatabase, "database", cfg.Database, mongoDatabaseName, "letters, digits, _ and -"); err != nil {
-		return nil, err
-	}
-	if err := mongoValidateName(EnvCollection, "collection", cfg.Collection, mongoCollectionName, "a plain identifier: a letter or _, then letters, digits or _"); err != nil {
+	if err := cmdValidateMongoNames(cfg.Database, cfg.Collection); err != nil {
 		return nil, err
 	}
 	return &mongoStore{cfg: cfg}, nil
-}
-
-func mongoValidateName(key, field, value string, pattern *regexp.Regexp, want string) error {
-	switch {
-	case value == "":
-		return newError(ErrConfig, key, fmt.Errorf("the %s name is empty", field))
-	case len(value) > MaxIdentifierLength:
-		return newError(ErrConfig, key, fmt.Errorf("the %s name is longer than %d characters", field, MaxIdentifierLength))
-	case !pattern.MatchString(value):
-		return newError(ErrConfig, key, fmt.Errorf("the %s name %q is not %s", field, value, want))
-	}
-	return nil
 }
 
 // connect makes the client on first use, so that New does not resolve

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"math"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -38,8 +37,6 @@ const (
 	pgApplicationName       = "sessionstore-cleanup"
 )
 
-var pgIdentifierPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 type pgStore struct {
 	cfg     Config
 	connCfg *pgx.ConnConfig
@@ -52,15 +49,10 @@ type pgStore struct {
 
 func newPostgreSQL(cfg Config) (Store, error) {
 	if cfg.Table == "" {
-		cfg.Table = "sessions"
+		cfg.Table = DefaultTable
 	}
-	if err := pgValidateIdentifier(EnvTable, cfg.Table); err != nil {
+	if err := cmdValidatePostgresNames(cfg.Table, cfg.Schema); err != nil {
 		return nil, err
-	}
-	if cfg.Schema != "" {
-		if err := pgValidateIdentifier(EnvSchema, cfg.Schema); err != nil {
-			return nil, err
-		}
 	}
 	connCfg, password, err := pgParseURL(cfg.URL)
 	if err != nil {
@@ -69,31 +61,12 @@ func newPostgreSQL(cfg Config) (Store, error) {
 	return &pgStore{cfg: cfg, connCfg: connCfg, password: password}, nil
 }
 
-// pgValidateIdentifier accepts only plain identifiers; they are quoted in SQL
-// as well, but a name that needs quoting is almost surely a mistake or an attack.
-func pgValidateIdentifier(key, value string) error {
-	if len(value) > 63 {
-		return newError(ErrConfig, key, fmt.Errorf("%q is longer than PostgreSQL's 63 characters", value))
-	}
-	if !pgIdentifierPattern.MatchString(value) {
-		return newError(ErrConfig, key, fmt.Errorf("%q is not a plain identifier (letters, digits and _, not starting with a digit)", value))
-	}
-	return nil
-}
-
 // pgParseURL parses a postgres:// or postgresql:// URL without ever quoting
 // it in an error: parsers' messages repeat the URL, password included.
 func pgParseURL(raw string) (*pgx.ConnConfig, string, error) {
-	if raw == "" {
-		return nil, "", newError(ErrConfig, EnvURL, errors.New("not set; want postgresql://user:password@host:5432/database"))
-	}
-	scheme, _, _ := strings.Cut(raw, "://")
-	if s := strings.ToLower(scheme); s != "postgres" && s != "postgresql" {
-		return nil, "", newError(ErrConfig, EnvURL, errors.New("not a postgres:// or postgresql:// URL"))
-	}
-	u, err := url.Parse(raw)
+	u, err := cmdParseURL(raw, "postgres:// or postgresql://", "postgres", "postgresql")
 	if err != nil {
-		return nil, "", newError(ErrConfig, EnvURL, errors.New("not a valid URL (percent-encode special characters in the user name and password)"))
+		return nil, "", err
 	}
 	password, _ := u.User.Password()
 	connCfg, err := pgx.ParseConfig(raw)
@@ -354,8 +327,8 @@ func (s *pgStore) pgCreateTable(ctx context.Context, conn *pgx.Conn) ([]string, 
 // would cut it, so looking it up finds what CREATE INDEX made.
 func pgExpiryIndexName(table string) string {
 	name := table + "_expiry_idx"
-	if len(name) > 63 {
-		name = name[:63]
+	if len(name) > MaxIdentifierLength {
+		name = name[:MaxIdentifierLength]
 	}
 	return name
 }
