@@ -25,7 +25,9 @@ type Metrics struct {
 	probeLatency *prometheus.HistogramVec
 	startedAt    time.Time
 	mu           sync.Mutex
-	countedJobs  map[types.UID]bool
+	// lastCounted is the Job of each store's last counted run: a store
+	// reports only its newest run, so this is all that must be remembered.
+	lastCounted map[types.NamespacedName]types.UID
 }
 
 // NewMetrics makes the series and registers them with reg.
@@ -46,7 +48,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sessionstore_probe_duration_seconds", Help: "How long probes of the store took.",
 			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, storeLabels),
 		startedAt:   time.Now(),
-		countedJobs: map[types.UID]bool{},
+		lastCounted: map[types.NamespacedName]types.UID{},
 	}
 	reg.MustRegister(m.ready, m.reachable, m.lastSuccess, m.lastDeleted, m.runs, m.probeLatency)
 	return m
@@ -72,33 +74,23 @@ func (m *Metrics) observeStatus(store *v1.SessionStore, status *v1.SessionStoreS
 	}
 }
 
-// observeRun counts a finished run once. Runs that finished before the
-// manager started were counted by its predecessor.
-func (m *Metrics) observeRun(store *v1.SessionStore, job *batchv1.Job, result *v1.CleanupResult) {
+// observeRun counts a finished run once, by its outcome (succeeded, failed,
+// deadline_exceeded). Runs that finished before the manager started were
+// counted by its predecessor.
+func (m *Metrics) observeRun(store *v1.SessionStore, job *batchv1.Job, result *v1.CleanupResult, outcome string) {
 	if m == nil || result.CompletionTime == nil || result.CompletionTime.Time.Before(m.startedAt.Add(-time.Second)) {
 		return
 	}
+	key := types.NamespacedName{Namespace: store.Namespace, Name: store.Name}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.countedJobs[job.UID] {
+	if m.lastCounted[key] == job.UID {
 		return
 	}
-	m.countedJobs[job.UID] = true
-	outcome := "failed"
-	switch {
-	case result.Succeeded:
-		outcome = "succeeded"
-	case isDeadlineExceeded(job):
-		outcome = "deadline_exceeded"
-	}
+	m.lastCounted[key] = job.UID
 	l := labelsOf(store)
 	l["result"] = outcome
 	m.runs.With(l).Inc()
-}
-
-func isDeadlineExceeded(job *batchv1.Job) bool {
-	c, _ := jobOutcome(job)
-	return c.Reason == batchv1.JobReasonDeadlineExceeded
 }
 
 // observeProbe records a probe's latency.
@@ -114,6 +106,9 @@ func (m *Metrics) forget(key types.NamespacedName) {
 	if m == nil {
 		return
 	}
+	m.mu.Lock()
+	delete(m.lastCounted, key)
+	m.mu.Unlock()
 	l := prometheus.Labels{"namespace": key.Namespace, "name": key.Name}
 	m.ready.DeletePartialMatch(l)
 	m.reachable.DeletePartialMatch(l)

@@ -20,21 +20,9 @@ import (
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
 
-// jobNameLabel is the label the Job controller puts on a Job's Pods.
-const jobNameLabel = "batch.kubernetes.io/job-name"
-
 // missedScheduleGrace is how long past a due run (and the CronJob's
 // starting deadline) the operator waits before saying it never started.
 const missedScheduleGrace = 2 * time.Minute
-
-// terminationReport is what `cleanup` writes as its termination message: the
-// report's fields, and an error when it failed.
-type terminationReport struct {
-	sessionstore.Report
-	StoppedEarly bool                   `json:"stoppedEarly,omitempty"`
-	Error        string                 `json:"error,omitempty"`
-	ErrorKind    sessionstore.ErrorKind `json:"errorKind,omitempty"`
-}
 
 // observeCleanupRuns reads the Jobs the cleanup CronJob started and the Pods
 // they ran, and reports the last run in status.
@@ -142,12 +130,15 @@ func (r *SessionStoreReconciler) reportRun(ctx context.Context, s *reconcileScop
 			result.Duration = &metav1.Duration{Duration: report.Duration.Round(time.Millisecond)}
 		}
 	}
+	outcome := "failed"
 	switch {
 	case result.Succeeded:
+		outcome = "succeeded"
 		result.Message = truncate(runSummary(report, "the cleanup succeeded"), 1024)
 		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded,
 			fmt.Sprintf("Job %s: %s", job.Name, result.Message))
 	case cond.Reason == batchv1.JobReasonDeadlineExceeded:
+		outcome = "deadline_exceeded"
 		result.Message = truncate(fmt.Sprintf("stopped at its deadline of %ds; %s", ptrInt64(job.Spec.ActiveDeadlineSeconds),
 			runSummary(report, "no report")), 1024)
 		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonDeadlineExceeded,
@@ -162,7 +153,7 @@ func (r *SessionStoreReconciler) reportRun(ctx context.Context, s *reconcileScop
 			fmt.Sprintf("Job %s failed: %s", job.Name, result.Message))
 	}
 	s.status.Cleanup.LastResult = result
-	r.Metrics.observeRun(s.store, job, result)
+	r.Metrics.observeRun(s.store, job, result, outcome)
 	if s.store.Spec.Backend == v1.BackendFilesystem {
 		reachabilityFromRun(s, result, report)
 	}
@@ -171,7 +162,7 @@ func (r *SessionStoreReconciler) reportRun(ctx context.Context, s *reconcileScop
 
 // reachabilityFromRun reports a filesystem store's reachability from its
 // last run, since only the cleanup pods mount its claim.
-func reachabilityFromRun(s *reconcileScope, result *v1.CleanupResult, report *terminationReport) {
+func reachabilityFromRun(s *reconcileScope, result *v1.CleanupResult, report *sessionstore.RunResult) {
 	switch {
 	case result.Succeeded:
 		setCondition(s, ConditionStoreReachable, metav1.ConditionTrue, ReasonCleanupRunReached,
@@ -184,10 +175,10 @@ func reachabilityFromRun(s *reconcileScope, result *v1.CleanupResult, report *te
 
 // runReport reads the report `cleanup` left as the termination message of
 // the Job's last Pod; nil when there is none (the pod never started).
-func (r *SessionStoreReconciler) runReport(ctx context.Context, store *v1.SessionStore, job *batchv1.Job) (*terminationReport, error) {
+func (r *SessionStoreReconciler) runReport(ctx context.Context, store *v1.SessionStore, job *batchv1.Job) (*sessionstore.RunResult, error) {
 	pods := &corev1.PodList{}
 	if err := r.Client.List(ctx, pods, client.InNamespace(store.Namespace),
-		client.MatchingLabels{specs.StoreLabel: store.Name, jobNameLabel: job.Name}); err != nil {
+		client.MatchingLabels{specs.StoreLabel: store.Name, batchv1.JobNameLabel: job.Name}); err != nil {
 		return nil, err
 	}
 	sort.Slice(pods.Items, func(a, b int) bool {
@@ -199,10 +190,11 @@ func (r *SessionStoreReconciler) runReport(ctx context.Context, store *v1.Sessio
 				continue
 			}
 			msg := strings.TrimSpace(cs.State.Terminated.Message)
-			report := &terminationReport{}
+			// A run that failed before it had a report leaves none: zeros.
+			report := &sessionstore.RunResult{Report: &sessionstore.Report{}}
 			if err := json.Unmarshal([]byte(msg), report); err != nil {
 				// FallbackToLogsOnError: the message is the log's tail.
-				report = &terminationReport{Error: lastLine(msg)}
+				report = &sessionstore.RunResult{Report: &sessionstore.Report{}, Error: lastLine(msg)}
 			}
 			return report, nil
 		}
@@ -258,7 +250,7 @@ func nextRun(cronJob *batchv1.CronJob, since time.Time) (time.Time, error) {
 	return sched.Next(since.In(loc)), nil
 }
 
-func runSummary(report *terminationReport, fallback string) string {
+func runSummary(report *sessionstore.RunResult, fallback string) string {
 	if report == nil {
 		return fallback
 	}

@@ -255,7 +255,7 @@ func describeConfigError(err error, flagOf map[string]string) string {
 
 func (inv *invocation) failConfig(msg string) int {
 	fmt.Fprintf(inv.stderr, "%s: %s\n", inv.name, oneLine(msg))
-	inv.emit(result{Error: msg, ErrorKind: sessionstore.ErrConfig})
+	inv.emit(sessionstore.RunResult{Error: msg, ErrorKind: sessionstore.ErrConfig})
 	return ExitBadConfig
 }
 
@@ -311,7 +311,7 @@ func (inv *invocation) cleanup(parent context.Context) int {
 
 	store, err := sessionstore.New(cfg)
 	if err != nil {
-		return inv.fail(result{}, err)
+		return inv.fail(sessionstore.RunResult{}, err)
 	}
 	defer store.Close()
 
@@ -323,7 +323,7 @@ func (inv *invocation) cleanup(parent context.Context) int {
 		}
 	}
 
-	var res result
+	var res sessionstore.RunResult
 	if wantsSchema {
 		schema, err := store.EnsureSchema(stopCtx)
 		if err != nil {
@@ -440,16 +440,16 @@ func describeSchema(s sessionstore.SchemaResult) string {
 // failOrStopped reports err, or that the run stopped early when ctx ended.
 func (inv *invocation) failOrStopped(ctx context.Context, err error, when string) int {
 	if ctx.Err() == nil {
-		return inv.fail(result{}, err)
+		return inv.fail(sessionstore.RunResult{}, err)
 	}
-	res := result{StoppedEarly: true, ErrorKind: sessionstore.ErrTimeout,
+	res := sessionstore.RunResult{StoppedEarly: true, ErrorKind: sessionstore.ErrTimeout,
 		Error: fmt.Sprintf("stopped early (%s) %s: nothing was deleted; rerun to finish", stopReason(ctx), when)}
 	fmt.Fprintf(inv.stderr, "%s: %s\n", inv.name, oneLine(res.Error))
 	inv.emit(res)
 	return ExitStoreFailed
 }
 
-func (inv *invocation) fail(res result, err error) int {
+func (inv *invocation) fail(res sessionstore.RunResult, err error) int {
 	res.Error, res.ErrorKind = err.Error(), sessionstore.KindOf(err)
 	fmt.Fprintf(inv.stderr, "%s: %s\n", inv.name, describeStoreError(err))
 	inv.emit(res)
@@ -458,7 +458,7 @@ func (inv *invocation) fail(res result, err error) int {
 
 // emit prints res (the summary when there is a report, in text) and writes
 // the termination message.
-func (inv *invocation) emit(res result) {
+func (inv *invocation) emit(res sessionstore.RunResult) {
 	res = inv.redactResult(res)
 	if inv.json {
 		inv.printJSON(res)
@@ -471,7 +471,7 @@ func (inv *invocation) emit(res result) {
 // redactResult hides secrets in the free text before it is encoded: JSON
 // escapes characters such as & and ", so the encoded form could hide a
 // password from the output filter.
-func (inv *invocation) redactResult(res result) result {
+func (inv *invocation) redactResult(res sessionstore.RunResult) sessionstore.RunResult {
 	res.Error = inv.redact(res.Error)
 	if res.Report != nil {
 		r := *res.Report
@@ -484,16 +484,6 @@ func (inv *invocation) redactResult(res result) result {
 		res.Schema = &s
 	}
 	return res
-}
-
-// result is what stdout (json) and the termination message hold: the
-// Report's own fields at the top level, so it reads back as a Report.
-type result struct {
-	*sessionstore.Report
-	Schema       *sessionstore.SchemaResult `json:"schema,omitempty"`
-	StoppedEarly bool                       `json:"stoppedEarly,omitempty"`
-	Error        string                     `json:"error,omitempty"`
-	ErrorKind    sessionstore.ErrorKind     `json:"errorKind,omitempty"`
 }
 
 func (inv *invocation) printJSON(v any) {
@@ -626,7 +616,7 @@ func (inv *invocation) writeTerminationBytes(data []byte) {
 
 // fitTerminationMessage encodes res in at most terminationMessageLimit
 // bytes, shortening free text first and dropping detail last.
-func fitTerminationMessage(res result) []byte {
+func fitTerminationMessage(res sessionstore.RunResult) []byte {
 	if res.Report != nil {
 		r := *res.Report
 		res.Report = &r

@@ -98,9 +98,9 @@ func (r runResult) String() string {
 	return fmt.Sprintf("exit %d\nstdout: %s\nstderr: %s\ntermination: %s", r.code, r.stdout, r.stderr, r.termination)
 }
 
-func decodeResult(t *testing.T, what string, data []byte) result {
+func decodeResult(t *testing.T, what string, data []byte) sessionstore.RunResult {
 	t.Helper()
-	var res result
+	var res sessionstore.RunResult
 	if err := json.Unmarshal(bytes.TrimSpace(data), &res); err != nil {
 		t.Fatalf("%s is not the JSON report: %v\n%s", what, err, data)
 	}
@@ -455,7 +455,7 @@ func TestTerminationMessageFitsKubernetesLimit(t *testing.T) {
 	for i := range 300 {
 		report.AddKept(fmt.Sprintf("reason-number-%03d", i), int64(i+1))
 	}
-	res := result{
+	res := sessionstore.RunResult{
 		Report: &report,
 		Schema: &sessionstore.SchemaResult{Message: strings.Repeat("s", 5000)},
 		Error:  strings.Repeat("é", 6000),

@@ -146,8 +146,9 @@ func Record(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, run 
 	if err := c.Create(ctx, job); err != nil {
 		return nil, fmt.Errorf("creating Job %s: %w", jobName, err)
 	}
-	labels := map[string]string{"batch.kubernetes.io/job-name": jobName, "job-name": jobName,
-		"batch.kubernetes.io/controller-uid": string(job.UID), "controller-uid": string(job.UID)}
+	// The Job controller sets both its labels and their legacy short forms.
+	labels := map[string]string{batchv1.JobNameLabel: jobName, "job-name": jobName,
+		batchv1.ControllerUidLabel: string(job.UID), "controller-uid": string(job.UID)}
 	for k, v := range cronJob.Spec.JobTemplate.Spec.Template.Labels {
 		labels[k] = v
 	}

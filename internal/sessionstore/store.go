@@ -93,6 +93,18 @@ type Report struct {
 	Message string `json:"message,omitempty"`
 }
 
+// RunResult is what `cleanup` prints with --output json and leaves as its
+// termination message, which the controller reads back: the Report's fields
+// at the top level (absent when the run failed before it had a report), and
+// the error when it failed.
+type RunResult struct {
+	*Report
+	Schema       *SchemaResult `json:"schema,omitempty"`
+	StoppedEarly bool          `json:"stoppedEarly,omitempty"`
+	Error        string        `json:"error,omitempty"`
+	ErrorKind    ErrorKind     `json:"errorKind,omitempty"`
+}
+
 // AddKept counts n sessions kept for reason.
 func (r *Report) AddKept(reason string, n int64) {
 	if n == 0 {
