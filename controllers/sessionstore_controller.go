@@ -148,8 +148,25 @@ func (r *SessionStoreReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		// The CronJob owns its Jobs, and Jobs their Pods: find the store
 		// by the label the pod template carries.
 		Watches(&batchv1.Job{}, byStoreLabel).
-		Watches(&corev1.Pod{}, byStoreLabel).
+		// Of a Pod only the cleanup container's end (its report) is read;
+		// its other status changes would each cost a whole reconcile.
+		Watches(&corev1.Pod{}, byStoreLabel, builder.WithPredicates(predicate.NewPredicateFuncs(cleanupContainerEnded))).
 		Complete(r)
+}
+
+// cleanupContainerEnded tells whether a Pod's cleanup container has
+// terminated, which is when it holds the report runReport reads.
+func cleanupContainerEnded(obj client.Object) bool {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return false
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == specs.CleanupContainerName && cs.State.Terminated != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // storeFromLabel maps a Job or Pod of a cleanup run to its SessionStore.

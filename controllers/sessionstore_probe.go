@@ -60,15 +60,14 @@ type probeRequest struct {
 // ProbeOutcome is what the last probe of a store found.
 type ProbeOutcome struct {
 	// EnvHash identifies the settings probed (a hash: no credential).
-	EnvHash    string
-	Generation int64
-	Reachable  bool
-	Reason     string
-	Message    string
-	Latency    time.Duration
-	At         time.Time
-	DownSince  time.Time
-	Schema     *SchemaOutcome
+	EnvHash   string
+	Reachable bool
+	Reason    string
+	Message   string
+	Latency   time.Duration
+	At        time.Time
+	DownSince time.Time
+	Schema    *SchemaOutcome
 }
 
 // SchemaOutcome is what EnsureSchema found and did.
@@ -76,7 +75,6 @@ type SchemaOutcome struct {
 	Ready   bool
 	Reason  string
 	Message string
-	Created []string
 }
 
 func (o *ProbeOutcome) sameAs(other *ProbeOutcome) bool {
@@ -85,11 +83,7 @@ func (o *ProbeOutcome) sameAs(other *ProbeOutcome) bool {
 	}
 	same := o.EnvHash == other.EnvHash && o.Reachable == other.Reachable && o.Reason == other.Reason &&
 		o.Message == other.Message && (o.Schema == nil) == (other.Schema == nil)
-	if same && o.Schema != nil {
-		same = o.Schema.Ready == other.Schema.Ready && o.Schema.Reason == other.Schema.Reason &&
-			o.Schema.Message == other.Schema.Message
-	}
-	return same
+	return same && (o.Schema == nil || *o.Schema == *other.Schema)
 }
 
 // NewProber returns a Prober with the given period and timeout.
@@ -201,7 +195,7 @@ func (p *Prober) nextProbe(o *ProbeOutcome) time.Duration {
 
 func (p *Prober) probe(ctx context.Context, req probeRequest, previous *ProbeOutcome) *ProbeOutcome {
 	start := time.Now()
-	outcome := &ProbeOutcome{EnvHash: req.envHash, Generation: req.store.Generation, At: start}
+	outcome := &ProbeOutcome{EnvHash: req.envHash, At: start}
 	defer func() {
 		outcome.Latency = time.Since(start)
 		if outcome.Reachable {
@@ -268,7 +262,6 @@ func (p *Prober) probe(ctx context.Context, req probeRequest, previous *ProbeOut
 func (p *Prober) ensureSchema(ctx context.Context, store sessionstore.Store, previous *ProbeOutcome, envHash string) *SchemaOutcome {
 	if previous != nil && previous.EnvHash == envHash && previous.Schema != nil && previous.Schema.Ready {
 		kept := *previous.Schema
-		kept.Created = nil
 		return &kept
 	}
 	// Index builds on a big table take longer than a ping.
@@ -281,10 +274,10 @@ func (p *Prober) ensureSchema(ctx context.Context, store sessionstore.Store, pre
 	case !res.Present:
 		return &SchemaOutcome{Reason: ReasonTableMissing, Message: nonEmpty(res.Message, "the store is not prepared")}
 	case res.TTLUnsupported:
-		return &SchemaOutcome{Ready: true, Reason: ReasonTTLUnsupported, Created: res.Created, Message: nonEmpty(res.Message,
+		return &SchemaOutcome{Ready: true, Reason: ReasonTTLUnsupported, Message: nonEmpty(res.Message,
 			"the server has no TTL indexes; the cleanup CronJob removes expired sessions")}
 	case len(res.Created) > 0:
-		return &SchemaOutcome{Ready: true, Reason: ReasonSchemaCreated, Created: res.Created,
+		return &SchemaOutcome{Ready: true, Reason: ReasonSchemaCreated,
 			Message: "created " + strings.Join(res.Created, ", ")}
 	default:
 		return &SchemaOutcome{Ready: true, Reason: ReasonSchemaPresent, Message: nonEmpty(res.Message, "the store is prepared")}

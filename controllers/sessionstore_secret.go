@@ -40,8 +40,9 @@ func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, 
 	if err != nil {
 		return err
 	}
+	var data map[string]string
 	if problem == nil {
-		if s.podEnv, err = specs.CleanupPodEnv(s.store, values); err != nil {
+		if data, err = specs.ConnectionData(s.store, values); err != nil {
 			problem = &secretProblem{ReasonInvalidSecretValue, err.Error()}
 		}
 	}
@@ -50,10 +51,8 @@ func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, 
 		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, problem.reason, problem.message)
 		return nil
 	}
-	desired, err := specs.ConnectionSecret(s.store, values)
-	if err != nil {
-		return err // CleanupPodEnv built the same data without error
-	}
+	s.podEnv = specs.CleanupPodEnv(s.store, data)
+	desired := specs.ConnectionSecret(s.store, data)
 	existing := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: desired.Namespace, Name: desired.Name}}
 	owner, err := r.lookupOwned(ctx, s.store, existing)
 	if err != nil {

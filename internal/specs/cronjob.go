@@ -1,6 +1,7 @@
 package specs
 
 import (
+	"maps"
 	"strconv"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -157,15 +158,13 @@ func CleanupEnv(store *v1.SessionStore) []corev1.EnvVar {
 }
 
 // CleanupPodEnv is the whole environment a cleanup pod of store sees: the
-// connection Secret's data and the container's own env. The controller probes
-// the store with exactly this, so the probe and the cleanup cannot disagree.
-func CleanupPodEnv(store *v1.SessionStore, values SecretValues) (map[string]string, error) {
-	env, err := ConnectionData(store, values)
-	if err != nil {
-		return nil, err
-	}
+// connection Secret's data (from ConnectionData) and the container's own env.
+// The controller probes the store with exactly this, so the probe and the
+// cleanup cannot disagree.
+func CleanupPodEnv(store *v1.SessionStore, data map[string]string) map[string]string {
+	env := maps.Clone(data)
 	for _, e := range CleanupEnv(store) {
 		env[e.Name] = e.Value
 	}
-	return env, nil
+	return env
 }

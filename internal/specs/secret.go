@@ -63,13 +63,8 @@ func (v SecretValues) get(name, key string) string { return string(v[name][key])
 
 // ConnectionSecret builds the Secret apps load with envFrom: the store's
 // SESSION_STORE_* keys and Flask's own FLASK_* settings, so a Flask app can
-// call app.config.from_prefixed_env(). values must hold every key that
-// ReferencedSecrets lists.
-func ConnectionSecret(store *v1.SessionStore, values SecretValues) (*corev1.Secret, error) {
-	data, err := ConnectionData(store, values)
-	if err != nil {
-		return nil, err
-	}
+// call app.config.from_prefixed_env(). data is what ConnectionData built.
+func ConnectionSecret(store *v1.SessionStore, data map[string]string) *corev1.Secret {
 	secret := &corev1.Secret{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{
@@ -83,10 +78,11 @@ func ConnectionSecret(store *v1.SessionStore, values SecretValues) (*corev1.Secr
 	for k, v := range data {
 		secret.Data[k] = []byte(v)
 	}
-	return secret, nil
+	return secret
 }
 
-// ConnectionData is the connection Secret's data as strings.
+// ConnectionData is the connection Secret's data as strings. values must
+// hold every key that ReferencedSecrets lists.
 func ConnectionData(store *v1.SessionStore, values SecretValues) (map[string]string, error) {
 	spec := store.Spec
 	lifetime := int64(spec.LifetimeOrDefault().Seconds())

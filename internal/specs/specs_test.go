@@ -142,10 +142,11 @@ func TestSecretIsWhatCleanupReads(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			store := &v1.SessionStore{ObjectMeta: meta, Spec: tc.spec}
-			secret, err := ConnectionSecret(store, values)
+			data, err := ConnectionData(store, values)
 			if err != nil {
 				t.Fatal(err)
 			}
+			secret := ConnectionSecret(store, data)
 			env := map[string]string{}
 			for k, v := range secret.Data {
 				env[k] = string(v)
