@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"maps"
 	"math"
 	"os"
 	"runtime"
@@ -246,10 +245,7 @@ func (s *fsStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 		rep.Message = run.message(err)
 		return rep, err
 	}
-	batchSize := opts.BatchSize
-	if batchSize <= 0 {
-		batchSize = fsDefaultBatchSize
-	}
+	batchSize := opts.batchSizeOr(fsDefaultBatchSize)
 
 	d, err := os.Open(s.dir)
 	if err != nil {
@@ -264,7 +260,7 @@ func (s *fsStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 	// d stays open (deferred Close) for as long as its descriptor is used.
 	run.dirfd = int(d.Fd())
 
-	err = run.scan(ctx, d, batchSize, opts.Progress, start)
+	err = run.scan(ctx, d, batchSize, func() { opts.progress(rep, start) })
 	// The count is made right after a run that stopped early too, as soon
 	// as it deleted anything: a count left too high makes cachelib evict
 	// live sessions.
@@ -278,7 +274,7 @@ func (s *fsStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 
 // scan lists d in batches and hands each batch's entries to fsWorkers
 // workers, until the end, an error, or ctx's end (checked between batches).
-func (r *fsRun) scan(ctx context.Context, d *os.File, batchSize int, progress func(Report), start time.Time) error {
+func (r *fsRun) scan(ctx context.Context, d *os.File, batchSize int, progress func()) error {
 	rep := r.rep
 	workers := make([]*fsWorker, fsWorkers)
 	for i := range workers {
@@ -294,12 +290,7 @@ func (r *fsRun) scan(ctx context.Context, d *os.File, batchSize int, progress fu
 		}
 		if len(entries) > 0 {
 			rep.Batches++
-			if progress != nil {
-				p := *rep
-				p.Kept = maps.Clone(rep.Kept)
-				p.Duration = time.Since(start)
-				progress(p)
-			}
+			progress()
 		}
 		if readErr == io.EOF {
 			return nil
@@ -683,16 +674,8 @@ func (r *fsRun) replaceCountFile(data []byte, old *unix.Stat_t) error {
 func (r *fsRun) message(err error) string {
 	rep := r.rep
 	var b strings.Builder
-	if rep.DryRun {
-		fmt.Fprintf(&b, "dry run: %d of %d session files have expired and would be deleted", rep.Expired, rep.Scanned)
-	} else {
-		fmt.Fprintf(&b, "deleted %d of %d expired session files (of %d) in %d batches", rep.Deleted, rep.Expired, rep.Scanned, rep.Batches)
-		if err == nil && rep.Deleted < rep.Expired {
-			fmt.Fprintf(&b, "; %d were refreshed or removed by the app meanwhile", rep.Expired-rep.Deleted)
-			if r.putBack > 0 {
-				fmt.Fprintf(&b, " (%d of them refreshed just as they were taken, and put back)", r.putBack)
-			}
-		}
+	if writeOutcome(&b, *rep, "session files", "of", err) && r.putBack > 0 {
+		fmt.Fprintf(&b, " (%d of them refreshed just as they were taken, and put back)", r.putBack)
 	}
 	if n := rep.Kept["noExpiry"]; n > 0 {
 		fmt.Fprintf(&b, "; kept %d that never expire (timeout 0)", n)

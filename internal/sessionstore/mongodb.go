@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"strings"
 	"sync"
@@ -211,11 +210,7 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 	// BSON dates hold milliseconds; rounding down keeps the cut-off early.
 	now = now.UTC().Truncate(time.Millisecond)
 	rep := Report{Backend: BackendMongoDB, DryRun: opts.DryRun, Now: now}
-	batchSize := opts.BatchSize
-	if batchSize <= 0 {
-		batchSize = mongoDefaultBatchSize
-	}
-	batchSize = min(batchSize, mongoMaxBatchSize)
+	batchSize := min(opts.batchSizeOr(mongoDefaultBatchSize), mongoMaxBatchSize)
 	ttl := false
 	done := func(err error) (Report, error) {
 		rep.Duration = time.Since(start)
@@ -267,13 +262,15 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 		}
 		ids = ids[:0]
 		rep.Batches++
-		if opts.Progress != nil {
-			progress := rep
-			progress.Kept = maps.Clone(rep.Kept)
-			progress.Duration = time.Since(start)
-			opts.Progress(progress)
-		}
+		opts.progress(rep, start)
 		return nil
+	}
+	// Mid-scan, a batch is deleted and then a stop asked for is honoured.
+	flushOrStop := func() error {
+		if err := flush(); err != nil {
+			return err
+		}
+		return ctx.Err()
 	}
 
 	for cursor.Next(ctx) {
@@ -293,10 +290,7 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 		// A range holds one type: MongoDB compares _ids of different types
 		// by type order, and $gte/$lte match only their own type.
 		if len(ids) > 0 && id.Type != ids[0].Type {
-			if err := flush(); err != nil {
-				return done(err)
-			}
-			if err := ctx.Err(); err != nil {
+			if err := flushOrStop(); err != nil {
 				return done(err)
 			}
 		}
@@ -304,10 +298,7 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 		// The cursor reuses its buffer.
 		ids = append(ids, bson.RawValue{Type: id.Type, Value: bytes.Clone(id.Value)})
 		if len(ids) == batchSize {
-			if err := flush(); err != nil {
-				return done(err)
-			}
-			if err := ctx.Err(); err != nil {
+			if err := flushOrStop(); err != nil {
 				return done(err)
 			}
 		}
@@ -379,15 +370,7 @@ func (s *mongoStore) deleteExpired(ctx context.Context, coll *mongo.Collection, 
 
 func mongoMessage(rep Report, ttl bool, err error) string {
 	var b strings.Builder
-	switch {
-	case rep.DryRun:
-		fmt.Fprintf(&b, "dry run: %d of about %d sessions have expired and would be deleted", rep.Expired, rep.Scanned)
-	default:
-		fmt.Fprintf(&b, "deleted %d of %d expired sessions (of about %d) in %d batches", rep.Deleted, rep.Expired, rep.Scanned, rep.Batches)
-		if err == nil && rep.Deleted < rep.Expired {
-			fmt.Fprintf(&b, "; %d were refreshed or removed by the app meanwhile", rep.Expired-rep.Deleted)
-		}
-	}
+	writeOutcome(&b, rep, "sessions", "of about", err)
 	if err != nil {
 		b.WriteString("; stopped by an error, rerun to finish")
 	}
@@ -416,7 +399,7 @@ func mongoError(op string, err error) error {
 			if server.LastError == nil {
 				continue
 			}
-			if kind := KindOf(classify(op, server.LastError)); kind != ErrUnknown {
+			if kind := kindOf(server.LastError); kind != ErrUnknown {
 				return newError(kind, op, fmt.Errorf("no MongoDB server reachable: %s: %w", server.Addr, server.LastError))
 			}
 		}

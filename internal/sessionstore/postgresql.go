@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"net/url"
 	"strings"
@@ -117,9 +116,7 @@ func (s *pgStore) pgError(op string, err error) error {
 		switch pgErr.Code {
 		case "28P01", "28000": // invalid_password, invalid_authorization_specification
 			return newError(ErrAuth, op, err)
-		case "3D000": // invalid_catalog_name: the database does not exist
-			return newError(ErrMissingTable, op, err)
-		case "42P01", "3F000": // undefined_table, invalid_schema_name
+		case "3D000", "42P01", "3F000": // no such database, table or schema
 			return newError(ErrMissingTable, op, err)
 		case "42501": // insufficient_privilege: a server answer, not a network failure
 			return newError(ErrUnknown, op, err)
@@ -415,10 +412,7 @@ func (s *pgStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 		rep.Message = s.pgMessage(rep, err)
 		return rep, err
 	}
-	batchSize := opts.BatchSize
-	if batchSize <= 0 {
-		batchSize = pgDefaultBatchSize
-	}
+	batchSize := opts.batchSizeOr(pgDefaultBatchSize)
 
 	conn, err := s.pgConnect(ctx)
 	if err != nil {
@@ -458,14 +452,7 @@ func (s *pgStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 		return done(s.pgError("cleanup: count sessions", err))
 	}
 	rep.AddKept("noExpiry", rep.Scanned-withExpiry)
-	progress := func() {
-		if opts.Progress != nil {
-			p := rep
-			p.Kept = maps.Clone(rep.Kept)
-			p.Duration = time.Since(start)
-			opts.Progress(p)
-		}
-	}
+	progress := func() { opts.progress(rep, start) }
 	if opts.DryRun || rep.Expired == 0 {
 		return done(nil)
 	}
@@ -561,15 +548,7 @@ func (c *pgRangeCursor) next(rows int) (lo, hi pgtype.TID, ok bool) {
 
 func (s *pgStore) pgMessage(rep Report, err error) string {
 	var b strings.Builder
-	switch {
-	case rep.DryRun:
-		fmt.Fprintf(&b, "dry run: %d of %d sessions have expired and would be deleted", rep.Expired, rep.Scanned)
-	default:
-		fmt.Fprintf(&b, "deleted %d of %d expired sessions (of %d) in %d batches", rep.Deleted, rep.Expired, rep.Scanned, rep.Batches)
-		if err == nil && rep.Deleted < rep.Expired {
-			fmt.Fprintf(&b, "; %d were refreshed or removed by the app meanwhile", rep.Expired-rep.Deleted)
-		}
-	}
+	writeOutcome(&b, rep, "sessions", "of", err)
 	if n := rep.Kept["noExpiry"]; n > 0 {
 		fmt.Fprintf(&b, "; kept %d with no expiry (written as non-permanent or by Flask-Session < 0.7; the app never expires them)", n)
 	}

@@ -77,10 +77,7 @@ func (s *redisStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 	if rep.Now.IsZero() {
 		rep.Now = start.UTC()
 	}
-	batchSize := opts.BatchSize
-	if batchSize <= 0 {
-		batchSize = redisDefaultBatchSize
-	}
+	batchSize := opts.batchSizeOr(redisDefaultBatchSize)
 	pattern := redisGlobEscape(s.cfg.KeyPrefix) + "*"
 	var noTTL, fixed int64
 
@@ -125,11 +122,10 @@ func (s *redisStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 		rep.Batches++
 		if opts.Progress != nil {
 			progress := rep
-			progress.Kept = map[string]int64{}
+			progress.Kept = nil
 			progress.AddKept("noTTL", noTTL-fixed)
 			progress.AddKept("ttlFixed", fixed)
-			progress.Duration = time.Since(start)
-			opts.Progress(progress)
+			opts.progress(progress, start)
 		}
 		cursor = next
 		if cursor == 0 {

@@ -10,6 +10,8 @@ package sessionstore
 import (
 	"context"
 	"fmt"
+	"maps"
+	"strings"
 	"time"
 )
 
@@ -65,6 +67,42 @@ type CleanupOptions struct {
 	DryRun    bool
 	// Progress, when set, is called after each batch.
 	Progress func(Report)
+}
+
+// batchSizeOr is BatchSize, or the backend's default when it is not set.
+func (o CleanupOptions) batchSizeOr(backendDefault int) int {
+	if o.BatchSize <= 0 {
+		return backendDefault
+	}
+	return o.BatchSize
+}
+
+// writeOutcome opens a cleanup's message: what was (or would be) deleted of
+// what had expired, and how many the app refreshed meanwhile. noun is what a
+// session is in this store ("sessions", "session files"); of qualifies the
+// scanned count ("of", or "of about" where it is an estimate). It tells
+// whether it wrote the refreshed clause, which a backend may add to.
+func writeOutcome(b *strings.Builder, rep Report, noun, of string, err error) (refreshed bool) {
+	if rep.DryRun {
+		fmt.Fprintf(b, "dry run: %d %s %d %s have expired and would be deleted", rep.Expired, of, rep.Scanned, noun)
+		return false
+	}
+	fmt.Fprintf(b, "deleted %d of %d expired %s (%s %d) in %d batches", rep.Deleted, rep.Expired, noun, of, rep.Scanned, rep.Batches)
+	if err == nil && rep.Deleted < rep.Expired {
+		fmt.Fprintf(b, "; %d were refreshed or removed by the app meanwhile", rep.Expired-rep.Deleted)
+		return true
+	}
+	return false
+}
+
+// progress hands Progress a copy of rep so far, one it may keep.
+func (o CleanupOptions) progress(rep Report, start time.Time) {
+	if o.Progress == nil {
+		return
+	}
+	rep.Kept = maps.Clone(rep.Kept)
+	rep.Duration = time.Since(start)
+	o.Progress(rep)
 }
 
 // Report is what one cleanup run saw and did. It is printed by the cleanup
