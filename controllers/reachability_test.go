@@ -35,7 +35,7 @@ func localRedisStore(ns, name string, port int, withPassword bool) *v1.SessionSt
 func TestStoreDownThenUp(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
-	port := freePort(t)
+	port := testservers.FreePort(t)
 	createStore(t, localRedisStore(ns, "flaky", port, false))
 
 	store := waitCondition(t, ns, "flaky", ConditionStoreReachable, metav1.ConditionFalse, "ConnectionRefused")
@@ -59,7 +59,7 @@ func TestStoreDownThenUp(t *testing.T) {
 func TestWrongPasswordThenRotated(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
-	port := freePort(t)
+	port := testservers.FreePort(t)
 	startRedis(t, port, "the right one")
 	auth := createSecret(t, ns, "redis-auth", map[string]string{"password": "a wrong one"})
 	createStore(t, localRedisStore(ns, "locked", port, true))
@@ -150,12 +150,12 @@ func TestManyDeadStoresDoNotStarveHealthyOnes(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	silent := silentServer(t)
-	refused := freePort(t)
+	refused := testservers.FreePort(t)
 	for i := 0; i < 8; i++ {
 		createStore(t, localRedisStore(ns, fmt.Sprintf("silent-%d", i), silent, false))
 		createStore(t, localRedisStore(ns, fmt.Sprintf("refused-%d", i), refused, false))
 	}
-	healthyPort := freePort(t)
+	healthyPort := testservers.FreePort(t)
 	startRedis(t, healthyPort, "")
 	createStore(t, localRedisStore(ns, "healthy", healthyPort, false))
 	waitReady(t, ns, "healthy")

@@ -16,17 +16,6 @@ import (
 // port of its own; a missing binary or server fails the test.
 
 // freePort returns a loopback port nobody listens on.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	return port
-}
-
 // startRedis runs a redis-server of the test's own on port, with password
 // when not empty, until the test ends or stop is called.
 func startRedis(t *testing.T, port int, password string) (stop func()) {

@@ -29,6 +29,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
 const (
@@ -160,17 +161,6 @@ func randomName(t *testing.T) string {
 }
 
 // closedPort returns a loopback port nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
-}
-
 // writeSessionFile writes a session the way cachelib >= 0.7 does: the file
 // is named md5(key), starts with the expiry as a native-endian uint32
 // (little-endian here), then the pickle. expires 0 means never.
@@ -382,7 +372,7 @@ func TestNoCredentialInAnyOutput(t *testing.T) {
 	const encoded = "Pw%40cmd%2Fs3cr3t%3A"
 	const decoded = "Pw@cmd/s3cr3t:"
 	const queryPassword = "QueryPw0rd4cmd"
-	port := closedPort(t)
+	port := testservers.FreePort(t)
 	for _, tc := range []struct {
 		name, backend, url string
 		wantKind           sessionstore.ErrorKind

@@ -107,23 +107,22 @@ func fsTestNoneAside(t *testing.T, dir string) {
 	}
 }
 
+// fsFlaskScript drives the real Flask-Session's filesystem type (cachelib).
+const fsFlaskScript = "flask_filesystem_sessions.py"
+
+// fsTestPython runs one of fsFlaskScript's commands with stdin, when not
+// nil, as JSON.
 func fsTestPython(t *testing.T, stdin any, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command("/usr/bin/python3", append([]string{"testdata/flask_filesystem_sessions.py"}, args...)...)
+	in := ""
 	if stdin != nil {
-		in, err := json.Marshal(stdin)
+		data, err := json.Marshal(stdin)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd.Stdin = bytes.NewReader(in)
+		in = string(data)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("Flask-Session (Debian's python3-flask-session and python3-cachelib; run hack/start-services.sh flask) failed: %v\n%s", err, stderr.String())
-	}
-	return out
+	return runFlask(t, fsFlaskScript, in, args...)
 }
 
 func fsTestPythonJSON(t *testing.T, dst any, stdin any, args ...string) {
@@ -134,30 +133,14 @@ func fsTestPythonJSON(t *testing.T, dst any, stdin any, args ...string) {
 	}
 }
 
-type fsFlaskSession struct {
-	SID   string `json:"sid"`
-	Value string `json:"value"`
+func fsFlaskWrite(t *testing.T, dir string, lifetimeSeconds, count int) []flaskSession {
+	t.Helper()
+	return flaskWrite(t, fsFlaskScript, count, dir, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count))
 }
 
-func fsFlaskWrite(t *testing.T, dir string, lifetimeSeconds, count int) []fsFlaskSession {
+func fsFlaskRead(t *testing.T, dir string, sessions []flaskSession) map[string]*string {
 	t.Helper()
-	var sessions []fsFlaskSession
-	fsTestPythonJSON(t, &sessions, nil, "write", dir, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count))
-	if len(sessions) != count {
-		t.Fatalf("flask wrote %d sessions, want %d", len(sessions), count)
-	}
-	return sessions
-}
-
-func fsFlaskRead(t *testing.T, dir string, sessions []fsFlaskSession) map[string]*string {
-	t.Helper()
-	sids := make([]string, len(sessions))
-	for i, s := range sessions {
-		sids[i] = s.SID
-	}
-	var got map[string]*string
-	fsTestPythonJSON(t, &got, sids, "read", dir)
-	return got
+	return flaskRead(t, fsFlaskScript, sessions, dir)
 }
 
 // fsCachelibCount is the count file's value as cachelib reads it.
@@ -274,9 +257,9 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 		t.Errorf("second run rewrote a count file that was right")
 	}
 
-	all := append(append(append([]fsFlaskSession{}, live...), never...), expired...)
+	all := append(append(append([]flaskSession{}, live...), never...), expired...)
 	got := fsFlaskRead(t, dir, all)
-	for _, s := range append(append([]fsFlaskSession{}, live...), never...) {
+	for _, s := range append(append([]flaskSession{}, live...), never...) {
 		if v := got[s.SID]; v == nil || *v != s.Value {
 			t.Errorf("live session %s reads back as %v, want %q", s.SID, v, s.Value)
 		}
@@ -823,7 +806,7 @@ func TestFilesystemConcurrentCachelibRefreshes(t *testing.T) {
 		keys[i] = fmt.Sprintf("session:%d", i)
 		fsTestWrite(t, dir, fsTestName(keys[i]), fsTestContent(uint32(now.Unix()-60)))
 	}
-	cmd := exec.Command("/usr/bin/python3", "testdata/flask_filesystem_sessions.py", "refresh", dir)
+	cmd := exec.Command(flaskPython, filepath.Join("testdata", fsFlaskScript), "refresh", dir)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
 // The tests use the memcached that hack/start-services.sh starts.
@@ -44,7 +46,7 @@ func TestMemcachedPing(t *testing.T) {
 		t.Fatalf("Ping with the default port: %v", err)
 	}
 
-	closed := redisClosedAddr(t)
+	closed := testservers.FreeAddr(t)
 	t.Run("refused", func(t *testing.T) {
 		redisWantKind(t, memcachedTestStore(t, "memcached://"+closed).Ping(ctx), ErrRefused)
 	})
@@ -108,11 +110,11 @@ func TestMemcachedCleanupLeavesFlaskSessions(t *testing.T) {
 }
 
 func TestMemcachedCleanupFailsWhenUnreachable(t *testing.T) {
-	rep, err := memcachedTestStore(t, "memcached://"+redisClosedAddr(t)).Cleanup(context.Background(), CleanupOptions{})
+	rep, err := memcachedTestStore(t, "memcached://"+testservers.FreeAddr(t)).Cleanup(context.Background(), CleanupOptions{})
 	redisWantKind(t, err, ErrRefused)
 	if rep.Deleted != 0 {
 		t.Fatalf("report %+v", rep)
 	}
-	_, err = memcachedTestStore(t, "memcached://"+redisClosedAddr(t)).EnsureSchema(context.Background())
+	_, err = memcachedTestStore(t, "memcached://"+testservers.FreeAddr(t)).EnsureSchema(context.Background())
 	redisWantKind(t, err, ErrRefused)
 }

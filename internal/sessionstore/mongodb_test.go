@@ -21,6 +21,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
 // The tests use the FerretDB (MongoDB wire protocol) that
@@ -117,7 +119,7 @@ func TestMongoPing(t *testing.T) {
 		t.Parallel() // each waits for its deadline
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		err := mongoTestStore(t, Config{URL: "mongodb://sess:s3cr%40t@" + redisClosedAddr(t) + "/", Database: "d"}).Ping(ctx)
+		err := mongoTestStore(t, Config{URL: "mongodb://sess:s3cr%40t@" + testservers.FreeAddr(t) + "/", Database: "d"}).Ping(ctx)
 		redisWantKind(t, err, ErrRefused)
 		if strings.Contains(err.Error(), "s3cr") {
 			t.Fatalf("error quotes the password: %v", err)
@@ -585,7 +587,7 @@ func (f *mongoFerretDB) kill() {
 
 func TestMongoCleanupServerGoesAway(t *testing.T) {
 	dir := t.TempDir()
-	addr := redisClosedAddr(t)
+	addr := testservers.FreeAddr(t)
 	server := mongoStartFerretDB(t, addr, dir)
 	url := "mongodb://" + addr + "/"
 	client := mongoTestClient(t, url)

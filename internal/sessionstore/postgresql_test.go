@@ -17,6 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
 // The PostgreSQL tests run against the real server hack/start-services.sh
@@ -75,6 +77,19 @@ func pgTestDatabase(t testing.TB, owner string) string {
 		}
 	})
 	return name
+}
+
+// pgTestSessionsTable makes a database of the test's own with Flask-Session's
+// table in it, made by EnsureSchema; it returns the database, a store on it
+// and a connection to it.
+func pgTestSessionsTable(t *testing.T) (string, Store, *pgx.Conn) {
+	t.Helper()
+	db := pgTestDatabase(t, "")
+	s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true})
+	if _, err := s.EnsureSchema(pgTestCtx(t)); err != nil {
+		t.Fatalf("EnsureSchema: %v", err)
+	}
+	return db, s, pgTestConnect(t, pgTestURL(db))
 }
 
 func pgTestURL(db string) string {
@@ -189,13 +204,8 @@ func TestPostgresPing(t *testing.T) {
 		}
 	})
 	t.Run("refused", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		err = pgTestStore(t, Config{URL: "postgresql://postgres:" + password + "@" + addr + "/" + db}).Ping(ctx)
+		addr := testservers.FreeAddr(t)
+		err := pgTestStore(t, Config{URL: "postgresql://postgres:" + password + "@" + addr + "/" + db}).Ping(ctx)
 		pgTestWantKind(t, err, ErrRefused, password)
 	})
 	t.Run("timeout", func(t *testing.T) {
@@ -276,13 +286,7 @@ func TestPostgresPasswordWithURLSpecialCharacters(t *testing.T) {
 	}
 
 	// The same URL towards a closed port: the error must not hold the password.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := l.Addr().String()
-	l.Close()
-	bad := strings.Replace(u, pgTestHost, closed, 1)
+	bad := strings.Replace(u, pgTestHost, testservers.FreeAddr(t), 1)
 	pgTestWantKind(t, pgTestStore(t, Config{URL: bad}).Ping(ctx), ErrRefused, password)
 }
 
@@ -354,12 +358,7 @@ func TestPostgresEnsureSchema(t *testing.T) {
 	})
 
 	t.Run("rebuilds an index an interrupted build left invalid", func(t *testing.T) {
-		db := pgTestDatabase(t, "")
-		s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true})
-		if _, err := s.EnsureSchema(ctx); err != nil {
-			t.Fatalf("EnsureSchema: %v", err)
-		}
-		conn := pgTestConnect(t, pgTestURL(db))
+		db, _, conn := pgTestSessionsTable(t)
 		pgTestExec(t, conn, "INSERT INTO sessions (session_id, expiry) VALUES ('a', '2030-01-01'), ('b', '2030-01-01')")
 		// A concurrent build that fails leaves its index behind, INVALID.
 		if _, err := conn.Exec(ctx, "CREATE UNIQUE INDEX CONCURRENTLY sessions_expiry_idx ON sessions (expiry)"); err == nil {
@@ -614,12 +613,7 @@ func pgTestFill(t *testing.T, conn *pgx.Conn, prefix string, n int, offset strin
 // batch comes: every refresh that took effect must leave its session alive.
 func TestPostgresCleanupKeepsRefreshedSessions(t *testing.T) {
 	ctx := pgTestCtx(t)
-	db := pgTestDatabase(t, "")
-	s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true})
-	if _, err := s.EnsureSchema(ctx); err != nil {
-		t.Fatalf("EnsureSchema: %v", err)
-	}
-	conn := pgTestConnect(t, pgTestURL(db))
+	db, s, conn := pgTestSessionsTable(t)
 	const n = 3000
 	pgTestFill(t, conn, "session:live-", n, "1 hour")
 	pgTestFill(t, conn, "session:expired-", n, "-1 hour")
@@ -732,12 +726,7 @@ func TestPostgresCleanupRechecksARowItWaitedFor(t *testing.T) {
 	for _, commit := range []bool{true, false} {
 		t.Run(fmt.Sprintf("refresh committed=%v", commit), func(t *testing.T) {
 			ctx := pgTestCtx(t)
-			db := pgTestDatabase(t, "")
-			s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true})
-			if _, err := s.EnsureSchema(ctx); err != nil {
-				t.Fatalf("EnsureSchema: %v", err)
-			}
-			conn := pgTestConnect(t, pgTestURL(db))
+			db, s, conn := pgTestSessionsTable(t)
 			pgTestFill(t, conn, "session:expired-", 100, "-1 hour")
 			const sid = "session:expired-50"
 
@@ -884,12 +873,7 @@ func TestPostgresCleanupRefusesOtherTables(t *testing.T) {
 // worth of rows: after the first such batch the ranges must shrink.
 func TestPostgresCleanupShrinksRangesWhereRowsAreDense(t *testing.T) {
 	ctx := pgTestCtx(t)
-	db := pgTestDatabase(t, "")
-	s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true})
-	if _, err := s.EnsureSchema(ctx); err != nil {
-		t.Fatalf("EnsureSchema: %v", err)
-	}
-	conn := pgTestConnect(t, pgTestURL(db))
+	_, s, conn := pgTestSessionsTable(t)
 	pgTestExec(t, conn, "ALTER TABLE sessions SET (autovacuum_enabled = false)")
 	pgTestFill(t, conn, "session:purged-", 20000, "1 hour")
 	pgTestExec(t, conn, "DELETE FROM sessions WHERE session_id LIKE 'session:purged-%'")

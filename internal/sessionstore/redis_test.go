@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
 // The tests use the Redis that hack/start-services.sh starts; each one works
@@ -104,7 +106,7 @@ func TestRedisPing(t *testing.T) {
 	}
 
 	t.Run("refused", func(t *testing.T) {
-		err := redisTestStore(t, Config{URL: "redis://" + redisClosedAddr(t) + "/0"}).Ping(ctx)
+		err := redisTestStore(t, Config{URL: "redis://" + testservers.FreeAddr(t) + "/0"}).Ping(ctx)
 		redisWantKind(t, err, ErrRefused)
 	})
 	t.Run("dns", func(t *testing.T) {
@@ -135,17 +137,6 @@ func TestRedisPing(t *testing.T) {
 }
 
 // redisClosedAddr returns a loopback address nothing listens on.
-func redisClosedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func TestRedisConfigErrors(t *testing.T) {
 	secret := "s3cr%t"
 	for name, cfg := range map[string]Config{

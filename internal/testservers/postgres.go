@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -71,12 +70,7 @@ func PasswordPostgres(t testing.TB) (addr, superPassword string) {
 	run(command("initdb", "-D", data, "-U", "postgres", "--pwfile", pwFile,
 		"--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "--no-instructions"))
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
+	port := FreePort(t)
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=16MB", port, dir)
 	run(command("pg_ctl", "-D", data, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "-o", opts, "start"))
 	t.Cleanup(func() {
