@@ -72,10 +72,10 @@ func runManager(args []string) int {
 		"image the cleanup CronJobs run, the operator's own (env OPERATOR_IMAGE)")
 	fs.StringVar(&kubeconfig, "kubeconfig", "",
 		"kubeconfig file; default $KUBECONFIG, then in-cluster, then ~/.kube/config")
-	fs.DurationVar(&probeInterval, "probe-interval", 5*time.Minute,
+	fs.DurationVar(&probeInterval, "probe-interval", controllers.DefaultProbeInterval,
 		"how often a reachable store is probed; an unreachable one is retried sooner, backing off up to this")
-	fs.DurationVar(&probeTimeout, "probe-timeout", 5*time.Second, "how long one probe of a store may take")
-	fs.IntVar(&probeWorkers, "probe-concurrency", 4, "how many stores are probed at once")
+	fs.DurationVar(&probeTimeout, "probe-timeout", controllers.DefaultProbeTimeout, "how long one probe of a store may take")
+	fs.IntVar(&probeWorkers, "probe-concurrency", controllers.DefaultProbeConcurrency, "how many stores are probed at once")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {

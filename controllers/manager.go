@@ -73,6 +73,14 @@ func newSecretMetadataCache(cfg *rest.Config, scheme *runtime.Scheme, mapper met
 	return cache.New(cfg, opts)
 }
 
+// The probe settings a zero Options field, and the manager's flags, take.
+const (
+	DefaultProbeInterval    = 5 * time.Minute
+	DefaultProbeTimeout     = 5 * time.Second
+	DefaultProbeConcurrency = 4
+	DefaultProbeMinBackoff  = 5 * time.Second
+)
+
 // Options are the controller's settings from the manager's flags.
 type Options struct {
 	// CleanupImage is the image cleanup CronJobs run: the operator's own.
@@ -103,23 +111,23 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreRe
 		return nil, err
 	}
 	if opts.ProbeInterval <= 0 {
-		opts.ProbeInterval = 5 * time.Minute
+		opts.ProbeInterval = DefaultProbeInterval
 	}
 	if opts.ProbeTimeout <= 0 {
-		opts.ProbeTimeout = 5 * time.Second
+		opts.ProbeTimeout = DefaultProbeTimeout
 	}
 	if opts.ProbeConcurrency <= 0 {
-		opts.ProbeConcurrency = 4
+		opts.ProbeConcurrency = DefaultProbeConcurrency
+	}
+	if opts.ProbeMinBackoff <= 0 {
+		opts.ProbeMinBackoff = DefaultProbeMinBackoff
 	}
 	// go-redis logs each failed dial to stderr by itself; the probe reports
 	// the same failure once, as a condition.
 	redis.SetLogger(discardRedisLog{})
 	metrics := NewMetrics(ctrlmetrics.Registry)
-	prober := NewProber(opts.ProbeInterval, opts.ProbeTimeout, opts.ProbeConcurrency)
+	prober := NewProber(opts.ProbeInterval, opts.ProbeTimeout, opts.ProbeMinBackoff, opts.ProbeConcurrency)
 	prober.Metrics = metrics
-	if opts.ProbeMinBackoff > 0 {
-		prober.MinBackoff = opts.ProbeMinBackoff
-	}
 	r := &SessionStoreReconciler{
 		Prober:              prober,
 		Metrics:             metrics,

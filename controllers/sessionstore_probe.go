@@ -86,15 +86,13 @@ func (o *ProbeOutcome) sameAs(other *ProbeOutcome) bool {
 	return same && (o.Schema == nil || *o.Schema == *other.Schema)
 }
 
-// NewProber returns a Prober with the given period and timeout.
-func NewProber(interval, timeout time.Duration, concurrency int) *Prober {
-	if concurrency < 1 {
-		concurrency = 1
-	}
+// NewProber returns a Prober with the given period, timeout, first retry
+// delay and number of probes at once (Setup fills in the defaults).
+func NewProber(interval, timeout, minBackoff time.Duration, concurrency int) *Prober {
 	return &Prober{
 		Interval:    interval,
 		Timeout:     timeout,
-		MinBackoff:  5 * time.Second,
+		MinBackoff:  minBackoff,
 		Concurrency: concurrency,
 		requests:    map[types.NamespacedName]probeRequest{},
 		outcomes:    map[types.NamespacedName]*ProbeOutcome{},
@@ -207,7 +205,7 @@ func (p *Prober) probe(ctx context.Context, req probeRequest, previous *ProbeOut
 		}
 	}()
 
-	cfg, err := sessionstore.ConfigFromEnv(func(k string) (string, bool) { v, ok := req.env[k]; return v, ok })
+	cfg, err := sessionstore.ConfigFromMap(req.env)
 	if err == nil {
 		err = cfg.Validate()
 	}

@@ -62,6 +62,6 @@ func (r *SessionStoreReconciler) observeStore(_ context.Context, s *reconcileSco
 }
 
 func wantsSchemaFromEnv(env map[string]string) bool {
-	cfg, err := sessionstore.ConfigFromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	cfg, err := sessionstore.ConfigFromMap(env)
 	return err == nil && cfg.WantsSchema()
 }

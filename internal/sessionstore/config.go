@@ -103,6 +103,12 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	return cfg, nil
 }
 
+// ConfigFromMap is ConfigFromEnv over a map of those keys, such as the
+// environment a cleanup pod gets, which the controller probes with.
+func ConfigFromMap(env map[string]string) (Config, error) {
+	return ConfigFromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+}
+
 // Validate checks that c holds what its backend needs. The error is an
 // *Error of kind ErrConfig whose Op is the env key at fault; it never quotes
 // the URL or any part of it but its scheme, since it may hold a password.

@@ -163,7 +163,7 @@ func TestSecretIsWhatCleanupReads(t *testing.T) {
 			if env[sessionstore.EnvBatchSize] == "" {
 				t.Errorf("no %s in the cleanup env", sessionstore.EnvBatchSize)
 			}
-			got, err := sessionstore.ConfigFromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+			got, err := sessionstore.ConfigFromMap(env)
 			if err != nil {
 				t.Fatalf("ConfigFromEnv: %v", err)
 			}
