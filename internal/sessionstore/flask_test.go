@@ -16,6 +16,17 @@ import (
 // python3 first on PATH may be another.
 const flaskPython = "/usr/bin/python3"
 
+// newTestStore is New(cfg), closed when the test ends.
+func newTestStore(t testing.TB, cfg Config) Store {
+	t.Helper()
+	store, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
 // flaskSession is a session the real app wrote: its id and stored value.
 type flaskSession struct {
 	SID   string `json:"sid"`

@@ -28,12 +28,7 @@ func memcachedTestServerUp(t *testing.T) {
 
 func memcachedTestStore(t *testing.T, url string) Store {
 	t.Helper()
-	store, err := New(Config{Backend: BackendMemcached, URL: url, KeyPrefix: "session:", Lifetime: time.Hour})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() { store.Close() })
-	return store
+	return newTestStore(t, Config{Backend: BackendMemcached, URL: url, KeyPrefix: "session:", Lifetime: time.Hour})
 }
 
 func TestMemcachedPing(t *testing.T) {

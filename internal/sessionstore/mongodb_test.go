@@ -67,12 +67,7 @@ func mongoTestStore(t testing.TB, cfg Config) Store {
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = DefaultKeyPrefix
 	}
-	store, err := New(cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() { store.Close() })
-	return store
+	return newTestStore(t, cfg)
 }
 
 // mongoFlaskWrite has the real Flask-Session write count sessions that

@@ -99,12 +99,7 @@ func pgTestURL(db string) string {
 func pgTestStore(t testing.TB, cfg Config) Store {
 	t.Helper()
 	cfg.Backend = BackendPostgreSQL
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return newTestStore(t, cfg)
 }
 
 func pgTestCtx(t testing.TB) context.Context {

@@ -67,12 +67,7 @@ func redisTestStore(t *testing.T, cfg Config) Store {
 	if cfg.Lifetime == 0 {
 		cfg.Lifetime = time.Hour
 	}
-	store, err := New(cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() { store.Close() })
-	return store
+	return newTestStore(t, cfg)
 }
 
 // redisFlaskWrite has the real Flask-Session write count sessions.
