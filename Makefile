@@ -46,7 +46,7 @@ test: tools services manifests generate vet ## Build what the tests need, start 
 
 .PHONY: bench
 bench: tools services ## Run the benchmarks on stores they fill themselves (see docs/benchmarks.md).
-	go test ./internal/sessionstore -run '^$$' -bench . -benchtime 1x -count 3 -timeout 60m | tee bin/bench.txt
+	go test ./internal/sessionstore/... -run '^$$' -bench . -benchtime 1x -count 3 -timeout 60m | tee bin/bench.txt
 
 .PHONY: demo
 demo: ## Start a local control plane, the operator and the samples; print what it made; stop.

@@ -18,6 +18,7 @@ import (
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/localrun"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore/storetest"
 )
 
 // The CronJob the controller made, run for real: its container's env is
@@ -58,7 +59,7 @@ func flaskScript(t *testing.T, stdin string, script string, args ...string) stri
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
 		t.Fatalf("/usr/bin/python3 missing: run hack/start-services.sh (make services)")
 	}
-	cmd := exec.Command("/usr/bin/python3", append([]string{filepath.Join("..", "internal", "sessionstore", "testdata", script)}, args...)...)
+	cmd := exec.Command("/usr/bin/python3", append([]string{storetest.Script(script)}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.Output()
 	if err != nil {

@@ -21,6 +21,8 @@ import (
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+	// Every backend, for sessionstore.New.
+	_ "github.com/sessionstore/sessionstore-operator/internal/sessionstore/backends"
 )
 
 // Prober reaches each store from the manager (Ping, and EnsureSchema where

@@ -96,7 +96,7 @@ fi
 echo "    every sample Ready in $((SECONDS - start))s"
 
 step "a real Flask-Session writes live and expired sessions into the stores that need a cleanup"
-TESTDATA=internal/sessionstore/testdata
+TESTDATA=internal/sessionstore/storetest/testdata
 write() { /usr/bin/python3 "$TESTDATA/$1" "${@:2}" >/dev/null; }
 PG_URI="postgresql+psycopg2://postgres@127.0.0.1:5432/$DEMO_DB"
 write flask_sqlalchemy_sessions.py write "$PG_URI" sessions 3600 6

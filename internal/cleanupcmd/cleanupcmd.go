@@ -30,6 +30,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+	// Every backend, for sessionstore.New.
+	_ "github.com/sessionstore/sessionstore-operator/internal/sessionstore/backends"
 )
 
 // Exit codes of both subcommands.

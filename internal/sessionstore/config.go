@@ -21,6 +21,9 @@ const (
 	DefaultDatabase   = "flask_session"
 	DefaultCollection = "sessions"
 	DefaultTable      = "sessions"
+	// DefaultGracePeriod covers the clock skew NTP-synced machines have,
+	// and then some; spec.cleanup.gracePeriod sets it per store.
+	DefaultGracePeriod = 5 * time.Minute
 
 	// MinLifetime rejects lifetimes that are surely a unit mistake
 	// (minutes or hours written as seconds would still pass, days would not).
@@ -31,9 +34,9 @@ const (
 )
 
 var (
-	cmdPlainIdentifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	plainIdentifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	// MongoDB forbids /\. "$ and more in database names; this is the safe subset.
-	cmdMongoDatabaseName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	mongoDatabaseName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 )
 
 // ConfigFromEnv reads a Config from the connection Secret's keys (env.go)
@@ -52,22 +55,23 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		URL:        get(EnvURL),
 		KeyPrefix:  DefaultKeyPrefix,
 		Lifetime:   DefaultLifetime,
-		Database:   cmdOrDefault(get(EnvDatabase), DefaultDatabase),
-		Collection: cmdOrDefault(get(EnvCollection), DefaultCollection),
-		Table:      cmdOrDefault(get(EnvTable), DefaultTable),
+		Database:   orDefault(get(EnvDatabase), DefaultDatabase),
+		Collection: orDefault(get(EnvCollection), DefaultCollection),
+		Table:      orDefault(get(EnvTable), DefaultTable),
 		Schema:     get(EnvSchema),
+		Sequence:   get(EnvSequence),
 		Dir:        get(EnvDir),
 	}
 	if v, ok := lookup(EnvKeyPrefix); ok {
 		cfg.KeyPrefix = v
 	}
 
-	if v := get(EnvLifetimeSeconds); v != "" {
-		seconds, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || seconds < 0 || seconds > math.MaxInt64/int64(time.Second) {
-			return Config{}, cmdConfigError(EnvLifetimeSeconds, "%q is not a whole number of seconds", cmdShort(v))
-		}
-		cfg.Lifetime = time.Duration(seconds) * time.Second
+	var err error
+	if cfg.Lifetime, err = secondsFrom(get, EnvLifetimeSeconds, DefaultLifetime); err != nil {
+		return Config{}, err
+	}
+	if cfg.GracePeriod, err = secondsFrom(get, EnvGraceSeconds, DefaultGracePeriod); err != nil {
+		return Config{}, err
 	}
 
 	bools := []struct {
@@ -76,7 +80,9 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		dflt bool
 	}{
 		{EnvCreateTable, &cfg.CreateTable, true},
-		{EnvCreateExpiryIndex, &cfg.CreateExpiryIndex, true},
+		// Off by default: the cleanup walks by ctid and never uses it,
+		// while every session write pays for it.
+		{EnvCreateExpiryIndex, &cfg.CreateExpiryIndex, false},
 		{EnvTTLIndex, &cfg.TTLIndex, true},
 		{EnvFixMissingTTL, &cfg.FixMissingTTL, false},
 	}
@@ -88,19 +94,33 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		}
 		parsed, err := strconv.ParseBool(v)
 		if err != nil {
-			return Config{}, cmdConfigError(b.key, "%q is not true or false", cmdShort(v))
+			return Config{}, configError(b.key, "%q is not true or false", shorten(v))
 		}
 		*b.dst = parsed
 	}
 
-	if cfg.Dir == "" && cmdHasScheme(cfg.URL, "file") {
-		dir, err := cmdDirFromFileURL(cfg.URL)
+	if cfg.Dir == "" && hasScheme(cfg.URL, "file") {
+		dir, err := dirFromFileURL(cfg.URL)
 		if err != nil {
 			return Config{}, err
 		}
 		cfg.Dir = dir
 	}
 	return cfg, nil
+}
+
+// secondsFrom reads key as a whole, non-negative number of seconds, or
+// dflt when it is absent.
+func secondsFrom(get func(string) string, key string, dflt time.Duration) (time.Duration, error) {
+	v := get(key)
+	if v == "" {
+		return dflt, nil
+	}
+	seconds, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || seconds < 0 || seconds > math.MaxInt64/int64(time.Second) {
+		return 0, configError(key, "%q is not a whole number of seconds", shorten(v))
+	}
+	return time.Duration(seconds) * time.Second, nil
 }
 
 // ConfigFromMap is ConfigFromEnv over a map of those keys, such as the
@@ -114,41 +134,49 @@ func ConfigFromMap(env map[string]string) (Config, error) {
 // the URL or any part of it but its scheme, since it may hold a password.
 func (c Config) Validate() error {
 	if c.Backend == "" {
-		return cmdConfigError(EnvBackend, "not set (want one of %s)", strings.Join(Backends, ", "))
+		return configError(EnvBackend, "not set (want one of %s)", strings.Join(Backends, ", "))
 	}
 	if !slices.Contains(Backends, c.Backend) {
-		return cmdConfigError(EnvBackend, "%q is not a known backend (want one of %s)", cmdShort(c.Backend), strings.Join(Backends, ", "))
+		return configError(EnvBackend, "%q is not a known backend (want one of %s)", shorten(c.Backend), strings.Join(Backends, ", "))
+	}
+	if c.GracePeriod < 0 {
+		return configError(EnvGraceSeconds, "negative")
 	}
 	if c.Lifetime < MinLifetime {
-		return cmdConfigError(EnvLifetimeSeconds, "%d is under the minimum of %d seconds", int64(c.Lifetime/time.Second), int64(MinLifetime/time.Second))
+		return configError(EnvLifetimeSeconds, "%d is under the minimum of %d seconds", int64(c.Lifetime/time.Second), int64(MinLifetime/time.Second))
 	}
 
 	switch c.Backend {
 	case BackendRedis:
-		if err := cmdValidateRedisURL(c.URL); err != nil {
+		if err := validateRedisURL(c.URL); err != nil {
 			return err
 		}
 		// SCAN MATCH "*" with a TTL fix would touch every key of the
 		// database, not only sessions.
 		if c.FixMissingTTL && c.KeyPrefix == "" {
-			return cmdConfigError(EnvKeyPrefix, "empty, so fixing missing TTLs would touch every key in the database; set the prefix the app uses")
+			return configError(EnvKeyPrefix, "empty, so fixing missing TTLs would touch every key in the database; set the prefix the app uses")
 		}
 	case BackendMemcached:
-		if err := cmdValidateMemcachedURL(c.URL); err != nil {
+		if err := validateMemcachedURL(c.URL); err != nil {
 			return err
 		}
 	case BackendMongoDB:
-		if err := cmdValidateMongoURL(c.URL); err != nil {
+		if err := validateMongoURL(c.URL); err != nil {
 			return err
 		}
-		return cmdValidateMongoNames(c.Database, c.Collection)
+		return ValidateMongoNames(c.Database, c.Collection)
 	case BackendPostgreSQL:
-		if err := cmdValidatePostgresURL(c.URL); err != nil {
+		if err := validatePostgresURL(c.URL); err != nil {
 			return err
 		}
-		return cmdValidatePostgresNames(c.Table, c.Schema)
+		if err := ValidatePostgresNames(c.Table, c.Schema); err != nil {
+			return err
+		}
+		if c.Sequence != "" {
+			return validateName(EnvSequence, c.Sequence, plainIdentifier, "a plain identifier")
+		}
 	case BackendFilesystem:
-		_, err := cmdFilesystemDir(c)
+		_, err := c.FilesystemDir()
 		return err
 	}
 	return nil
@@ -158,97 +186,97 @@ func (c Config) Validate() error {
 // backends' constructors, so a Config built in code is held to the same
 // rules as one read from the Secret.
 
-func cmdValidateMongoNames(database, collection string) error {
-	if err := cmdValidateName(EnvDatabase, database, cmdMongoDatabaseName, "a plain database name (letters, digits, _ and -)"); err != nil {
+func ValidateMongoNames(database, collection string) error {
+	if err := validateName(EnvDatabase, database, mongoDatabaseName, "a plain database name (letters, digits, _ and -)"); err != nil {
 		return err
 	}
-	return cmdValidateName(EnvCollection, collection, cmdPlainIdentifier, "a plain identifier")
+	return validateName(EnvCollection, collection, plainIdentifier, "a plain identifier")
 }
 
-// cmdValidatePostgresNames accepts only plain identifiers; they are quoted
+// ValidatePostgresNames accepts only plain identifiers; they are quoted
 // in SQL as well, but a name that needs quoting is almost surely a mistake
 // or an attack.
-func cmdValidatePostgresNames(table, schema string) error {
-	if err := cmdValidateName(EnvTable, table, cmdPlainIdentifier, "a plain identifier"); err != nil {
+func ValidatePostgresNames(table, schema string) error {
+	if err := validateName(EnvTable, table, plainIdentifier, "a plain identifier"); err != nil {
 		return err
 	}
 	if schema == "" {
 		return nil
 	}
-	return cmdValidateName(EnvSchema, schema, cmdPlainIdentifier, "a plain identifier")
+	return validateName(EnvSchema, schema, plainIdentifier, "a plain identifier")
 }
 
-// cmdFilesystemDir is the session directory c names: SESSION_STORE_DIR, or
+// FilesystemDir is the session directory c names: SESSION_STORE_DIR, or
 // the path of a file:/// URL.
-func cmdFilesystemDir(c Config) (string, error) {
-	if c.URL != "" && !cmdHasScheme(c.URL, "file") {
-		return "", cmdConfigError(EnvURL, "the filesystem backend takes no URL, or a file:///path one")
+func (c Config) FilesystemDir() (string, error) {
+	if c.URL != "" && !hasScheme(c.URL, "file") {
+		return "", configError(EnvURL, "the filesystem backend takes no URL, or a file:///path one")
 	}
 	dir := c.Dir
 	if dir == "" && c.URL != "" {
 		var err error
-		if dir, err = cmdDirFromFileURL(c.URL); err != nil {
+		if dir, err = dirFromFileURL(c.URL); err != nil {
 			return "", err
 		}
 	}
 	if dir == "" {
-		return "", cmdConfigError(EnvDir, "not set (or give %s as file:///path)", EnvURL)
+		return "", configError(EnvDir, "not set (or give %s as file:///path)", EnvURL)
 	}
 	if !filepath.IsAbs(dir) {
-		return "", cmdConfigError(EnvDir, "%q is not an absolute path", cmdShort(dir))
+		return "", configError(EnvDir, "%q is not an absolute path", shorten(dir))
 	}
 	return dir, nil
 }
 
-func cmdValidateName(key, value string, pattern *regexp.Regexp, what string) error {
+func validateName(key, value string, pattern *regexp.Regexp, what string) error {
 	if value == "" {
-		return cmdConfigError(key, "empty")
+		return configError(key, "empty")
 	}
 	if len(value) > MaxIdentifierLength {
-		return cmdConfigError(key, "%q is longer than %d characters", cmdShort(value), MaxIdentifierLength)
+		return configError(key, "%q is longer than %d characters", shorten(value), MaxIdentifierLength)
 	}
 	if !pattern.MatchString(value) {
-		return cmdConfigError(key, "%q is not %s", cmdShort(value), what)
+		return configError(key, "%q is not %s", shorten(value), what)
 	}
 	return nil
 }
 
-func cmdValidateRedisURL(raw string) error {
-	u, err := cmdParseURL(raw, "redis://, rediss:// or unix://", "redis", "rediss", "unix")
+func validateRedisURL(raw string) error {
+	u, err := ParseURL(raw, "redis://, rediss:// or unix://", "redis", "rediss", "unix")
 	if err != nil {
 		return err
 	}
 	if u.Scheme == "unix" {
 		if u.Path == "" {
-			return cmdConfigError(EnvURL, "a unix:// URL needs the socket's path (unix:///path/to/redis.sock)")
+			return configError(EnvURL, "a unix:// URL needs the socket's path (unix:///path/to/redis.sock)")
 		}
 		return nil
 	}
 	if u.Hostname() == "" {
-		return cmdConfigError(EnvURL, "no host in the %s:// URL", u.Scheme)
+		return configError(EnvURL, "no host in the %s:// URL", u.Scheme)
 	}
 	if db := strings.Trim(u.Path, "/"); db != "" {
 		if n, err := strconv.Atoi(db); err != nil || n < 0 {
-			return cmdConfigError(EnvURL, "the path of a %s:// URL must be the database number (%s://host:6379/0)", u.Scheme, u.Scheme)
+			return configError(EnvURL, "the path of a %s:// URL must be the database number (%s://host:6379/0)", u.Scheme, u.Scheme)
 		}
 	}
 	return nil
 }
 
-func cmdValidatePostgresURL(raw string) error {
+func validatePostgresURL(raw string) error {
 	// The host may be empty: postgres:///db?host=/run/postgresql uses a socket.
-	_, err := cmdParseURL(raw, "postgres:// or postgresql://", "postgres", "postgresql")
+	_, err := ParseURL(raw, "postgres:// or postgresql://", "postgres", "postgresql")
 	return err
 }
 
-func cmdValidateMongoURL(raw string) error {
+func validateMongoURL(raw string) error {
 	if raw == "" {
-		return cmdConfigError(EnvURL, "not set")
+		return configError(EnvURL, "not set")
 	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	scheme = strings.ToLower(scheme)
 	if !ok || (scheme != "mongodb" && scheme != "mongodb+srv") {
-		return cmdConfigError(EnvURL, "%s; want mongodb:// or mongodb+srv://", cmdDescribeScheme(raw))
+		return configError(EnvURL, "%s; want mongodb:// or mongodb+srv://", describeScheme(raw))
 	}
 	// A seed list ("a:1,b:2") is not something net/url parses, so only look
 	// for hosts between the credentials and the path.
@@ -258,84 +286,84 @@ func cmdValidateMongoURL(raw string) error {
 		hosts = hosts[at+1:]
 	}
 	if hosts == "" {
-		return cmdConfigError(EnvURL, "no host in the %s:// URL", scheme)
+		return configError(EnvURL, "no host in the %s:// URL", scheme)
 	}
 	return nil
 }
 
-// cmdValidateMemcachedURL accepts memcached://host:port[,host:port...], the
+// validateMemcachedURL accepts memcached://host:port[,host:port...], the
 // server list the memcached client takes; memcached has no credentials.
-func cmdValidateMemcachedURL(raw string) error {
+func validateMemcachedURL(raw string) error {
 	if raw == "" {
-		return cmdConfigError(EnvURL, "not set")
+		return configError(EnvURL, "not set")
 	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok || strings.ToLower(scheme) != "memcached" {
-		return cmdConfigError(EnvURL, "%s; want memcached://host:port[,host:port...]", cmdDescribeScheme(raw))
+		return configError(EnvURL, "%s; want memcached://host:port[,host:port...]", describeScheme(raw))
 	}
 	if strings.Contains(rest, "@") {
-		return cmdConfigError(EnvURL, "memcached takes no user or password in its URL")
+		return configError(EnvURL, "memcached takes no user or password in its URL")
 	}
 	rest = strings.TrimSuffix(rest, "/")
 	if rest == "" {
-		return cmdConfigError(EnvURL, "no server in the memcached:// URL; want memcached://host:port[,host:port...]")
+		return configError(EnvURL, "no server in the memcached:// URL; want memcached://host:port[,host:port...]")
 	}
 	// Messages count servers rather than quote them: no part of a URL is echoed.
 	servers := strings.Split(rest, ",")
 	for i, server := range servers {
 		host, port, err := net.SplitHostPort(server)
 		if err != nil || host == "" {
-			return cmdConfigError(EnvURL, "server %d of %d is not host:port", i+1, len(servers))
+			return configError(EnvURL, "server %d of %d is not host:port", i+1, len(servers))
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return cmdConfigError(EnvURL, "server %d of %d has no valid port", i+1, len(servers))
+			return configError(EnvURL, "server %d of %d has no valid port", i+1, len(servers))
 		}
 	}
 	return nil
 }
 
-// cmdParseURL parses raw and checks its scheme without ever quoting raw
+// ParseURL parses raw and checks its scheme without ever quoting raw
 // (url.Parse's own errors repeat the URL, password included).
-func cmdParseURL(raw, want string, schemes ...string) (*url.URL, error) {
+func ParseURL(raw, want string, schemes ...string) (*url.URL, error) {
 	if raw == "" {
-		return nil, cmdConfigError(EnvURL, "not set")
+		return nil, configError(EnvURL, "not set")
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, cmdConfigError(EnvURL, "not a valid URL (percent-encode any special characters in the user name and password); want %s", want)
+		return nil, configError(EnvURL, "not a valid URL (percent-encode any special characters in the user name and password); want %s", want)
 	}
 	if !slices.Contains(schemes, strings.ToLower(u.Scheme)) {
-		return nil, cmdConfigError(EnvURL, "%s; want %s", cmdDescribeScheme(raw), want)
+		return nil, configError(EnvURL, "%s; want %s", describeScheme(raw), want)
 	}
 	u.Scheme = strings.ToLower(u.Scheme)
 	return u, nil
 }
 
-func cmdDirFromFileURL(raw string) (string, error) {
+func dirFromFileURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", cmdConfigError(EnvURL, "not a valid file:///path URL")
+		return "", configError(EnvURL, "not a valid file:///path URL")
 	}
 	if u.Host != "" && u.Host != "localhost" {
-		return "", cmdConfigError(EnvURL, "a file:// URL names a local directory: file:///path, with no host")
+		return "", configError(EnvURL, "a file:// URL names a local directory: file:///path, with no host")
 	}
 	if u.Path == "" {
-		return "", cmdConfigError(EnvURL, "a file:// URL needs a path: file:///path")
+		return "", configError(EnvURL, "a file:// URL needs a path: file:///path")
 	}
 	return filepath.Clean(u.Path), nil
 }
 
-// cmdDescribeScheme names the scheme of raw for a message; it is safe to
+// describeScheme names the scheme of raw for a message; it is safe to
 // show because it ends before any credentials.
-func cmdDescribeScheme(raw string) string {
+func describeScheme(raw string) string {
 	scheme, _, ok := strings.Cut(raw, "://")
-	if !ok || scheme == "" || !cmdPlainScheme(scheme) {
+	if !ok || scheme == "" || !isPlainScheme(scheme) {
 		return "not a URL with a scheme"
 	}
 	return fmt.Sprintf("scheme %q is not supported", strings.ToLower(scheme))
 }
 
-func cmdPlainScheme(s string) bool {
+func isPlainScheme(s string) bool {
 	for _, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.') {
 			return false
@@ -344,20 +372,20 @@ func cmdPlainScheme(s string) bool {
 	return len(s) <= 20
 }
 
-func cmdHasScheme(raw, scheme string) bool {
+func hasScheme(raw, scheme string) bool {
 	s, _, ok := strings.Cut(raw, "://")
 	return ok && strings.EqualFold(s, scheme)
 }
 
-func cmdOrDefault(v, dflt string) string {
+func orDefault(v, dflt string) string {
 	if v == "" {
 		return dflt
 	}
 	return v
 }
 
-// cmdShort keeps a quoted value in a message to a readable length.
-func cmdShort(v string) string {
+// shorten keeps a quoted value in a message to a readable length.
+func shorten(v string) string {
 	const limit = 80
 	if len(v) <= limit {
 		return v
@@ -365,6 +393,6 @@ func cmdShort(v string) string {
 	return v[:limit] + "..."
 }
 
-func cmdConfigError(key, format string, args ...any) error {
-	return newError(ErrConfig, key, fmt.Errorf(format, args...))
+func configError(key, format string, args ...any) error {
+	return NewError(ErrConfig, key, fmt.Errorf(format, args...))
 }

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-func cmdLookup(env map[string]string) func(string) (string, bool) {
+func lookupIn(env map[string]string) func(string) (string, bool) {
 	return func(key string) (string, bool) {
 		v, ok := env[key]
 		return v, ok
@@ -15,7 +15,7 @@ func cmdLookup(env map[string]string) func(string) (string, bool) {
 }
 
 func TestConfigFromEnvDefaults(t *testing.T) {
-	cfg, err := ConfigFromEnv(cmdLookup(map[string]string{EnvBackend: "postgresql", EnvURL: "postgres://h/db"}))
+	cfg, err := ConfigFromEnv(lookupIn(map[string]string{EnvBackend: "postgresql", EnvURL: "postgres://h/db"}))
 	if err != nil {
 		t.Fatalf("ConfigFromEnv: %v", err)
 	}
@@ -28,9 +28,10 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 		Collection:        "sessions",
 		Table:             "sessions",
 		CreateTable:       true,
-		CreateExpiryIndex: true,
+		CreateExpiryIndex: false,
 		TTLIndex:          true,
 		FixMissingTTL:     false,
+		GracePeriod:       5 * time.Minute,
 	}
 	if cfg != want {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", cfg, want)
@@ -47,19 +48,21 @@ func TestConfigFromEnvReadsEveryKey(t *testing.T) {
 		EnvCollection:        "coll",
 		EnvTable:             "tbl",
 		EnvSchema:            "sch",
+		EnvSequence:          "sessions_id_seq",
+		EnvGraceSeconds:      "0",
 		EnvDir:               "/var/sessions",
 		EnvCreateTable:       "false",
 		EnvCreateExpiryIndex: "false",
 		EnvTTLIndex:          "false",
 		EnvFixMissingTTL:     "true",
 	}
-	cfg, err := ConfigFromEnv(cmdLookup(env))
+	cfg, err := ConfigFromEnv(lookupIn(env))
 	if err != nil {
 		t.Fatalf("ConfigFromEnv: %v", err)
 	}
 	want := Config{
 		Backend: "mongodb", URL: "mongodb://u:p@h:27017/", KeyPrefix: "app1:", Lifetime: time.Hour,
-		Database: "db_1", Collection: "coll", Table: "tbl", Schema: "sch", Dir: "/var/sessions",
+		Database: "db_1", Collection: "coll", Table: "tbl", Schema: "sch", Sequence: "sessions_id_seq", Dir: "/var/sessions",
 		CreateTable: false, CreateExpiryIndex: false, TTLIndex: false, FixMissingTTL: true,
 	}
 	if cfg != want {
@@ -68,14 +71,14 @@ func TestConfigFromEnvReadsEveryKey(t *testing.T) {
 }
 
 func TestConfigFromEnvKeyPrefix(t *testing.T) {
-	cfg, err := ConfigFromEnv(cmdLookup(map[string]string{EnvKeyPrefix: ""}))
+	cfg, err := ConfigFromEnv(lookupIn(map[string]string{EnvKeyPrefix: ""}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.KeyPrefix != "" {
 		t.Errorf("explicitly empty prefix: got %q, want empty (Flask-Session reads it as empty too)", cfg.KeyPrefix)
 	}
-	cfg, err = ConfigFromEnv(cmdLookup(map[string]string{EnvKeyPrefix: " sp "}))
+	cfg, err = ConfigFromEnv(lookupIn(map[string]string{EnvKeyPrefix: " sp "}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +88,7 @@ func TestConfigFromEnvKeyPrefix(t *testing.T) {
 }
 
 func TestConfigFromEnvTrimsNewlines(t *testing.T) {
-	cfg, err := ConfigFromEnv(cmdLookup(map[string]string{
+	cfg, err := ConfigFromEnv(lookupIn(map[string]string{
 		EnvBackend: "Redis\n", EnvURL: "redis://h:6379/0\n", EnvLifetimeSeconds: "120\n", EnvTTLIndex: "false\n",
 	}))
 	if err != nil {
@@ -104,7 +107,7 @@ func TestConfigFromEnvDirFromFileURL(t *testing.T) {
 		{"", "", ""},
 		{"redis://h/0", "", ""},
 	} {
-		cfg, err := ConfigFromEnv(cmdLookup(map[string]string{EnvURL: tc.url, EnvDir: tc.dir}))
+		cfg, err := ConfigFromEnv(lookupIn(map[string]string{EnvURL: tc.url, EnvDir: tc.dir}))
 		if err != nil {
 			t.Fatalf("url %q dir %q: %v", tc.url, tc.dir, err)
 		}
@@ -112,8 +115,8 @@ func TestConfigFromEnvDirFromFileURL(t *testing.T) {
 			t.Errorf("url %q dir %q: Dir = %q, want %q", tc.url, tc.dir, cfg.Dir, tc.want)
 		}
 	}
-	_, err := ConfigFromEnv(cmdLookup(map[string]string{EnvURL: "file://otherhost/x"}))
-	cmdWantConfigError(t, err, EnvURL, "no host")
+	_, err := ConfigFromEnv(lookupIn(map[string]string{EnvURL: "file://otherhost/x"}))
+	wantConfigError(t, err, EnvURL, "no host")
 }
 
 func TestConfigFromEnvParseErrorsNameTheKey(t *testing.T) {
@@ -128,14 +131,14 @@ func TestConfigFromEnvParseErrorsNameTheKey(t *testing.T) {
 		{EnvTTLIndex, "2"},
 		{EnvFixMissingTTL, "on"},
 	} {
-		_, err := ConfigFromEnv(cmdLookup(map[string]string{tc.key: tc.value}))
-		cmdWantConfigError(t, err, tc.key, tc.value)
+		_, err := ConfigFromEnv(lookupIn(map[string]string{tc.key: tc.value}))
+		wantConfigError(t, err, tc.key, tc.value)
 	}
 }
 
 func TestValidateAcceptsGoodConfigs(t *testing.T) {
 	base := func(backend, url string) Config {
-		cfg, err := ConfigFromEnv(cmdLookup(map[string]string{EnvBackend: backend, EnvURL: url}))
+		cfg, err := ConfigFromEnv(lookupIn(map[string]string{EnvBackend: backend, EnvURL: url}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +210,7 @@ func TestValidateRejectsAndNamesTheKey(t *testing.T) {
 		{"fs foreign url", Config{Backend: "filesystem", URL: "redis://h", Dir: "/x", Lifetime: time.Hour}, EnvURL, "file:///path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmdWantConfigError(t, tc.cfg.Validate(), tc.key, tc.mention)
+			wantConfigError(t, tc.cfg.Validate(), tc.key, tc.mention)
 		})
 	}
 }
@@ -240,11 +243,11 @@ func TestValidateNeverEchoesURLCredentials(t *testing.T) {
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("%s: message leaks the credential: %v", tc.backend, err)
 		}
-		cmdWantConfigError(t, err, EnvURL, "")
+		wantConfigError(t, err, EnvURL, "")
 	}
 }
 
-func cmdWantConfigError(t *testing.T, err error, key, mention string) {
+func wantConfigError(t *testing.T, err error, key, mention string) {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("want an error naming %s, got none", key)

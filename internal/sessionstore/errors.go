@@ -12,11 +12,11 @@ import (
 	"syscall"
 )
 
-// classify wraps err as an *Error whose Kind says what failed at the network
+// Classify wraps err as an *Error whose Kind says what failed at the network
 // level (DNS, refused, timeout, TLS). Backends call it for errors their driver
 // returns and set ErrAuth or ErrMissingTable themselves where they can tell.
 // The message is scrubbed of anything that looks like a URL's credentials.
-func classify(op string, err error) error {
+func Classify(op string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -24,11 +24,11 @@ func classify(op string, err error) error {
 	if errors.As(err, &se) {
 		return err
 	}
-	return &Error{Kind: kindOf(err), Op: op, Err: scrubbed{err}}
+	return &Error{Kind: ClassifyKind(err), Op: op, Err: scrubbed{err}}
 }
 
-// newError builds an *Error of a known kind.
-func newError(kind ErrorKind, op string, err error) error {
+// NewError builds an *Error of a known kind.
+func NewError(kind ErrorKind, op string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -44,7 +44,9 @@ func KindOf(err error) ErrorKind {
 	return ErrUnknown
 }
 
-func kindOf(err error) ErrorKind {
+// ClassifyKind tells a network-level failure (DNS, refused, timeout, TLS)
+// apart, from its error chain or, failing that, its message.
+func ClassifyKind(err error) ErrorKind {
 	var dnsErr *net.DNSError
 	var certErr *tls.CertificateVerificationError
 	var unknownAuth x509.UnknownAuthorityError

@@ -6,10 +6,10 @@ import (
 )
 
 // constructors maps a backend name to its constructor; each backend's file
-// registers itself in init, so a backend's code stays in one file.
+// registers itself in init, so a backend's code stays in its package.
 var constructors = map[string]func(Config) (Store, error){}
 
-func register(backend string, newStore func(Config) (Store, error)) {
+func Register(backend string, newStore func(Config) (Store, error)) {
 	constructors[backend] = newStore
 }
 

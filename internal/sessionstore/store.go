@@ -1,7 +1,8 @@
 // Package sessionstore holds the logic the operator bundles for each session
 // store backend: reach it (Ping), prepare it (EnsureSchema) and remove the
 // sessions that have expired (Cleanup), on the exact layouts Flask-Session
-// writes. Each backend lives in one file named after it.
+// writes. Each backend is a package of its own below this one, registered
+// with New by importing internal/sessionstore/backends.
 //
 // The one rule every backend keeps: a session that has not expired is never
 // deleted, even when it is refreshed while a cleanup runs.
@@ -49,40 +50,51 @@ type Config struct {
 	Schema            string
 	CreateTable       bool
 	CreateExpiryIndex bool
+	// Sequence is Flask-Session's SESSION_SQLALCHEMY_SEQUENCE: the sequence
+	// the id column draws from, created with the table when set.
+	Sequence string
 
 	// Filesystem (cachelib FileSystemCache).
 	Dir string
 
 	// Redis: give keys that have no TTL the lifetime (opt-in).
 	FixMissingTTL bool
+
+	// GracePeriod is how long past its expiry a session must be before a
+	// cleanup deletes it: a margin for the skew between the app's clock,
+	// which wrote the expiry, and the clock the cleanup compares with.
+	GracePeriod time.Duration
 }
 
 // CleanupOptions tunes one cleanup run.
 type CleanupOptions struct {
-	// Now is the cut-off: sessions whose expiry is at or before it are
-	// expired. Backends with a clock of their own (PostgreSQL) use the
-	// server's clock instead and report it in Report.Now.
-	Now       time.Time
+	// Now is the cleanup's clock. Backends whose server has a clock
+	// (PostgreSQL, MongoDB) read the server's instead and report it in
+	// Report.Now; the filesystem backend checks Now against the volume's.
+	Now time.Time
+	// Grace is subtracted from the clock's now to give the cut-off: only
+	// sessions that expired at least Grace ago are deleted.
+	Grace     time.Duration
 	BatchSize int
 	DryRun    bool
 	// Progress, when set, is called after each batch.
 	Progress func(Report)
 }
 
-// batchSizeOr is BatchSize, or the backend's default when it is not set.
-func (o CleanupOptions) batchSizeOr(backendDefault int) int {
+// BatchSizeOr is BatchSize, or the backend's default when it is not set.
+func (o CleanupOptions) BatchSizeOr(backendDefault int) int {
 	if o.BatchSize <= 0 {
 		return backendDefault
 	}
 	return o.BatchSize
 }
 
-// writeOutcome opens a cleanup's message: what was (or would be) deleted of
+// WriteOutcome opens a cleanup's message: what was (or would be) deleted of
 // what had expired, and how many the app refreshed meanwhile. noun is what a
 // session is in this store ("sessions", "session files"); of qualifies the
 // scanned count ("of", or "of about" where it is an estimate). It tells
 // whether it wrote the refreshed clause, which a backend may add to.
-func writeOutcome(b *strings.Builder, rep Report, noun, of string, err error) (refreshed bool) {
+func WriteOutcome(b *strings.Builder, rep Report, noun, of string, err error) (refreshed bool) {
 	if rep.DryRun {
 		fmt.Fprintf(b, "dry run: %d %s %d %s have expired and would be deleted", rep.Expired, of, rep.Scanned, noun)
 		return false
@@ -95,8 +107,8 @@ func writeOutcome(b *strings.Builder, rep Report, noun, of string, err error) (r
 	return false
 }
 
-// progress hands Progress a copy of rep so far, one it may keep.
-func (o CleanupOptions) progress(rep Report, start time.Time) {
+// ReportProgress hands Progress a copy of rep so far, one it may keep.
+func (o CleanupOptions) ReportProgress(rep Report, start time.Time) {
 	if o.Progress == nil {
 		return
 	}
@@ -111,6 +123,8 @@ type Report struct {
 	Backend string    `json:"backend"`
 	DryRun  bool      `json:"dryRun,omitempty"`
 	Now     time.Time `json:"now"`
+	// Cutoff is Now less the grace period: what had expired by then went.
+	Cutoff time.Time `json:"cutoff,omitzero"`
 	// Scanned counts the sessions looked at.
 	Scanned int64 `json:"scanned"`
 	// Expired counts the sessions found expired; Deleted those removed
@@ -163,8 +177,11 @@ type SchemaResult struct {
 	Created []string `json:"created,omitempty"`
 	// TTLUnsupported is true for MongoDB-wire servers without TTL indexes
 	// (FerretDB 1.x); not an error, the cleanup job covers them.
-	TTLUnsupported bool   `json:"ttlUnsupported,omitempty"`
-	Message        string `json:"message,omitempty"`
+	TTLUnsupported bool `json:"ttlUnsupported,omitempty"`
+	// Pending is true while something asked for is still being built (a
+	// PostgreSQL index built concurrently); not an error.
+	Pending bool   `json:"pending,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 // Store is one session store.
@@ -192,7 +209,12 @@ const (
 	ErrAuth         ErrorKind = "AuthenticationFailed"
 	ErrTLS          ErrorKind = "TLSError"
 	ErrMissingTable ErrorKind = "TableMissing"
-	ErrUnknown      ErrorKind = "StoreError"
+	// ErrTableMismatch: the table exists but is not Flask-Session's layout.
+	ErrTableMismatch ErrorKind = "TableMismatch"
+	// ErrClockSkew: the cleanup's clock and the store's disagree by more
+	// than the grace period, so expiry cannot be judged safely.
+	ErrClockSkew ErrorKind = "ClockSkew"
+	ErrUnknown   ErrorKind = "StoreError"
 )
 
 // Error is a store error with its kind. Its message never holds a credential.

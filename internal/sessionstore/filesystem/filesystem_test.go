@@ -1,6 +1,6 @@
 //go:build unix
 
-package sessionstore
+package filesystem
 
 import (
 	"bufio"
@@ -27,6 +27,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore/storetest"
 )
 
 // fsTestValue is pickle.dumps({}, 5): a value pickle as cachelib writes it.
@@ -34,7 +37,7 @@ var fsTestValue = []byte("\x80\x05}\x94.")
 
 func fsTestStore(t *testing.T, dir string) *fsStore {
 	t.Helper()
-	store, err := New(Config{Backend: BackendFilesystem, Dir: dir})
+	store, err := sessionstore.New(sessionstore.Config{Backend: sessionstore.BackendFilesystem, Dir: dir})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -85,7 +88,7 @@ func fsTestExists(t *testing.T, dir, name string) bool {
 	return err == nil
 }
 
-func fsTestCleanup(t *testing.T, store *fsStore, opts CleanupOptions) Report {
+func fsTestCleanup(t *testing.T, store *fsStore, opts sessionstore.CleanupOptions) sessionstore.Report {
 	t.Helper()
 	rep, err := store.Cleanup(context.Background(), opts)
 	if err != nil {
@@ -122,7 +125,7 @@ func fsTestPython(t *testing.T, stdin any, args ...string) []byte {
 		}
 		in = string(data)
 	}
-	return runFlask(t, fsFlaskScript, in, args...)
+	return storetest.RunFlask(t, fsFlaskScript, in, args...)
 }
 
 func fsTestPythonJSON(t *testing.T, dst any, stdin any, args ...string) {
@@ -133,14 +136,14 @@ func fsTestPythonJSON(t *testing.T, dst any, stdin any, args ...string) {
 	}
 }
 
-func fsFlaskWrite(t *testing.T, dir string, lifetimeSeconds, count int) []flaskSession {
+func fsFlaskWrite(t *testing.T, dir string, lifetimeSeconds, count int) []storetest.FlaskSession {
 	t.Helper()
-	return flaskWrite(t, fsFlaskScript, count, dir, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count))
+	return storetest.FlaskWrite(t, fsFlaskScript, count, dir, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count))
 }
 
-func fsFlaskRead(t *testing.T, dir string, sessions []flaskSession) map[string]*string {
+func fsFlaskRead(t *testing.T, dir string, sessions []storetest.FlaskSession) map[string]*string {
 	t.Helper()
-	return flaskRead(t, fsFlaskScript, sessions, dir)
+	return storetest.FlaskRead(t, fsFlaskScript, sessions, dir)
 }
 
 // fsCachelibCount is the count file's value as cachelib reads it.
@@ -194,7 +197,7 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 	}
 
 	store := fsTestStore(t, dir)
-	rep := fsTestCleanup(t, store, CleanupOptions{BatchSize: 7})
+	rep := fsTestCleanup(t, store, sessionstore.CleanupOptions{BatchSize: 7})
 	t.Logf("report: %+v", rep)
 	if rep.Scanned != 41 || rep.Expired != 15 || rep.Deleted != 15 {
 		t.Errorf("scanned %d, expired %d, deleted %d; want 41, 15, 15", rep.Scanned, rep.Expired, rep.Deleted)
@@ -206,7 +209,7 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 	if rep.Batches != 7 {
 		t.Errorf("%d batches, want 7 (43 entries, count file and temporary file included, by 7)", rep.Batches)
 	}
-	if rep.Backend != BackendFilesystem || rep.Duration <= 0 || rep.Now.IsZero() || rep.Message == "" {
+	if rep.Backend != sessionstore.BackendFilesystem || rep.Duration <= 0 || rep.Now.IsZero() || rep.Message == "" {
 		t.Errorf("report fields not filled: %+v", rep)
 	}
 
@@ -249,7 +252,7 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 
 	// A second run finds nothing to do and leaves the count alone.
 	countInode := fsTestInode(t, dir, fsCountFile)
-	rep = fsTestCleanup(t, store, CleanupOptions{})
+	rep = fsTestCleanup(t, store, sessionstore.CleanupOptions{})
 	if rep.Expired != 0 || rep.Deleted != 0 || rep.Scanned != 26 {
 		t.Errorf("second run: %+v", rep)
 	}
@@ -257,9 +260,9 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 		t.Errorf("second run rewrote a count file that was right")
 	}
 
-	all := append(append(append([]flaskSession{}, live...), never...), expired...)
+	all := append(append(append([]storetest.FlaskSession{}, live...), never...), expired...)
 	got := fsFlaskRead(t, dir, all)
-	for _, s := range append(append([]flaskSession{}, live...), never...) {
+	for _, s := range append(append([]storetest.FlaskSession{}, live...), never...) {
 		if v := got[s.SID]; v == nil || *v != s.Value {
 			t.Errorf("live session %s reads back as %v, want %q", s.SID, v, s.Value)
 		}
@@ -346,7 +349,7 @@ func TestFilesystemOldPickledHeaders(t *testing.T) {
 	}
 
 	store := fsTestStore(t, dir)
-	rep := fsTestCleanup(t, store, CleanupOptions{BatchSize: 3, Now: time.Unix(now, 0)})
+	rep := fsTestCleanup(t, store, sessionstore.CleanupOptions{BatchSize: 3, Now: time.Unix(now, 0)})
 	t.Logf("report: %+v", rep)
 	if rep.Scanned != int64(len(all)) || rep.Expired != int64(len(expired)) || rep.Deleted != int64(len(expired)) {
 		t.Errorf("scanned %d, expired %d, deleted %d; want %d, %d, %d", rep.Scanned, rep.Expired, rep.Deleted, len(all), len(expired), len(expired))
@@ -559,7 +562,7 @@ func TestFilesystemHostileAndBookkeepingFiles(t *testing.T) {
 	fsTestWrite(t, dir, fsTestName("expired"), fsTestContent(1))
 
 	store := fsTestStore(t, dir)
-	rep := fsTestCleanup(t, store, CleanupOptions{BatchSize: 4})
+	rep := fsTestCleanup(t, store, sessionstore.CleanupOptions{BatchSize: 4})
 	t.Logf("report: %+v", rep)
 	wantKept := map[string]int64{"unreadable": 6, "foreign": 9}
 	if fmt.Sprint(rep.Kept) != fmt.Sprint(wantKept) || rep.Scanned != 16 || rep.Expired != 1 || rep.Deleted != 1 {
@@ -674,7 +677,7 @@ func TestFilesystemReplacedAfterReadIsKept(t *testing.T) {
 			if c.afterTake != nil {
 				store.afterTake = func(string) { calls++; c.afterTake(t, dir) }
 			}
-			rep := fsTestCleanup(t, store, CleanupOptions{Now: time.Unix(now, 0)})
+			rep := fsTestCleanup(t, store, sessionstore.CleanupOptions{Now: time.Unix(now, 0)})
 			if rep.Expired != 1 || rep.Deleted != c.wantDeleted {
 				t.Errorf("report %+v: want 1 expired, %d deleted", rep, c.wantDeleted)
 			}
@@ -763,7 +766,7 @@ func TestFilesystemConcurrentRefreshes(t *testing.T) {
 			}()
 		}
 		store := fsTestStore(t, dir)
-		rep, err := store.Cleanup(context.Background(), CleanupOptions{BatchSize: batch, Now: now, Progress: func(p Report) {
+		rep, err := store.Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: batch, Now: now, Progress: func(p sessionstore.Report) {
 			position.Store(int64(p.Batches * batch))
 		}})
 		stop.Store(true)
@@ -806,7 +809,7 @@ func TestFilesystemConcurrentCachelibRefreshes(t *testing.T) {
 		keys[i] = fmt.Sprintf("session:%d", i)
 		fsTestWrite(t, dir, fsTestName(keys[i]), fsTestContent(uint32(now.Unix()-60)))
 	}
-	cmd := exec.Command(flaskPython, filepath.Join("testdata", fsFlaskScript), "refresh", dir)
+	cmd := exec.Command(storetest.Python, storetest.Script(fsFlaskScript), "refresh", dir)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -832,7 +835,7 @@ func TestFilesystemConcurrentCachelibRefreshes(t *testing.T) {
 	}
 
 	store := fsTestStore(t, dir)
-	rep, cleanupErr := store.Cleanup(context.Background(), CleanupOptions{BatchSize: 10, Now: now})
+	rep, cleanupErr := store.Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: 10, Now: now})
 	stdin.Close()
 	rest, _ := io.ReadAll(stdout)
 	if err := cmd.Wait(); err != nil {
@@ -893,7 +896,7 @@ func TestFilesystemDryRunChangesNothing(t *testing.T) {
 		return out
 	}
 	before := snapshot()
-	rep := fsTestCleanup(t, fsTestStore(t, dir), CleanupOptions{DryRun: true, BatchSize: 3})
+	rep := fsTestCleanup(t, fsTestStore(t, dir), sessionstore.CleanupOptions{DryRun: true, BatchSize: 3})
 	if !rep.DryRun || rep.Expired != 5 || rep.Deleted != 0 || rep.Scanned != 10 {
 		t.Errorf("dry run report %+v: want 10 scanned, 5 expired, none deleted", rep)
 	}
@@ -912,15 +915,15 @@ func TestFilesystemCancelStopsAfterBatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var progress int
-	rep, err := store.Cleanup(ctx, CleanupOptions{BatchSize: 10, Progress: func(p Report) {
+	rep, err := store.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10, Progress: func(p sessionstore.Report) {
 		progress++
 		if p.Batches != progress || p.Deleted < 9 {
 			t.Errorf("progress %d: %+v", progress, p)
 		}
 		cancel()
 	}})
-	if !errors.Is(err, context.Canceled) || KindOf(err) != ErrUnknown {
-		t.Fatalf("Cleanup after cancel: %v (%s), want context.Canceled", err, KindOf(err))
+	if !errors.Is(err, context.Canceled) || sessionstore.KindOf(err) != sessionstore.ErrUnknown {
+		t.Fatalf("Cleanup after cancel: %v (%s), want context.Canceled", err, sessionstore.KindOf(err))
 	}
 	// The first batch of 10 entries may hold the count file.
 	left := fsTestCountEntries(t, dir)
@@ -932,7 +935,7 @@ func TestFilesystemCancelStopsAfterBatch(t *testing.T) {
 	if n, ok := fsUnpickleInt(data[4:]); err != nil || !ok || n != left {
 		t.Errorf("count file holds %x (%v) after the stop, want %d", data, err, left)
 	}
-	rep = fsTestCleanup(t, store, CleanupOptions{BatchSize: 10})
+	rep = fsTestCleanup(t, store, sessionstore.CleanupOptions{BatchSize: 10})
 	if rep.Deleted != left || fsTestCountEntries(t, dir) != 0 {
 		t.Errorf("rerun: %+v, want the other %d deleted", rep, left)
 	}
@@ -984,7 +987,7 @@ func TestFilesystemLeftoversOfInterruptedRun(t *testing.T) {
 	fsTestWrite(t, dir, supersededName, newer)
 	fsTestWrite(t, dir, youngAside, fsTestContent(1))
 
-	rep := fsTestCleanup(t, fsTestStore(t, dir), CleanupOptions{Now: now})
+	rep := fsTestCleanup(t, fsTestStore(t, dir), sessionstore.CleanupOptions{Now: now})
 	t.Logf("report %+v", rep)
 	if rep.Expired != 1 || rep.Deleted != 1 || !strings.Contains(rep.Message, "recovered 2") {
 		t.Errorf("report %+v: want the old expired one deleted and 2 put back", rep)
@@ -1012,7 +1015,7 @@ func TestFilesystemCountFileModeAndAbsence(t *testing.T) {
 	for i := range 5 {
 		fsTestWrite(t, dir, fsTestName(fmt.Sprint(i)), fsTestContent(uint32(1+i%2*math.MaxInt32)))
 	}
-	rep := fsTestCleanup(t, fsTestStore(t, dir), CleanupOptions{})
+	rep := fsTestCleanup(t, fsTestStore(t, dir), sessionstore.CleanupOptions{})
 	if n := fsCachelibCount(t, dir); n == nil || *n != 2 {
 		t.Errorf("cachelib reads a count of %v, want 2", n)
 	}
@@ -1025,7 +1028,7 @@ func TestFilesystemCountFileModeAndAbsence(t *testing.T) {
 
 	dir = t.TempDir()
 	fsTestWrite(t, dir, fsTestName("a"), fsTestContent(1))
-	rep = fsTestCleanup(t, fsTestStore(t, dir), CleanupOptions{})
+	rep = fsTestCleanup(t, fsTestStore(t, dir), sessionstore.CleanupOptions{})
 	if rep.Deleted != 1 || fsTestExists(t, dir, fsCountFile) {
 		t.Errorf("report %+v: want the session deleted and no count file made", rep)
 	}
@@ -1045,8 +1048,8 @@ func TestFilesystemPingAndSchema(t *testing.T) {
 	missing := filepath.Join(dir, "missing")
 	store = fsTestStore(t, missing)
 	err := store.Ping(ctx)
-	if KindOf(err) != ErrConfig || !strings.Contains(err.Error(), "does not exist") {
-		t.Errorf("Ping on a missing dir: %v (%s)", err, KindOf(err))
+	if sessionstore.KindOf(err) != sessionstore.ErrConfig || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("Ping on a missing dir: %v (%s)", err, sessionstore.KindOf(err))
 	}
 	res, err := store.EnsureSchema(ctx)
 	if err != nil || res.Present || !strings.Contains(res.Message, "does not exist") {
@@ -1055,27 +1058,27 @@ func TestFilesystemPingAndSchema(t *testing.T) {
 	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("EnsureSchema created the directory")
 	}
-	if _, err := store.Cleanup(ctx, CleanupOptions{}); KindOf(err) != ErrConfig {
+	if _, err := store.Cleanup(ctx, sessionstore.CleanupOptions{}); sessionstore.KindOf(err) != sessionstore.ErrConfig {
 		t.Errorf("Cleanup on a missing dir: %v", err)
 	}
 
 	file := filepath.Join(dir, "file")
 	fsTestWrite(t, dir, "file", nil)
 	err = fsTestStore(t, file).Ping(ctx)
-	if KindOf(err) != ErrConfig || !strings.Contains(err.Error(), "not a directory") {
-		t.Errorf("Ping on a file: %v (%s)", err, KindOf(err))
+	if sessionstore.KindOf(err) != sessionstore.ErrConfig || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("Ping on a file: %v (%s)", err, sessionstore.KindOf(err))
 	}
 
-	if s, err := New(Config{Backend: BackendFilesystem, URL: "file://" + dir}); err != nil || s.(*fsStore).dir != dir {
+	if s, err := sessionstore.New(sessionstore.Config{Backend: sessionstore.BackendFilesystem, URL: "file://" + dir}); err != nil || s.(*fsStore).dir != dir {
 		t.Errorf("file URL: %v", err)
 	}
-	for _, cfg := range []Config{
-		{Backend: BackendFilesystem},
-		{Backend: BackendFilesystem, Dir: "relative/dir"},
-		{Backend: BackendFilesystem, URL: "redis://localhost"},
-		{Backend: BackendFilesystem, URL: "file://host/dir"},
+	for _, cfg := range []sessionstore.Config{
+		{Backend: sessionstore.BackendFilesystem},
+		{Backend: sessionstore.BackendFilesystem, Dir: "relative/dir"},
+		{Backend: sessionstore.BackendFilesystem, URL: "redis://localhost"},
+		{Backend: sessionstore.BackendFilesystem, URL: "file://host/dir"},
 	} {
-		if _, err := New(cfg); KindOf(err) != ErrConfig {
+		if _, err := sessionstore.New(cfg); sessionstore.KindOf(err) != sessionstore.ErrConfig {
 			t.Errorf("New(%+v): %v, want a config error", cfg, err)
 		}
 	}
@@ -1096,7 +1099,7 @@ func TestFilesystemLeavesLiveFilesUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := fsTestInode(t, dir, name)
-	rep := fsTestCleanup(t, fsTestStore(t, dir), CleanupOptions{})
+	rep := fsTestCleanup(t, fsTestStore(t, dir), sessionstore.CleanupOptions{})
 	if rep.Deleted != 1 || rep.Scanned != 2 {
 		t.Fatalf("report %+v", rep)
 	}

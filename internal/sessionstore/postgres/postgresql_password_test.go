@@ -1,10 +1,11 @@
-package sessionstore
+package postgres
 
 import (
 	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
@@ -27,23 +28,23 @@ func TestPostgresPasswordIsChecked(t *testing.T) {
 
 	t.Run("wrong password", func(t *testing.T) {
 		for _, wrong := range []string{"not it", password[:len(password)-1]} {
-			err := pgTestStore(t, Config{URL: storeURL(wrong)}).Ping(ctx)
-			pgTestWantKind(t, err, ErrAuth, password)
-			pgTestWantKind(t, err, ErrAuth, wrong)
+			err := pgTestStore(t, sessionstore.Config{URL: storeURL(wrong)}).Ping(ctx)
+			pgTestWantKind(t, err, sessionstore.ErrAuth, password)
+			pgTestWantKind(t, err, sessionstore.ErrAuth, wrong)
 			if !strings.Contains(err.Error(), "28P01") {
 				t.Fatalf("the error does not carry the server's 28P01: %v", err)
 			}
 		}
 	})
 	t.Run("right password", func(t *testing.T) {
-		s := pgTestStore(t, Config{URL: storeURL(password), CreateTable: true, CreateExpiryIndex: true})
+		s := pgTestStore(t, sessionstore.Config{URL: storeURL(password), CreateTable: true, CreateExpiryIndex: true})
 		if _, err := s.EnsureSchema(ctx); err != nil {
 			t.Fatalf("EnsureSchema: %v", err)
 		}
 		if err := s.Ping(ctx); err != nil {
 			t.Fatalf("Ping: %v", err)
 		}
-		if _, err := s.Cleanup(ctx, CleanupOptions{}); err != nil {
+		if _, err := s.Cleanup(ctx, sessionstore.CleanupOptions{}); err != nil {
 			t.Fatalf("Cleanup: %v", err)
 		}
 	})

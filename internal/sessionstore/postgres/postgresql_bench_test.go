@@ -1,4 +1,4 @@
-package sessionstore
+package postgres
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
 const pgBenchRows = 1_000_000
@@ -48,10 +50,10 @@ func BenchmarkPostgresCleanup(b *testing.B) {
 					}
 
 					pgBenchFill(b, db, withIndex)
-					s := pgTestStore(b, Config{URL: pgTestURL(db), Table: "bench"})
+					s := pgTestStore(b, sessionstore.Config{URL: pgTestURL(db), Table: "bench"})
 					var maxTx time.Duration
 					var last time.Time
-					opts := CleanupOptions{BatchSize: batchSize, Progress: func(r Report) {
+					opts := sessionstore.CleanupOptions{BatchSize: batchSize, Progress: func(r sessionstore.Report) {
 						now := time.Now()
 						if r.Batches > 0 {
 							maxTx = max(maxTx, now.Sub(last))
@@ -89,7 +91,7 @@ func pgBenchFill(b *testing.B, db string, withIndex bool) {
 	}
 	defer conn.Close(ctx)
 	pgTestExec(b, conn, "DROP TABLE IF EXISTS bench")
-	s := pgTestStore(b, Config{URL: pgTestURL(db), Table: "bench", CreateTable: true})
+	s := pgTestStore(b, sessionstore.Config{URL: pgTestURL(db), Table: "bench", CreateTable: true})
 	if _, err := s.EnsureSchema(ctx); err != nil {
 		b.Fatalf("EnsureSchema: %v", err)
 	}
@@ -97,7 +99,7 @@ func pgBenchFill(b *testing.B, db string, withIndex bool) {
 	pgTestExec(b, conn, "ALTER TABLE bench SET (autovacuum_enabled = false)")
 	pgTestExec(b, conn, "INSERT INTO bench SELECT * FROM bench_template ORDER BY id")
 	if withIndex {
-		s := pgTestStore(b, Config{URL: pgTestURL(db), Table: "bench", CreateExpiryIndex: true})
+		s := pgTestStore(b, sessionstore.Config{URL: pgTestURL(db), Table: "bench", CreateExpiryIndex: true})
 		if _, err := s.EnsureSchema(ctx); err != nil {
 			b.Fatalf("EnsureSchema: %v", err)
 		}

@@ -1,6 +1,6 @@
 //go:build unix
 
-package sessionstore
+package filesystem
 
 import (
 	"bytes"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
 const fsBenchFiles = 200_000
@@ -94,11 +96,11 @@ func BenchmarkFilesystemCleanup(b *testing.B) {
 	}
 	approaches := []approach{
 		{"cleanup", func(b *testing.B, dir string, expired []string, now time.Time) {
-			store, err := New(Config{Backend: BackendFilesystem, Dir: dir})
+			store, err := sessionstore.New(sessionstore.Config{Backend: sessionstore.BackendFilesystem, Dir: dir})
 			if err != nil {
 				b.Fatal(err)
 			}
-			rep, err := store.Cleanup(context.Background(), CleanupOptions{Now: now, BatchSize: 1000})
+			rep, err := store.Cleanup(context.Background(), sessionstore.CleanupOptions{Now: now, BatchSize: 1000})
 			if err != nil || rep.Deleted != int64(len(expired)) || rep.Scanned != fsBenchFiles {
 				b.Fatalf("Cleanup: %+v, %v", rep, err)
 			}

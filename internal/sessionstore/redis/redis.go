@@ -1,4 +1,4 @@
-package sessionstore
+package redis
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
 // Flask-Session writes one Redis key per session, KeyPrefix+sid, with SETEX
@@ -17,36 +19,36 @@ import (
 // find those without a TTL, which are leaks that never go away; with
 // Config.FixMissingTTL it gives them the session lifetime.
 
-func init() { register(BackendRedis, newRedis) }
+func init() { sessionstore.Register(sessionstore.BackendRedis, newRedis) }
 
 const redisDefaultBatchSize = 1000
 
 type redisStore struct {
-	cfg    Config
+	cfg    sessionstore.Config
 	client *redis.Client
 }
 
-func newRedis(cfg Config) (Store, error) {
+func newRedis(cfg sessionstore.Config) (sessionstore.Store, error) {
 	if cfg.URL == "" {
-		return nil, newError(ErrConfig, EnvURL, errors.New("not set; want redis://[user:password@]host:port/db or rediss://"))
+		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("not set; want redis://[user:password@]host:port/db or rediss://"))
 	}
 	opts, err := redis.ParseURL(cfg.URL)
 	if err != nil {
 		var urlErr *url.Error
 		if errors.As(err, &urlErr) {
 			// url.Error quotes the whole URL, password included.
-			return nil, newError(ErrConfig, EnvURL, errors.New("not a valid URL (percent-encode any special characters in the user name and password)"))
+			return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("not a valid URL (percent-encode any special characters in the user name and password)"))
 		}
-		return nil, newError(ErrConfig, EnvURL, err)
+		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, err)
 	}
 	if cfg.FixMissingTTL {
 		// An empty prefix would make SCAN MATCH "*" give every key of the
 		// database a TTL, not only sessions.
 		if cfg.KeyPrefix == "" {
-			return nil, newError(ErrConfig, EnvKeyPrefix, errors.New("empty, so fixing missing TTLs would touch every key in the database"))
+			return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvKeyPrefix, errors.New("empty, so fixing missing TTLs would touch every key in the database"))
 		}
 		if cfg.Lifetime < time.Second {
-			return nil, newError(ErrConfig, EnvLifetimeSeconds, errors.New("fixing missing TTLs needs the session lifetime"))
+			return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvLifetimeSeconds, errors.New("fixing missing TTLs needs the session lifetime"))
 		}
 	}
 	opts.ContextTimeoutEnabled = true
@@ -59,11 +61,11 @@ func (s *redisStore) Ping(ctx context.Context) error {
 	return redisError("ping redis", s.client.Ping(ctx).Err())
 }
 
-func (s *redisStore) EnsureSchema(ctx context.Context) (SchemaResult, error) {
+func (s *redisStore) EnsureSchema(ctx context.Context) (sessionstore.SchemaResult, error) {
 	if err := s.Ping(ctx); err != nil {
-		return SchemaResult{}, err
+		return sessionstore.SchemaResult{}, err
 	}
-	return SchemaResult{Present: true, Message: "Redis expires sessions by itself; nothing to create"}, nil
+	return sessionstore.SchemaResult{Present: true, Message: "Redis expires sessions by itself; nothing to create"}, nil
 }
 
 // Cleanup walks the keys under the prefix with SCAN (never KEYS, never a
@@ -71,17 +73,17 @@ func (s *redisStore) EnsureSchema(ctx context.Context) (SchemaResult, error) {
 // return a key twice while Redis resizes its tables, so on a store that
 // changes during the walk the counts are close, not exact; fixing a TTL is
 // idempotent and counted only when it happened.
-func (s *redisStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, error) {
+func (s *redisStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptions) (sessionstore.Report, error) {
 	start := time.Now()
-	rep := Report{Backend: BackendRedis, DryRun: opts.DryRun, Now: opts.Now, NativeExpiry: true}
+	rep := sessionstore.Report{Backend: sessionstore.BackendRedis, DryRun: opts.DryRun, Now: opts.Now, NativeExpiry: true}
 	if rep.Now.IsZero() {
 		rep.Now = start.UTC()
 	}
-	batchSize := opts.batchSizeOr(redisDefaultBatchSize)
+	batchSize := opts.BatchSizeOr(redisDefaultBatchSize)
 	pattern := redisGlobEscape(s.cfg.KeyPrefix) + "*"
 	var noTTL, fixed int64
 
-	finish := func(err error) (Report, error) {
+	finish := func(err error) (sessionstore.Report, error) {
 		rep.AddKept("noTTL", noTTL-fixed)
 		rep.AddKept("ttlFixed", fixed)
 		rep.Duration = time.Since(start)
@@ -125,7 +127,7 @@ func (s *redisStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 			progress.Kept = nil
 			progress.AddKept("noTTL", noTTL-fixed)
 			progress.AddKept("ttlFixed", fixed)
-			opts.progress(progress, start)
+			opts.ReportProgress(progress, start)
 		}
 		cursor = next
 		if cursor == 0 {
@@ -182,14 +184,14 @@ func (s *redisStore) fixTTLs(ctx context.Context, keys []string) (int64, error) 
 	}
 	if err != nil {
 		if strings.Contains(strings.ToLower(err.Error()), "syntax") {
-			return fixed, newError(ErrUnknown, "fix missing TTLs in redis", fmt.Errorf("EXPIRE ... NX needs Redis 7 or newer: %w", err))
+			return fixed, sessionstore.NewError(sessionstore.ErrUnknown, "fix missing TTLs in redis", fmt.Errorf("EXPIRE ... NX needs Redis 7 or newer: %w", err))
 		}
 		return fixed, redisError("fix missing TTLs in redis", err)
 	}
 	return fixed, nil
 }
 
-func (s *redisStore) message(rep Report, noTTL, fixed int64) string {
+func (s *redisStore) message(rep sessionstore.Report, noTTL, fixed int64) string {
 	msg := fmt.Sprintf("Redis expires sessions by itself; %d keys under the prefix, %d without a TTL", rep.Scanned, noTTL)
 	switch {
 	case noTTL == 0:
@@ -227,8 +229,8 @@ func redisError(op string, err error) error {
 	msg := err.Error()
 	for _, code := range []string{"WRONGPASS", "NOAUTH", "NOPERM"} {
 		if strings.HasPrefix(msg, code) {
-			return newError(ErrAuth, op, err)
+			return sessionstore.NewError(sessionstore.ErrAuth, op, err)
 		}
 	}
-	return classify(op, err)
+	return sessionstore.Classify(op, err)
 }

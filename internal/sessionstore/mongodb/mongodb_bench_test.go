@@ -1,4 +1,4 @@
-package sessionstore
+package mongodb
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
 // BenchmarkMongoCleanup times Cleanup beside the baseline, one
@@ -39,9 +41,9 @@ func BenchmarkMongoCleanup(b *testing.B) {
 		b.Run(fmt.Sprintf("docs=%d/cleanup/batch=%d", docs, batch), func(b *testing.B) {
 			for range b.N {
 				db, now := mongoBenchFill(b, client, docs)
-				store := mongoTestStore(b, Config{Database: db})
+				store := mongoTestStore(b, sessionstore.Config{Database: db})
 				b.StartTimer()
-				rep, err := store.Cleanup(context.Background(), CleanupOptions{Now: now, BatchSize: batch})
+				rep, err := store.Cleanup(context.Background(), sessionstore.CleanupOptions{Now: now, BatchSize: batch})
 				b.StopTimer()
 				if err != nil || rep.Deleted != expired {
 					b.Fatalf("Cleanup: %+v, %v; want %d deleted", rep, err, expired)
@@ -54,7 +56,7 @@ func BenchmarkMongoCleanup(b *testing.B) {
 	b.Run(fmt.Sprintf("docs=%d/deleteMany", docs), func(b *testing.B) {
 		for range b.N {
 			db, now := mongoBenchFill(b, client, docs)
-			coll := client.Database(db).Collection(DefaultCollection)
+			coll := client.Database(db).Collection(sessionstore.DefaultCollection)
 			b.StartTimer()
 			res, err := coll.DeleteMany(context.Background(), bson.D{{Key: "expiration", Value: bson.D{{Key: "$lte", Value: now}}}})
 			b.StopTimer()
@@ -96,7 +98,7 @@ func mongoBenchFill(b *testing.B, client *mongo.Client, docs int) (string, time.
 	val := bson.Binary{Data: make([]byte, 80)} // about a small pickled session
 	batch := make([]any, 0, 5000)
 	flush := func() {
-		if _, err := client.Database(db).Collection(DefaultCollection).InsertMany(context.Background(), batch); err != nil {
+		if _, err := client.Database(db).Collection(sessionstore.DefaultCollection).InsertMany(context.Background(), batch); err != nil {
 			b.Fatal(err)
 		}
 		batch = batch[:0]

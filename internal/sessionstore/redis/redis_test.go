@@ -1,4 +1,4 @@
-package sessionstore
+package redis
 
 import (
 	"context"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore/storetest"
 	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
@@ -58,55 +60,45 @@ func redisTestPrefix(t *testing.T, client *redis.Client, extra string) string {
 	return prefix
 }
 
-func redisTestStore(t *testing.T, cfg Config) Store {
+func redisTestStore(t *testing.T, cfg sessionstore.Config) sessionstore.Store {
 	t.Helper()
-	cfg.Backend = BackendRedis
+	cfg.Backend = sessionstore.BackendRedis
 	if cfg.URL == "" {
 		cfg.URL = redisTestURL
 	}
 	if cfg.Lifetime == 0 {
 		cfg.Lifetime = time.Hour
 	}
-	return newTestStore(t, cfg)
+	return storetest.NewStore(t, cfg)
 }
 
 // redisFlaskWrite has the real Flask-Session write count sessions.
-func redisFlaskWrite(t *testing.T, prefix string, lifetime time.Duration, count int) []flaskSession {
+func redisFlaskWrite(t *testing.T, prefix string, lifetime time.Duration, count int) []storetest.FlaskSession {
 	t.Helper()
-	return flaskWrite(t, "flask_redis_sessions.py", count, redisTestURL, prefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count))
+	return storetest.FlaskWrite(t, "flask_redis_sessions.py", count, redisTestURL, prefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count))
 }
 
 // redisFlaskRead returns what the real Flask-Session app reads for each sid.
-func redisFlaskRead(t *testing.T, prefix string, sessions []flaskSession) map[string]*string {
+func redisFlaskRead(t *testing.T, prefix string, sessions []storetest.FlaskSession) map[string]*string {
 	t.Helper()
-	return flaskRead(t, "flask_redis_sessions.py", sessions, redisTestURL, prefix)
-}
-
-func redisWantKind(t *testing.T, err error, want ErrorKind) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("got no error, want %s", want)
-	}
-	if got := KindOf(err); got != want {
-		t.Fatalf("got kind %s (%v), want %s", got, err, want)
-	}
+	return storetest.FlaskRead(t, "flask_redis_sessions.py", sessions, redisTestURL, prefix)
 }
 
 func TestRedisPing(t *testing.T) {
 	redisTestClient(t)
 	ctx := context.Background()
 
-	if err := redisTestStore(t, Config{}).Ping(ctx); err != nil {
+	if err := redisTestStore(t, sessionstore.Config{}).Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 
 	t.Run("refused", func(t *testing.T) {
-		err := redisTestStore(t, Config{URL: "redis://" + testservers.FreeAddr(t) + "/0"}).Ping(ctx)
-		redisWantKind(t, err, ErrRefused)
+		err := redisTestStore(t, sessionstore.Config{URL: "redis://" + testservers.FreeAddr(t) + "/0"}).Ping(ctx)
+		storetest.WantKind(t, err, sessionstore.ErrRefused)
 	})
 	t.Run("dns", func(t *testing.T) {
-		err := redisTestStore(t, Config{URL: "redis://no-such-host.invalid:6379/0"}).Ping(ctx)
-		redisWantKind(t, err, ErrDNS)
+		err := redisTestStore(t, sessionstore.Config{URL: "redis://no-such-host.invalid:6379/0"}).Ping(ctx)
+		storetest.WantKind(t, err, sessionstore.ErrDNS)
 	})
 	t.Run("timeout", func(t *testing.T) {
 		// A listener that accepts and never answers.
@@ -117,8 +109,8 @@ func TestRedisPing(t *testing.T) {
 		defer ln.Close()
 		tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
-		err = redisTestStore(t, Config{URL: "redis://" + ln.Addr().String() + "/0"}).Ping(tctx)
-		redisWantKind(t, err, ErrTimeout)
+		err = redisTestStore(t, sessionstore.Config{URL: "redis://" + ln.Addr().String() + "/0"}).Ping(tctx)
+		storetest.WantKind(t, err, sessionstore.ErrTimeout)
 	})
 	t.Run("tls certificate not trusted", func(t *testing.T) {
 		// Any TLS server with a self-signed certificate fails the handshake
@@ -126,15 +118,15 @@ func TestRedisPing(t *testing.T) {
 		srv := httptest.NewUnstartedServer(http.NotFoundHandler())
 		srv.StartTLS()
 		defer srv.Close()
-		err := redisTestStore(t, Config{URL: "rediss://" + srv.Listener.Addr().String() + "/0"}).Ping(ctx)
-		redisWantKind(t, err, ErrTLS)
+		err := redisTestStore(t, sessionstore.Config{URL: "rediss://" + srv.Listener.Addr().String() + "/0"}).Ping(ctx)
+		storetest.WantKind(t, err, sessionstore.ErrTLS)
 	})
 }
 
 // redisClosedAddr returns a loopback address nothing listens on.
 func TestRedisConfigErrors(t *testing.T) {
 	secret := "s3cr%t"
-	for name, cfg := range map[string]Config{
+	for name, cfg := range map[string]sessionstore.Config{
 		"no url":                  {},
 		"bad scheme":              {URL: "http://h:6379"},
 		"unparsable url":          {URL: "redis://u:" + secret + "@h:6379/0"},
@@ -143,9 +135,9 @@ func TestRedisConfigErrors(t *testing.T) {
 		"database is not numeric": {URL: "redis://h:6379/x"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			cfg.Backend = BackendRedis
-			_, err := New(cfg)
-			redisWantKind(t, err, ErrConfig)
+			cfg.Backend = sessionstore.BackendRedis
+			_, err := sessionstore.New(cfg)
+			storetest.WantKind(t, err, sessionstore.ErrConfig)
 			if strings.Contains(err.Error(), secret) {
 				t.Fatalf("error quotes the password: %v", err)
 			}
@@ -155,13 +147,13 @@ func TestRedisConfigErrors(t *testing.T) {
 
 func TestRedisErrorKinds(t *testing.T) {
 	// The server's own codes; WRONGPASS is also seen live in TestRedisAuth.
-	for msg, want := range map[string]ErrorKind{
-		"WRONGPASS invalid username-password pair or user is disabled.": ErrAuth,
-		"NOAUTH Authentication required.":                               ErrAuth,
-		"NOPERM this user has no permissions to run the 'scan' command": ErrAuth,
-		"LOADING Redis is loading the dataset in memory":                ErrUnknown,
+	for msg, want := range map[string]sessionstore.ErrorKind{
+		"WRONGPASS invalid username-password pair or user is disabled.": sessionstore.ErrAuth,
+		"NOAUTH Authentication required.":                               sessionstore.ErrAuth,
+		"NOPERM this user has no permissions to run the 'scan' command": sessionstore.ErrAuth,
+		"LOADING Redis is loading the dataset in memory":                sessionstore.ErrUnknown,
 	} {
-		if got := KindOf(redisError("op", errors.New(msg))); got != want {
+		if got := sessionstore.KindOf(redisError("op", errors.New(msg))); got != want {
 			t.Errorf("%q: got %s, want %s", msg, got, want)
 		}
 	}
@@ -182,11 +174,11 @@ func TestRedisCleanupCountsFlaskSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	count := func(t *testing.T, cfg Config, dryRun bool) Report {
+	count := func(t *testing.T, cfg sessionstore.Config, dryRun bool) sessionstore.Report {
 		t.Helper()
 		cfg.KeyPrefix = prefix
 		var progress int
-		rep, err := redisTestStore(t, cfg).Cleanup(ctx, CleanupOptions{BatchSize: 2, DryRun: dryRun, Progress: func(Report) { progress++ }})
+		rep, err := redisTestStore(t, cfg).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 2, DryRun: dryRun, Progress: func(sessionstore.Report) { progress++ }})
 		if err != nil {
 			t.Fatalf("Cleanup: %v", err)
 		}
@@ -200,7 +192,7 @@ func TestRedisCleanupCountsFlaskSessions(t *testing.T) {
 	}
 	ttl := func(key string) time.Duration { return client.TTL(ctx, key).Val() }
 
-	rep := count(t, Config{}, false)
+	rep := count(t, sessionstore.Config{}, false)
 	if rep.Kept["noTTL"] != 1 || rep.Kept["ttlFixed"] != 0 || !strings.Contains(rep.Message, "1 without a TTL") {
 		t.Fatalf("report %+v: want the one key without a TTL counted and not fixed", rep)
 	}
@@ -208,12 +200,12 @@ func TestRedisCleanupCountsFlaskSessions(t *testing.T) {
 		t.Fatalf("the key without a TTL got one without FixMissingTTL")
 	}
 
-	rep = count(t, Config{FixMissingTTL: true, Lifetime: 2 * time.Hour}, true)
+	rep = count(t, sessionstore.Config{FixMissingTTL: true, Lifetime: 2 * time.Hour}, true)
 	if rep.Kept["noTTL"] != 1 || ttl(prefix+"leaked") != -1 {
 		t.Fatalf("dry run %+v changed a TTL or lost the count", rep)
 	}
 
-	rep = count(t, Config{FixMissingTTL: true, Lifetime: 2 * time.Hour}, false)
+	rep = count(t, sessionstore.Config{FixMissingTTL: true, Lifetime: 2 * time.Hour}, false)
 	if rep.Kept["ttlFixed"] != 1 || rep.Kept["noTTL"] != 0 || !strings.Contains(rep.Message, "gave 1") {
 		t.Fatalf("report %+v: want the key without a TTL fixed", rep)
 	}
@@ -258,7 +250,7 @@ func TestRedisCleanupPrefixWithGlobCharacters(t *testing.T) {
 		t.Fatalf("test setup: the unescaped prefix matches %q, not the decoy %q", matched, decoy)
 	}
 
-	rep, err := redisTestStore(t, Config{KeyPrefix: prefix, FixMissingTTL: true}).Cleanup(ctx, CleanupOptions{BatchSize: 10})
+	rep, err := redisTestStore(t, sessionstore.Config{KeyPrefix: prefix, FixMissingTTL: true}).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10})
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
@@ -281,7 +273,7 @@ func TestRedisCleanupStopsOnCancel(t *testing.T) {
 	for i := range 50 {
 		client.Set(ctx, fmt.Sprintf("%s%d", prefix, i), "x", time.Hour)
 	}
-	rep, err := redisTestStore(t, Config{KeyPrefix: prefix}).Cleanup(ctx, CleanupOptions{BatchSize: 5, Progress: func(Report) { cancel() }})
+	rep, err := redisTestStore(t, sessionstore.Config{KeyPrefix: prefix}).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 5, Progress: func(sessionstore.Report) { cancel() }})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
@@ -305,23 +297,23 @@ func TestRedisAuth(t *testing.T) {
 	authURL := func(password string) string {
 		return "redis://" + redisPercentEncode(user) + ":" + redisPercentEncode(password) + "@127.0.0.1:6379/0"
 	}
-	store := redisTestStore(t, Config{URL: authURL(password), KeyPrefix: prefix, FixMissingTTL: true})
+	store := redisTestStore(t, sessionstore.Config{URL: authURL(password), KeyPrefix: prefix, FixMissingTTL: true})
 	if err := store.Ping(ctx); err != nil {
 		t.Fatalf("Ping with the percent-encoded password: %v", err)
 	}
-	rep, err := store.Cleanup(ctx, CleanupOptions{})
+	rep, err := store.Cleanup(ctx, sessionstore.CleanupOptions{})
 	if err != nil || rep.Kept["ttlFixed"] != 1 {
 		t.Fatalf("Cleanup as the ACL user: %+v, %v", rep, err)
 	}
 
 	wrong := password + "-wrong"
-	err = redisTestStore(t, Config{URL: authURL(wrong), KeyPrefix: prefix}).Ping(ctx)
-	redisWantKind(t, err, ErrAuth)
+	err = redisTestStore(t, sessionstore.Config{URL: authURL(wrong), KeyPrefix: prefix}).Ping(ctx)
+	storetest.WantKind(t, err, sessionstore.ErrAuth)
 	if strings.Contains(err.Error(), wrong) || strings.Contains(err.Error(), redisPercentEncode(wrong)) {
 		t.Fatalf("error quotes the password: %v", err)
 	}
-	_, err = redisTestStore(t, Config{URL: authURL(wrong), KeyPrefix: prefix}).Cleanup(ctx, CleanupOptions{})
-	redisWantKind(t, err, ErrAuth)
+	_, err = redisTestStore(t, sessionstore.Config{URL: authURL(wrong), KeyPrefix: prefix}).Cleanup(ctx, sessionstore.CleanupOptions{})
+	storetest.WantKind(t, err, sessionstore.ErrAuth)
 }
 
 // redisPercentEncode escapes every byte but the unreserved ones, as a user

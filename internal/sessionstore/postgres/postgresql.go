@@ -1,4 +1,4 @@
-package sessionstore
+package postgres
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
 // Flask-Session's SQLAlchemy backend keeps one row per session in a table
@@ -23,7 +25,7 @@ import (
 // (written by 0.3/0.4 for non-permanent sessions), which the app never
 // expires either.
 
-func init() { register(BackendPostgreSQL, newPostgreSQL) }
+func init() { sessionstore.Register(sessionstore.BackendPostgreSQL, newPostgreSQL) }
 
 const (
 	pgDefaultBatchSize = 1000
@@ -37,7 +39,7 @@ const (
 )
 
 type pgStore struct {
-	cfg     Config
+	cfg     sessionstore.Config
 	connCfg *pgx.ConnConfig
 	// password is removed from every error message, however it is spelled.
 	password string
@@ -46,11 +48,11 @@ type pgStore struct {
 	conn *pgx.Conn
 }
 
-func newPostgreSQL(cfg Config) (Store, error) {
+func newPostgreSQL(cfg sessionstore.Config) (sessionstore.Store, error) {
 	if cfg.Table == "" {
-		cfg.Table = DefaultTable
+		cfg.Table = sessionstore.DefaultTable
 	}
-	if err := cmdValidatePostgresNames(cfg.Table, cfg.Schema); err != nil {
+	if err := sessionstore.ValidatePostgresNames(cfg.Table, cfg.Schema); err != nil {
 		return nil, err
 	}
 	connCfg, password, err := pgParseURL(cfg.URL)
@@ -63,14 +65,14 @@ func newPostgreSQL(cfg Config) (Store, error) {
 // pgParseURL parses a postgres:// or postgresql:// URL without ever quoting
 // it in an error: parsers' messages repeat the URL, password included.
 func pgParseURL(raw string) (*pgx.ConnConfig, string, error) {
-	u, err := cmdParseURL(raw, "postgres:// or postgresql://", "postgres", "postgresql")
+	u, err := sessionstore.ParseURL(raw, "postgres:// or postgresql://", "postgres", "postgresql")
 	if err != nil {
 		return nil, "", err
 	}
 	password, _ := u.User.Password()
 	connCfg, err := pgx.ParseConfig(raw)
 	if err != nil {
-		return nil, "", newError(ErrConfig, EnvURL, pgScrubbed{err, password})
+		return nil, "", sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, pgScrubbed{err, password})
 	}
 	if connCfg.ConnectTimeout == 0 {
 		connCfg.ConnectTimeout = pgDefaultConnectTimeout
@@ -83,7 +85,7 @@ func pgParseURL(raw string) (*pgx.ConnConfig, string, error) {
 }
 
 // pgScrubbed removes the password from an error's message, raw and
-// percent-encoded, on top of the URL scrubbing newError does.
+// percent-encoded, on top of the URL scrubbing NewError does.
 type pgScrubbed struct {
 	err      error
 	password string
@@ -106,7 +108,7 @@ func (s *pgStore) pgError(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	var se *Error
+	var se *sessionstore.Error
 	if errors.As(err, &se) {
 		return err
 	}
@@ -115,14 +117,14 @@ func (s *pgStore) pgError(op string, err error) error {
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
 		case "28P01", "28000": // invalid_password, invalid_authorization_specification
-			return newError(ErrAuth, op, err)
+			return sessionstore.NewError(sessionstore.ErrAuth, op, err)
 		case "3D000", "42P01", "3F000": // no such database, table or schema
-			return newError(ErrMissingTable, op, err)
+			return sessionstore.NewError(sessionstore.ErrMissingTable, op, err)
 		case "42501": // insufficient_privilege: a server answer, not a network failure
-			return newError(ErrUnknown, op, err)
+			return sessionstore.NewError(sessionstore.ErrUnknown, op, err)
 		}
 	}
-	return classify(op, err)
+	return sessionstore.Classify(op, err)
 }
 
 // pgConnect returns the open connection, or opens one when there is none or
@@ -199,15 +201,15 @@ SELECT current_schema(), n.nspname, c.relkind::text,
 func (s *pgStore) pgUsable(info pgTableInfo, op string) error {
 	name := info.name(s.cfg.Table)
 	if !info.exists {
-		return newError(ErrMissingTable, op, fmt.Errorf("table %s does not exist in database %q", name, s.connCfg.Database))
+		return sessionstore.NewError(sessionstore.ErrMissingTable, op, fmt.Errorf("table %s does not exist in database %q", name, s.connCfg.Database))
 	}
 	if info.kind != "r" {
 		// ctid ranges (see Cleanup) address one heap, which partitioned
 		// tables and views do not have.
-		return newError(ErrConfig, EnvTable, fmt.Errorf("%s is not a plain table (relkind %q)", name, info.kind))
+		return sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvTable, fmt.Errorf("%s is not a plain table (relkind %q)", name, info.kind))
 	}
 	if !info.hasExpiry {
-		return newError(ErrConfig, EnvTable, fmt.Errorf("table %s has no expiry column, so it is not Flask-Session's", name))
+		return sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvTable, fmt.Errorf("table %s has no expiry column, so it is not Flask-Session's", name))
 	}
 	return nil
 }
@@ -229,10 +231,10 @@ func (s *pgStore) Ping(ctx context.Context) error {
 // EnsureSchema creates the table in Flask-Session's layout when it is missing
 // and Config.CreateTable asks for it, and the expiry index when
 // Config.CreateExpiryIndex asks for it.
-func (s *pgStore) EnsureSchema(ctx context.Context) (SchemaResult, error) {
+func (s *pgStore) EnsureSchema(ctx context.Context) (sessionstore.SchemaResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var res SchemaResult
+	var res sessionstore.SchemaResult
 	conn, err := s.pgConnect(ctx)
 	if err != nil {
 		return res, err
@@ -324,8 +326,8 @@ func (s *pgStore) pgCreateTable(ctx context.Context, conn *pgx.Conn) ([]string, 
 // would cut it, so looking it up finds what CREATE INDEX made.
 func pgExpiryIndexName(table string) string {
 	name := table + "_expiry_idx"
-	if len(name) > MaxIdentifierLength {
-		name = name[:MaxIdentifierLength]
+	if len(name) > sessionstore.MaxIdentifierLength {
+		name = name[:sessionstore.MaxIdentifierLength]
 	}
 	return name
 }
@@ -402,17 +404,17 @@ SELECT (SELECT i.indisvalid FROM pg_index i JOIN pg_class ic ON ic.oid = i.index
 // against the row's newest version, so a session refreshed meanwhile is kept.
 // A refreshed row that moves to a later page is seen there with its new
 // expiry. Rows with a NULL expiry never match and are reported as kept.
-func (s *pgStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, error) {
+func (s *pgStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptions) (sessionstore.Report, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()
-	rep := Report{Backend: BackendPostgreSQL, DryRun: opts.DryRun}
-	done := func(err error) (Report, error) {
+	rep := sessionstore.Report{Backend: sessionstore.BackendPostgreSQL, DryRun: opts.DryRun}
+	done := func(err error) (sessionstore.Report, error) {
 		rep.Duration = time.Since(start)
 		rep.Message = s.pgMessage(rep, err)
 		return rep, err
 	}
-	batchSize := opts.batchSizeOr(pgDefaultBatchSize)
+	batchSize := opts.BatchSizeOr(pgDefaultBatchSize)
 
 	conn, err := s.pgConnect(ctx)
 	if err != nil {
@@ -452,7 +454,7 @@ func (s *pgStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 		return done(s.pgError("cleanup: count sessions", err))
 	}
 	rep.AddKept("noExpiry", rep.Scanned-withExpiry)
-	progress := func() { opts.progress(rep, start) }
+	progress := func() { opts.ReportProgress(rep, start) }
 	if opts.DryRun || rep.Expired == 0 {
 		return done(nil)
 	}
@@ -481,7 +483,7 @@ func (s *pgStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 			break
 		}
 		if err := ctx.Err(); err != nil {
-			return done(classify("cleanup", fmt.Errorf("stopped after %d batches: %w", rep.Batches, err)))
+			return done(sessionstore.Classify("cleanup", fmt.Errorf("stopped after %d batches: %w", rep.Batches, err)))
 		}
 		bctx, cancel := context.WithTimeout(batchCtx, pgBatchTimeout)
 		tag, err := conn.Exec(bctx, deleteSQL, lo, hi, rep.Now)
@@ -546,9 +548,9 @@ func (c *pgRangeCursor) next(rows int) (lo, hi pgtype.TID, ok bool) {
 	return lo, pgTID(c.page, end), true
 }
 
-func (s *pgStore) pgMessage(rep Report, err error) string {
+func (s *pgStore) pgMessage(rep sessionstore.Report, err error) string {
 	var b strings.Builder
-	writeOutcome(&b, rep, "sessions", "of", err)
+	sessionstore.WriteOutcome(&b, rep, "sessions", "of", err)
 	if n := rep.Kept["noExpiry"]; n > 0 {
 		fmt.Fprintf(&b, "; kept %d with no expiry (written as non-permanent or by Flask-Session < 0.7; the app never expires them)", n)
 	}

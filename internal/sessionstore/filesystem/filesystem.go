@@ -1,6 +1,6 @@
 //go:build unix
 
-package sessionstore
+package filesystem
 
 import (
 	"context"
@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
 // Flask-Session's filesystem type keeps sessions in a directory with
@@ -44,7 +46,7 @@ import (
 // The job's clock decides, not the app's: a job whose clock runs ahead of the
 // app's deletes sessions that early.
 
-func init() { register(BackendFilesystem, newFilesystem) }
+func init() { sessionstore.Register(sessionstore.BackendFilesystem, newFilesystem) }
 
 const (
 	fsDefaultBatchSize = 1000
@@ -114,8 +116,8 @@ type fsStore struct {
 	mu sync.Mutex
 }
 
-func newFilesystem(cfg Config) (Store, error) {
-	dir, err := cmdFilesystemDir(cfg)
+func newFilesystem(cfg sessionstore.Config) (sessionstore.Store, error) {
+	dir, err := cfg.FilesystemDir()
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +137,7 @@ func (s *fsStore) fsCheckDir(op string) error {
 		return fsOSError(op, "session directory "+s.dir, err)
 	}
 	if !fi.IsDir() {
-		return newError(ErrConfig, op, fmt.Errorf("session directory %s is not a directory", s.dir))
+		return sessionstore.NewError(sessionstore.ErrConfig, op, fmt.Errorf("session directory %s is not a directory", s.dir))
 	}
 	notReadable := func(err error) error {
 		return fsOSError(op, "session directory "+s.dir+" is not readable", err)
@@ -161,8 +163,8 @@ func (s *fsStore) fsCheckDir(op string) error {
 // EnsureSchema reports whether the directory exists. It never creates it:
 // it is the volume the app writes to, and creating it would hide a volume
 // that is not mounted.
-func (s *fsStore) EnsureSchema(ctx context.Context) (SchemaResult, error) {
-	var res SchemaResult
+func (s *fsStore) EnsureSchema(ctx context.Context) (sessionstore.SchemaResult, error) {
+	var res sessionstore.SchemaResult
 	err := fsWithin(ctx, "ensure schema", func() error {
 		fi, err := os.Stat(s.dir)
 		switch {
@@ -172,7 +174,7 @@ func (s *fsStore) EnsureSchema(ctx context.Context) (SchemaResult, error) {
 		case err != nil:
 			return fsOSError("ensure schema", "session directory "+s.dir, err)
 		case !fi.IsDir():
-			return newError(ErrConfig, "ensure schema", fmt.Errorf("session directory %s is not a directory", s.dir))
+			return sessionstore.NewError(sessionstore.ErrConfig, "ensure schema", fmt.Errorf("session directory %s is not a directory", s.dir))
 		}
 		res.Present = true
 		res.Message = fmt.Sprintf("session directory %s is present", s.dir)
@@ -227,7 +229,7 @@ func (s *fsStore) Close() error { return nil }
 // write is lost, which leaves the count off by one until the next run.
 //
 // Cancelling ctx stops the run after the current batch.
-func (s *fsStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, error) {
+func (s *fsStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptions) (sessionstore.Report, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()
@@ -235,17 +237,17 @@ func (s *fsStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 	if now.IsZero() {
 		now = start
 	}
-	rep := Report{Backend: BackendFilesystem, DryRun: opts.DryRun, Now: now.UTC()}
+	rep := sessionstore.Report{Backend: sessionstore.BackendFilesystem, DryRun: opts.DryRun, Now: now.UTC()}
 	var token [8]byte
 	_, _ = rand.Read(token[:])
 	run := &fsRun{store: s, now: now, dryRun: opts.DryRun, rep: &rep, token: hex.EncodeToString(token[:])}
 	run.noAtime.Store(fsNoAtime != 0)
-	done := func(err error) (Report, error) {
+	done := func(err error) (sessionstore.Report, error) {
 		rep.Duration = time.Since(start)
 		rep.Message = run.message(err)
 		return rep, err
 	}
-	batchSize := opts.batchSizeOr(fsDefaultBatchSize)
+	batchSize := opts.BatchSizeOr(fsDefaultBatchSize)
 
 	d, err := os.Open(s.dir)
 	if err != nil {
@@ -255,12 +257,12 @@ func (s *fsStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, err
 	if fi, err := d.Stat(); err != nil {
 		return done(fsOSError("cleanup", "session directory "+s.dir, err))
 	} else if !fi.IsDir() {
-		return done(newError(ErrConfig, "cleanup", fmt.Errorf("session directory %s is not a directory", s.dir)))
+		return done(sessionstore.NewError(sessionstore.ErrConfig, "cleanup", fmt.Errorf("session directory %s is not a directory", s.dir)))
 	}
 	// d stays open (deferred Close) for as long as its descriptor is used.
 	run.dirfd = int(d.Fd())
 
-	err = run.scan(ctx, d, batchSize, func() { opts.progress(rep, start) })
+	err = run.scan(ctx, d, batchSize, func() { opts.ReportProgress(rep, start) })
 	// The count is made right after a run that stopped early too, as soon
 	// as it deleted anything: a count left too high makes cachelib evict
 	// live sessions.
@@ -282,7 +284,7 @@ func (r *fsRun) scan(ctx context.Context, d *os.File, batchSize int, progress fu
 	}
 	for {
 		if err := ctx.Err(); err != nil {
-			return classify("cleanup", fmt.Errorf("stopped after %d batches: %w", rep.Batches, err))
+			return sessionstore.Classify("cleanup", fmt.Errorf("stopped after %d batches: %w", rep.Batches, err))
 		}
 		entries, readErr := d.ReadDir(batchSize)
 		if err := r.visitAll(workers, entries); err != nil {
@@ -348,7 +350,7 @@ type fsRun struct {
 	dirfd  int
 	now    time.Time
 	dryRun bool
-	rep    *Report
+	rep    *sessionstore.Report
 	token  string
 
 	noAtime  atomic.Bool
@@ -674,7 +676,7 @@ func (r *fsRun) replaceCountFile(data []byte, old *unix.Stat_t) error {
 func (r *fsRun) message(err error) string {
 	rep := r.rep
 	var b strings.Builder
-	if writeOutcome(&b, *rep, "session files", "of", err) && r.putBack > 0 {
+	if sessionstore.WriteOutcome(&b, *rep, "session files", "of", err) && r.putBack > 0 {
 		fmt.Fprintf(&b, " (%d of them refreshed just as they were taken, and put back)", r.putBack)
 	}
 	if n := rep.Kept["noExpiry"]; n > 0 {
@@ -1030,7 +1032,7 @@ func fsWithin(ctx context.Context, op string, fn func() error) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		return classify(op, fmt.Errorf("the session directory did not answer: %w", ctx.Err()))
+		return sessionstore.Classify(op, fmt.Errorf("the session directory did not answer: %w", ctx.Err()))
 	}
 }
 
@@ -1039,13 +1041,13 @@ func fsOSError(op, what string, err error) error {
 	errno := fsErrnoOnly(err)
 	switch {
 	case errors.Is(errno, fs.ErrNotExist):
-		return newError(ErrConfig, op, fmt.Errorf("%s does not exist (is the volume mounted?): %w", what, errno))
+		return sessionstore.NewError(sessionstore.ErrConfig, op, fmt.Errorf("%s does not exist (is the volume mounted?): %w", what, errno))
 	case errors.Is(errno, unix.ENOTDIR), errors.Is(errno, unix.EROFS):
-		return newError(ErrConfig, op, fmt.Errorf("%s: %w", what, errno))
+		return sessionstore.NewError(sessionstore.ErrConfig, op, fmt.Errorf("%s: %w", what, errno))
 	case errors.Is(errno, unix.EACCES), errors.Is(errno, unix.EPERM):
-		return newError(ErrAuth, op, fmt.Errorf("%s: %w (uid %d, gid %d)", what, errno, os.Geteuid(), os.Getegid()))
+		return sessionstore.NewError(sessionstore.ErrAuth, op, fmt.Errorf("%s: %w (uid %d, gid %d)", what, errno, os.Geteuid(), os.Getegid()))
 	}
-	return classify(op, fmt.Errorf("%s: %w", what, errno))
+	return sessionstore.Classify(op, fmt.Errorf("%s: %w", what, errno))
 }
 
 // fsErrnoOnly drops the path of a *PathError, which the messages name

@@ -1,4 +1,4 @@
-package sessionstore
+package memcached
 
 import (
 	"context"
@@ -10,13 +10,15 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
 // Flask-Session stores each session in memcached with the session lifetime
 // as its expiry, and memcached cannot list its keys: there is nothing to
 // clean, only servers to reach.
 
-func init() { register(BackendMemcached, newMemcached) }
+func init() { sessionstore.Register(sessionstore.BackendMemcached, newMemcached) }
 
 // memcachedDefaultTimeout bounds each server's answer when ctx has no deadline.
 const memcachedDefaultTimeout = 5 * time.Second
@@ -25,7 +27,7 @@ type memcachedStore struct {
 	servers []string
 }
 
-func newMemcached(cfg Config) (Store, error) {
+func newMemcached(cfg sessionstore.Config) (sessionstore.Store, error) {
 	servers, err := memcachedServers(cfg.URL)
 	if err != nil {
 		return nil, err
@@ -39,14 +41,14 @@ func newMemcached(cfg Config) (Store, error) {
 func memcachedServers(raw string) ([]string, error) {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok || !strings.EqualFold(scheme, "memcached") {
-		return nil, newError(ErrConfig, EnvURL, errors.New("want memcached://host:port[,host:port...]"))
+		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("want memcached://host:port[,host:port...]"))
 	}
 	if strings.Contains(rest, "@") {
-		return nil, newError(ErrConfig, EnvURL, errors.New("memcached takes no user or password in its URL"))
+		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("memcached takes no user or password in its URL"))
 	}
 	rest = strings.TrimSuffix(rest, "/")
 	if rest == "" {
-		return nil, newError(ErrConfig, EnvURL, errors.New("no server in the memcached:// URL"))
+		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("no server in the memcached:// URL"))
 	}
 	parts := strings.Split(rest, ",")
 	servers := make([]string, 0, len(parts))
@@ -57,7 +59,7 @@ func memcachedServers(raw string) ([]string, error) {
 			host, port = strings.TrimSuffix(strings.TrimPrefix(server, "["), "]"), "11211"
 		}
 		if n, err := strconv.Atoi(port); host == "" || strings.ContainsAny(host, "/[]") || err != nil || n < 1 || n > 65535 {
-			return nil, newError(ErrConfig, EnvURL, fmt.Errorf("server %d of %d is not host:port", i+1, len(parts)))
+			return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, fmt.Errorf("server %d of %d is not host:port", i+1, len(parts)))
 		}
 		servers = append(servers, net.JoinHostPort(host, port))
 	}
@@ -78,13 +80,13 @@ func (s *memcachedStore) Ping(ctx context.Context) error {
 func (s *memcachedStore) pingServer(ctx context.Context, server string) error {
 	op := "ping memcached " + server
 	if err := ctx.Err(); err != nil {
-		return classify(op, err)
+		return sessionstore.Classify(op, err)
 	}
 	// The server list resolves names here, not in New, so a name that
 	// resolves later (a Service not yet created) is not a config error.
 	var list memcache.ServerList
 	if err := list.SetServers(server); err != nil {
-		return classify(op, err)
+		return sessionstore.Classify(op, err)
 	}
 	client := memcache.NewFromSelector(&list)
 	defer client.Close()
@@ -98,24 +100,24 @@ func (s *memcachedStore) pingServer(ctx context.Context, server string) error {
 	go func() { done <- client.Ping() }()
 	select {
 	case err := <-done:
-		return classify(op, err)
+		return sessionstore.Classify(op, err)
 	case <-ctx.Done():
-		return classify(op, ctx.Err())
+		return sessionstore.Classify(op, ctx.Err())
 	}
 }
 
-func (s *memcachedStore) EnsureSchema(ctx context.Context) (SchemaResult, error) {
+func (s *memcachedStore) EnsureSchema(ctx context.Context) (sessionstore.SchemaResult, error) {
 	if err := s.Ping(ctx); err != nil {
-		return SchemaResult{}, err
+		return sessionstore.SchemaResult{}, err
 	}
-	return SchemaResult{Present: true, Message: "memcached expires sessions by itself; nothing to create"}, nil
+	return sessionstore.SchemaResult{Present: true, Message: "memcached expires sessions by itself; nothing to create"}, nil
 }
 
 // Cleanup deletes nothing; it checks that every server answers, so a
 // cleanup job against a dead memcached fails instead of reporting success.
-func (s *memcachedStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, error) {
+func (s *memcachedStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptions) (sessionstore.Report, error) {
 	start := time.Now()
-	rep := Report{Backend: BackendMemcached, DryRun: opts.DryRun, Now: opts.Now, NativeExpiry: true}
+	rep := sessionstore.Report{Backend: sessionstore.BackendMemcached, DryRun: opts.DryRun, Now: opts.Now, NativeExpiry: true}
 	if rep.Now.IsZero() {
 		rep.Now = start.UTC()
 	}

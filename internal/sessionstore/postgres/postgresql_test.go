@@ -1,4 +1,4 @@
-package sessionstore
+package postgres
 
 import (
 	"context"
@@ -18,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore/storetest"
 	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
@@ -82,10 +84,10 @@ func pgTestDatabase(t testing.TB, owner string) string {
 // pgTestSessionsTable makes a database of the test's own with Flask-Session's
 // table in it, made by EnsureSchema; it returns the database, a store on it
 // and a connection to it.
-func pgTestSessionsTable(t *testing.T) (string, Store, *pgx.Conn) {
+func pgTestSessionsTable(t *testing.T) (string, sessionstore.Store, *pgx.Conn) {
 	t.Helper()
 	db := pgTestDatabase(t, "")
-	s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true})
+	s := pgTestStore(t, sessionstore.Config{URL: pgTestURL(db), CreateTable: true})
 	if _, err := s.EnsureSchema(pgTestCtx(t)); err != nil {
 		t.Fatalf("EnsureSchema: %v", err)
 	}
@@ -96,10 +98,10 @@ func pgTestURL(db string) string {
 	return "postgresql://postgres@" + pgTestHost + "/" + db + "?sslmode=disable"
 }
 
-func pgTestStore(t testing.TB, cfg Config) Store {
+func pgTestStore(t testing.TB, cfg sessionstore.Config) sessionstore.Store {
 	t.Helper()
-	cfg.Backend = BackendPostgreSQL
-	return newTestStore(t, cfg)
+	cfg.Backend = sessionstore.BackendPostgreSQL
+	return storetest.NewStore(t, cfg)
 }
 
 func pgTestCtx(t testing.TB) context.Context {
@@ -110,12 +112,12 @@ func pgTestCtx(t testing.TB) context.Context {
 
 // pgTestWantKind fails unless err is a store error of kind want that does
 // not give away secret.
-func pgTestWantKind(t *testing.T, err error, want ErrorKind, secret string) {
+func pgTestWantKind(t *testing.T, err error, want sessionstore.ErrorKind, secret string) {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("got no error, want %s", want)
 	}
-	if got := KindOf(err); got != want {
+	if got := sessionstore.KindOf(err); got != want {
 		t.Fatalf("kind %s, want %s (error: %v)", got, want, err)
 	}
 	if secret != "" {
@@ -135,21 +137,21 @@ func TestPostgresNewRejectsBadConfig(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, key string
-		cfg       Config
+		cfg       sessionstore.Config
 	}{
-		{"sql in the table name", EnvTable, Config{URL: pgTestURL(db), Table: "sessions; DROP TABLE users"}},
-		{"quote in the table name", EnvTable, Config{URL: pgTestURL(db), Table: `sessions"`}},
-		{"sql in the schema", EnvSchema, Config{URL: pgTestURL(db), Schema: "public; DROP TABLE users"}},
-		{"table name too long", EnvTable, Config{URL: pgTestURL(db), Table: strings.Repeat("s", 64)}},
-		{"no URL", EnvURL, Config{}},
-		{"not a postgres URL", EnvURL, Config{URL: "mysql://root:hunter2@localhost/db"}},
-		{"bad port", EnvURL, Config{URL: "postgresql://root:hunter2@localhost:99999999/db"}},
+		{"sql in the table name", sessionstore.EnvTable, sessionstore.Config{URL: pgTestURL(db), Table: "sessions; DROP TABLE users"}},
+		{"quote in the table name", sessionstore.EnvTable, sessionstore.Config{URL: pgTestURL(db), Table: `sessions"`}},
+		{"sql in the schema", sessionstore.EnvSchema, sessionstore.Config{URL: pgTestURL(db), Schema: "public; DROP TABLE users"}},
+		{"table name too long", sessionstore.EnvTable, sessionstore.Config{URL: pgTestURL(db), Table: strings.Repeat("s", 64)}},
+		{"no URL", sessionstore.EnvURL, sessionstore.Config{}},
+		{"not a postgres URL", sessionstore.EnvURL, sessionstore.Config{URL: "mysql://root:hunter2@localhost/db"}},
+		{"bad port", sessionstore.EnvURL, sessionstore.Config{URL: "postgresql://root:hunter2@localhost:99999999/db"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.Backend = BackendPostgreSQL
-			_, err := New(tc.cfg)
-			pgTestWantKind(t, err, ErrConfig, "hunter2")
-			var se *Error
+			tc.cfg.Backend = sessionstore.BackendPostgreSQL
+			_, err := sessionstore.New(tc.cfg)
+			pgTestWantKind(t, err, sessionstore.ErrConfig, "hunter2")
+			var se *sessionstore.Error
 			if !errors.As(err, &se) || se.Op != tc.key {
 				t.Fatalf("error names %q, want the field %s: %v", se.Op, tc.key, err)
 			}
@@ -168,7 +170,7 @@ func TestPostgresPing(t *testing.T) {
 	withPassword := "postgresql://postgres:" + password + "@" + pgTestHost + "/" + db + "?sslmode=disable"
 
 	t.Run("ok", func(t *testing.T) {
-		s := pgTestStore(t, Config{URL: withPassword, CreateTable: true})
+		s := pgTestStore(t, sessionstore.Config{URL: withPassword, CreateTable: true})
 		if _, err := s.EnsureSchema(ctx); err != nil {
 			t.Fatalf("EnsureSchema: %v", err)
 		}
@@ -177,31 +179,31 @@ func TestPostgresPing(t *testing.T) {
 		}
 	})
 	t.Run("missing table", func(t *testing.T) {
-		err := pgTestStore(t, Config{URL: withPassword, Table: "nosuchtable"}).Ping(ctx)
-		pgTestWantKind(t, err, ErrMissingTable, password)
+		err := pgTestStore(t, sessionstore.Config{URL: withPassword, Table: "nosuchtable"}).Ping(ctx)
+		pgTestWantKind(t, err, sessionstore.ErrMissingTable, password)
 		if !strings.Contains(err.Error(), "public.nosuchtable") {
 			t.Fatalf("error does not name public.nosuchtable: %v", err)
 		}
 	})
 	t.Run("missing table in a schema", func(t *testing.T) {
-		err := pgTestStore(t, Config{URL: withPassword, Schema: "app_sessions", Table: "Sessions2"}).Ping(ctx)
-		pgTestWantKind(t, err, ErrMissingTable, password)
+		err := pgTestStore(t, sessionstore.Config{URL: withPassword, Schema: "app_sessions", Table: "Sessions2"}).Ping(ctx)
+		pgTestWantKind(t, err, sessionstore.ErrMissingTable, password)
 		if !strings.Contains(err.Error(), "app_sessions.Sessions2") {
 			t.Fatalf("error does not name app_sessions.Sessions2: %v", err)
 		}
 	})
 	t.Run("missing database", func(t *testing.T) {
 		u := "postgresql://postgres:" + password + "@" + pgTestHost + "/pgtest_nosuchdb?sslmode=disable"
-		err := pgTestStore(t, Config{URL: u}).Ping(ctx)
-		pgTestWantKind(t, err, ErrMissingTable, password)
+		err := pgTestStore(t, sessionstore.Config{URL: u}).Ping(ctx)
+		pgTestWantKind(t, err, sessionstore.ErrMissingTable, password)
 		if !strings.Contains(err.Error(), "pgtest_nosuchdb") {
 			t.Fatalf("error does not name the database: %v", err)
 		}
 	})
 	t.Run("refused", func(t *testing.T) {
 		addr := testservers.FreeAddr(t)
-		err := pgTestStore(t, Config{URL: "postgresql://postgres:" + password + "@" + addr + "/" + db}).Ping(ctx)
-		pgTestWantKind(t, err, ErrRefused, password)
+		err := pgTestStore(t, sessionstore.Config{URL: "postgresql://postgres:" + password + "@" + addr + "/" + db}).Ping(ctx)
+		pgTestWantKind(t, err, sessionstore.ErrRefused, password)
 	})
 	t.Run("timeout", func(t *testing.T) {
 		// A server that accepts and then never answers.
@@ -221,17 +223,17 @@ func TestPostgresPing(t *testing.T) {
 		}()
 		short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer cancel()
-		err = pgTestStore(t, Config{URL: "postgresql://postgres:" + password + "@" + l.Addr().String() + "/" + db}).Ping(short)
-		pgTestWantKind(t, err, ErrTimeout, password)
+		err = pgTestStore(t, sessionstore.Config{URL: "postgresql://postgres:" + password + "@" + l.Addr().String() + "/" + db}).Ping(short)
+		pgTestWantKind(t, err, sessionstore.ErrTimeout, password)
 	})
 	t.Run("dns", func(t *testing.T) {
-		err := pgTestStore(t, Config{URL: "postgresql://postgres:" + password + "@pgtest.invalid:5432/" + db}).Ping(ctx)
-		pgTestWantKind(t, err, ErrDNS, password)
+		err := pgTestStore(t, sessionstore.Config{URL: "postgresql://postgres:" + password + "@pgtest.invalid:5432/" + db}).Ping(ctx)
+		pgTestWantKind(t, err, sessionstore.ErrDNS, password)
 	})
 	t.Run("tls", func(t *testing.T) {
 		// The server's certificate is Debian's self-signed snakeoil one.
 		u := "postgresql://postgres:" + password + "@" + pgTestHost + "/" + db + "?sslmode=verify-full"
-		pgTestWantKind(t, pgTestStore(t, Config{URL: u}).Ping(ctx), ErrTLS, password)
+		pgTestWantKind(t, pgTestStore(t, sessionstore.Config{URL: u}).Ping(ctx), sessionstore.ErrTLS, password)
 	})
 	t.Run("authentication", func(t *testing.T) {
 		// The shared server trusts 127.0.0.1 and never checks a password
@@ -243,7 +245,7 @@ func TestPostgresPing(t *testing.T) {
 		t.Cleanup(func() { admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+role) })
 		for _, user := range []string{role, "pgtest_nosuchrole"} {
 			u := "postgresql://" + user + ":" + password + "@" + pgTestHost + "/" + db + "?sslmode=disable"
-			pgTestWantKind(t, pgTestStore(t, Config{URL: u}).Ping(ctx), ErrAuth, password)
+			pgTestWantKind(t, pgTestStore(t, sessionstore.Config{URL: u}).Ping(ctx), sessionstore.ErrAuth, password)
 		}
 	})
 }
@@ -263,7 +265,7 @@ func TestPostgresPasswordWithURLSpecialCharacters(t *testing.T) {
 	if !strings.Contains(u, "%40") || !strings.Contains(u, "%23") {
 		t.Fatalf("URL %q is not percent-encoded as the test expects", u)
 	}
-	s := pgTestStore(t, Config{URL: u, CreateTable: true})
+	s := pgTestStore(t, sessionstore.Config{URL: u, CreateTable: true})
 	// The server trusts 127.0.0.1 and would accept a mangled password, so
 	// check what the store will send.
 	if got := s.(*pgStore).connCfg.Password; got != password {
@@ -282,7 +284,7 @@ func TestPostgresPasswordWithURLSpecialCharacters(t *testing.T) {
 
 	// The same URL towards a closed port: the error must not hold the password.
 	bad := strings.Replace(u, pgTestHost, testservers.FreeAddr(t), 1)
-	pgTestWantKind(t, pgTestStore(t, Config{URL: bad}).Ping(ctx), ErrRefused, password)
+	pgTestWantKind(t, pgTestStore(t, sessionstore.Config{URL: bad}).Ping(ctx), sessionstore.ErrRefused, password)
 }
 
 func pgTestQuoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
@@ -291,7 +293,7 @@ func TestPostgresEnsureSchema(t *testing.T) {
 	ctx := pgTestCtx(t)
 
 	t.Run("missing table without createTable", func(t *testing.T) {
-		s := pgTestStore(t, Config{URL: pgTestURL(pgTestDatabase(t, ""))})
+		s := pgTestStore(t, sessionstore.Config{URL: pgTestURL(pgTestDatabase(t, ""))})
 		res, err := s.EnsureSchema(ctx)
 		if err != nil {
 			t.Fatalf("EnsureSchema: %v", err)
@@ -299,7 +301,7 @@ func TestPostgresEnsureSchema(t *testing.T) {
 		if res.Present || len(res.Created) != 0 || !strings.Contains(res.Message, "public.sessions") {
 			t.Fatalf("got %+v, want not present, nothing created, a message naming public.sessions", res)
 		}
-		pgTestWantKind(t, s.Ping(ctx), ErrMissingTable, "")
+		pgTestWantKind(t, s.Ping(ctx), sessionstore.ErrMissingTable, "")
 	})
 
 	for _, tc := range []struct{ schema, table, wantSchema, wantIndex string }{
@@ -308,7 +310,7 @@ func TestPostgresEnsureSchema(t *testing.T) {
 	} {
 		t.Run("creates "+tc.wantSchema+"."+pgTestOr(tc.table, "sessions"), func(t *testing.T) {
 			db := pgTestDatabase(t, "")
-			s := pgTestStore(t, Config{URL: pgTestURL(db), Schema: tc.schema, Table: tc.table, CreateTable: true, CreateExpiryIndex: true})
+			s := pgTestStore(t, sessionstore.Config{URL: pgTestURL(db), Schema: tc.schema, Table: tc.table, CreateTable: true, CreateExpiryIndex: true})
 			res, err := s.EnsureSchema(ctx)
 			if err != nil {
 				t.Fatalf("EnsureSchema: %v", err)
@@ -341,8 +343,8 @@ func TestPostgresEnsureSchema(t *testing.T) {
 		db := pgTestDatabase(t, "")
 		conn := pgTestConnect(t, pgTestURL(db))
 		pgTestExec(t, conn, "CREATE SCHEMA sqla")
-		runFlask(t, pgTestFlaskPy, "", "create", pgTestSQLAlchemyURI(db, "sqla"), "sessions")
-		s := pgTestStore(t, Config{URL: pgTestURL(db), Schema: "ours", CreateTable: true})
+		storetest.RunFlask(t, pgTestFlaskPy, "", "create", pgTestSQLAlchemyURI(db, "sqla"), "sessions")
+		s := pgTestStore(t, sessionstore.Config{URL: pgTestURL(db), Schema: "ours", CreateTable: true})
 		if _, err := s.EnsureSchema(ctx); err != nil {
 			t.Fatalf("EnsureSchema: %v", err)
 		}
@@ -362,7 +364,7 @@ func TestPostgresEnsureSchema(t *testing.T) {
 		if valid := pgTestIndexValid(t, conn, "sessions_expiry_idx"); valid == nil || *valid {
 			t.Fatalf("setup: want an invalid index, got valid=%v", valid)
 		}
-		s2 := pgTestStore(t, Config{URL: pgTestURL(db), CreateExpiryIndex: true})
+		s2 := pgTestStore(t, sessionstore.Config{URL: pgTestURL(db), CreateExpiryIndex: true})
 		res, err := s2.EnsureSchema(ctx)
 		if err != nil {
 			t.Fatalf("EnsureSchema: %v", err)
@@ -382,7 +384,7 @@ func TestPostgresEnsureSchema(t *testing.T) {
 
 	t.Run("builds the index without blocking writers", func(t *testing.T) {
 		db := pgTestDatabase(t, "")
-		s := pgTestStore(t, Config{URL: pgTestURL(db), CreateTable: true, CreateExpiryIndex: true})
+		s := pgTestStore(t, sessionstore.Config{URL: pgTestURL(db), CreateTable: true, CreateExpiryIndex: true})
 		conn := pgTestConnect(t, pgTestURL(db))
 		pgTestExec(t, conn, "CREATE TABLE sessions (id serial PRIMARY KEY, session_id varchar(255) UNIQUE, data bytea, expiry timestamp)")
 		// An open snapshot makes CREATE INDEX CONCURRENTLY wait before it
@@ -473,14 +475,14 @@ func pgTestSQLAlchemyURI(db, schema string) string {
 	return u
 }
 
-func pgTestFlaskWrite(t *testing.T, uri, table string, lifetimeSeconds, count int, permanent bool) []flaskSession {
+func pgTestFlaskWrite(t *testing.T, uri, table string, lifetimeSeconds, count int, permanent bool) []storetest.FlaskSession {
 	t.Helper()
-	return flaskWrite(t, pgTestFlaskPy, count, uri, table, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count), fmt.Sprint(permanent))
+	return storetest.FlaskWrite(t, pgTestFlaskPy, count, uri, table, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count), fmt.Sprint(permanent))
 }
 
-func pgTestFlaskRead(t *testing.T, uri, table string, sessions []flaskSession) map[string]*string {
+func pgTestFlaskRead(t *testing.T, uri, table string, sessions []storetest.FlaskSession) map[string]*string {
 	t.Helper()
-	return flaskRead(t, pgTestFlaskPy, sessions, uri, table)
+	return storetest.FlaskRead(t, pgTestFlaskPy, sessions, uri, table)
 }
 
 // TestPostgresCleanupFlaskInterop has the real Flask-Session write live,
@@ -492,7 +494,7 @@ func TestPostgresCleanupFlaskInterop(t *testing.T) {
 		t.Run(pgTestOr(tc.schema, "public")+"."+tc.table, func(t *testing.T) {
 			ctx := pgTestCtx(t)
 			db := pgTestDatabase(t, "")
-			s := pgTestStore(t, Config{URL: pgTestURL(db), Schema: tc.schema, Table: tc.table, CreateTable: true})
+			s := pgTestStore(t, sessionstore.Config{URL: pgTestURL(db), Schema: tc.schema, Table: tc.table, CreateTable: true})
 			if _, err := s.EnsureSchema(ctx); err != nil {
 				t.Fatalf("EnsureSchema: %v", err)
 			}
@@ -513,7 +515,7 @@ func TestPostgresCleanupFlaskInterop(t *testing.T) {
 				t.Fatalf("setup: %d rows with NULL expiry, want %d", nulls, len(noExpiry))
 			}
 
-			dry, err := s.Cleanup(ctx, CleanupOptions{DryRun: true, BatchSize: 4})
+			dry, err := s.Cleanup(ctx, sessionstore.CleanupOptions{DryRun: true, BatchSize: 4})
 			if err != nil {
 				t.Fatalf("dry run: %v", err)
 			}
@@ -525,21 +527,21 @@ func TestPostgresCleanupFlaskInterop(t *testing.T) {
 				t.Fatalf("the dry run deleted rows: %d left of %d", n, wantTotal)
 			}
 
-			var progress []Report
+			var progress []sessionstore.Report
 			var dbNow time.Time
 			conn.QueryRow(ctx, "SELECT now() AT TIME ZONE 'utc'").Scan(&dbNow)
-			rep, err := s.Cleanup(ctx, CleanupOptions{
+			rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{
 				// A job clock far ahead must not matter: the database's is used.
 				Now:       time.Now().AddDate(50, 0, 0),
 				BatchSize: 4,
-				Progress:  func(r Report) { progress = append(progress, r) },
+				Progress:  func(r sessionstore.Report) { progress = append(progress, r) },
 			})
 			if err != nil {
 				t.Fatalf("Cleanup: %v", err)
 			}
 			t.Logf("report: %+v", rep)
 			if rep.Scanned != wantTotal || rep.Expired != int64(len(expired)) || rep.Deleted != int64(len(expired)) ||
-				rep.Kept["noExpiry"] != int64(len(noExpiry)) || rep.Batches < 2 || rep.Backend != BackendPostgreSQL {
+				rep.Kept["noExpiry"] != int64(len(noExpiry)) || rep.Batches < 2 || rep.Backend != sessionstore.BackendPostgreSQL {
 				t.Fatalf("report %+v", rep)
 			}
 			if d := rep.Now.Sub(dbNow); rep.Now.Location() != time.UTC || d < 0 || d > time.Minute {
@@ -568,7 +570,7 @@ func TestPostgresCleanupFlaskInterop(t *testing.T) {
 				}
 			}
 
-			again, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 4})
+			again, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 4})
 			if err != nil || again.Expired != 0 || again.Deleted != 0 || again.Batches != 0 {
 				t.Fatalf("second run: %+v, %v; want nothing to do", again, err)
 			}
@@ -658,7 +660,7 @@ func TestPostgresCleanupKeepsRefreshedSessions(t *testing.T) {
 		}()
 	}
 	time.Sleep(20 * time.Millisecond) // let the writers start
-	rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 10, Progress: func(r Report) { batches.Store(int64(r.Batches)) }})
+	rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10, Progress: func(r sessionstore.Report) { batches.Store(int64(r.Batches)) }})
 	stop.Store(true)
 	wg.Wait()
 	close(errs)
@@ -730,12 +732,12 @@ func TestPostgresCleanupRechecksARowItWaitedFor(t *testing.T) {
 			pgTestExec(t, app, "UPDATE sessions SET expiry = now() AT TIME ZONE 'utc' + interval '1 hour' WHERE session_id = $1", sid)
 
 			type result struct {
-				rep Report
+				rep sessionstore.Report
 				err error
 			}
 			done := make(chan result, 1)
 			go func() {
-				rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 10})
+				rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10})
 				done <- result{rep, err}
 			}()
 			var waiting bool
@@ -768,10 +770,10 @@ func TestPostgresCleanupRechecksARowItWaitedFor(t *testing.T) {
 }
 
 func TestPostgresCleanupStopsAndResumes(t *testing.T) {
-	setup := func(t *testing.T, password string) (Store, *pgx.Conn, string) {
+	setup := func(t *testing.T, password string) (sessionstore.Store, *pgx.Conn, string) {
 		db := pgTestDatabase(t, "")
 		u := "postgresql://postgres:" + password + "@" + pgTestHost + "/" + db + "?sslmode=disable"
-		s := pgTestStore(t, Config{URL: u, CreateTable: true})
+		s := pgTestStore(t, sessionstore.Config{URL: u, CreateTable: true})
 		if _, err := s.EnsureSchema(pgTestCtx(t)); err != nil {
 			t.Fatalf("EnsureSchema: %v", err)
 		}
@@ -780,9 +782,9 @@ func TestPostgresCleanupStopsAndResumes(t *testing.T) {
 		pgTestFill(t, conn, "session:live-", 1000, "1 hour")
 		return s, conn, db
 	}
-	finish := func(t *testing.T, s Store, conn *pgx.Conn, first Report) {
+	finish := func(t *testing.T, s sessionstore.Store, conn *pgx.Conn, first sessionstore.Report) {
 		ctx := pgTestCtx(t)
-		rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 50})
+		rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 50})
 		if err != nil {
 			t.Fatalf("rerun: %v", err)
 		}
@@ -801,7 +803,7 @@ func TestPostgresCleanupStopsAndResumes(t *testing.T) {
 		s, conn, db := setup(t, password)
 		ctx := pgTestCtx(t)
 		var terminated bool
-		rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 50, Progress: func(r Report) {
+		rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 50, Progress: func(r sessionstore.Report) {
 			if r.Batches == 3 {
 				err := conn.QueryRow(ctx, `SELECT bool_and(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity
 					WHERE datname = $1 AND application_name = $2`, db, pgApplicationName).Scan(&terminated)
@@ -813,7 +815,7 @@ func TestPostgresCleanupStopsAndResumes(t *testing.T) {
 		if !terminated {
 			t.Fatal("the cleanup's connection was not terminated")
 		}
-		pgTestWantKind(t, err, ErrUnknown, password)
+		pgTestWantKind(t, err, sessionstore.ErrUnknown, password)
 		t.Logf("error: %v", err)
 		if !strings.Contains(err.Error(), "connection lost after 3 batches") || !strings.Contains(err.Error(), "rerun") {
 			t.Fatalf("error does not say the connection was lost and a rerun finishes: %v", err)
@@ -830,7 +832,7 @@ func TestPostgresCleanupStopsAndResumes(t *testing.T) {
 	t.Run("context cancelled", func(t *testing.T) {
 		s, conn, _ := setup(t, "")
 		ctx, cancel := context.WithCancel(pgTestCtx(t))
-		rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: 50, Progress: func(r Report) {
+		rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 50, Progress: func(r sessionstore.Report) {
 			if r.Batches == 2 {
 				cancel()
 			}
@@ -853,13 +855,13 @@ func TestPostgresCleanupRefusesOtherTables(t *testing.T) {
 	db := pgTestDatabase(t, "")
 	conn := pgTestConnect(t, pgTestURL(db))
 	pgTestExec(t, conn, "CREATE TABLE sessions (id serial PRIMARY KEY, session_id varchar(255), data bytea)")
-	s := pgTestStore(t, Config{URL: pgTestURL(db)})
-	_, err := s.Cleanup(ctx, CleanupOptions{})
-	pgTestWantKind(t, err, ErrConfig, "")
-	pgTestWantKind(t, s.Ping(ctx), ErrConfig, "")
+	s := pgTestStore(t, sessionstore.Config{URL: pgTestURL(db)})
+	_, err := s.Cleanup(ctx, sessionstore.CleanupOptions{})
+	pgTestWantKind(t, err, sessionstore.ErrConfig, "")
+	pgTestWantKind(t, s.Ping(ctx), sessionstore.ErrConfig, "")
 
-	_, err = pgTestStore(t, Config{URL: pgTestURL(db), Table: "nosuchtable"}).Cleanup(ctx, CleanupOptions{})
-	pgTestWantKind(t, err, ErrMissingTable, "")
+	_, err = pgTestStore(t, sessionstore.Config{URL: pgTestURL(db), Table: "nosuchtable"}).Cleanup(ctx, sessionstore.CleanupOptions{})
+	pgTestWantKind(t, err, sessionstore.ErrMissingTable, "")
 }
 
 // TestPostgresCleanupShrinksRangesWhereRowsAreDense runs a cleanup on a
@@ -878,7 +880,7 @@ func TestPostgresCleanupShrinksRangesWhereRowsAreDense(t *testing.T) {
 	const batchSize = 100
 	var sizes []int64
 	var last int64
-	rep, err := s.Cleanup(ctx, CleanupOptions{BatchSize: batchSize, Progress: func(r Report) {
+	rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: batchSize, Progress: func(r sessionstore.Report) {
 		if r.Batches > 0 {
 			sizes = append(sizes, r.Deleted-last)
 		}

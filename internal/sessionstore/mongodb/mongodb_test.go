@@ -1,4 +1,4 @@
-package sessionstore
+package mongodb
 
 import (
 	"context"
@@ -22,6 +22,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore/storetest"
 	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
@@ -55,32 +57,32 @@ func mongoTestDatabase(t testing.TB, client *mongo.Client) string {
 	return name
 }
 
-func mongoTestStore(t testing.TB, cfg Config) Store {
+func mongoTestStore(t testing.TB, cfg sessionstore.Config) sessionstore.Store {
 	t.Helper()
-	cfg.Backend = BackendMongoDB
+	cfg.Backend = sessionstore.BackendMongoDB
 	if cfg.URL == "" {
 		cfg.URL = mongoTestURL
 	}
 	if cfg.Collection == "" {
-		cfg.Collection = DefaultCollection
+		cfg.Collection = sessionstore.DefaultCollection
 	}
 	if cfg.KeyPrefix == "" {
-		cfg.KeyPrefix = DefaultKeyPrefix
+		cfg.KeyPrefix = sessionstore.DefaultKeyPrefix
 	}
-	return newTestStore(t, cfg)
+	return storetest.NewStore(t, cfg)
 }
 
 // mongoFlaskWrite has the real Flask-Session write count sessions that
 // expire after lifetime (negative: already expired).
-func mongoFlaskWrite(t *testing.T, db string, lifetime time.Duration, count int, extra ...string) []flaskSession {
+func mongoFlaskWrite(t *testing.T, db string, lifetime time.Duration, count int, extra ...string) []storetest.FlaskSession {
 	t.Helper()
-	args := append([]string{mongoTestURL, db, DefaultCollection, DefaultKeyPrefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count)}, extra...)
-	return flaskWrite(t, "flask_mongodb_sessions.py", count, args...)
+	args := append([]string{mongoTestURL, db, sessionstore.DefaultCollection, sessionstore.DefaultKeyPrefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count)}, extra...)
+	return storetest.FlaskWrite(t, "flask_mongodb_sessions.py", count, args...)
 }
 
-func mongoFlaskRead(t *testing.T, db string, sessions []flaskSession) map[string]*string {
+func mongoFlaskRead(t *testing.T, db string, sessions []storetest.FlaskSession) map[string]*string {
 	t.Helper()
-	return flaskRead(t, "flask_mongodb_sessions.py", sessions, mongoTestURL, db, DefaultCollection, DefaultKeyPrefix)
+	return storetest.FlaskRead(t, "flask_mongodb_sessions.py", sessions, mongoTestURL, db, sessionstore.DefaultCollection, sessionstore.DefaultKeyPrefix)
 }
 
 // mongoIDs returns the storage ids of the documents in coll.
@@ -106,7 +108,7 @@ func mongoIDs(t testing.TB, coll *mongo.Collection) map[string]bool {
 func TestMongoPing(t *testing.T) {
 	mongoTestClient(t, mongoTestURL)
 	ctx := context.Background()
-	if err := mongoTestStore(t, Config{Database: "sstest_ping"}).Ping(ctx); err != nil {
+	if err := mongoTestStore(t, sessionstore.Config{Database: "sstest_ping"}).Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 
@@ -114,8 +116,8 @@ func TestMongoPing(t *testing.T) {
 		t.Parallel() // each waits for its deadline
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		err := mongoTestStore(t, Config{URL: "mongodb://sess:s3cr%40t@" + testservers.FreeAddr(t) + "/", Database: "d"}).Ping(ctx)
-		redisWantKind(t, err, ErrRefused)
+		err := mongoTestStore(t, sessionstore.Config{URL: "mongodb://sess:s3cr%40t@" + testservers.FreeAddr(t) + "/", Database: "d"}).Ping(ctx)
+		storetest.WantKind(t, err, sessionstore.ErrRefused)
 		if strings.Contains(err.Error(), "s3cr") {
 			t.Fatalf("error quotes the password: %v", err)
 		}
@@ -124,8 +126,8 @@ func TestMongoPing(t *testing.T) {
 		t.Parallel() // each waits for its deadline
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		err := mongoTestStore(t, Config{URL: "mongodb://no-such-host.invalid:27017/", Database: "d"}).Ping(ctx)
-		redisWantKind(t, err, ErrDNS)
+		err := mongoTestStore(t, sessionstore.Config{URL: "mongodb://no-such-host.invalid:27017/", Database: "d"}).Ping(ctx)
+		storetest.WantKind(t, err, sessionstore.ErrDNS)
 	})
 	t.Run("timeout", func(t *testing.T) {
 		t.Parallel() // each waits for its deadline
@@ -137,8 +139,8 @@ func TestMongoPing(t *testing.T) {
 		defer ln.Close()
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		err = mongoTestStore(t, Config{URL: "mongodb://" + ln.Addr().String() + "/", Database: "d"}).Ping(ctx)
-		redisWantKind(t, err, ErrTimeout)
+		err = mongoTestStore(t, sessionstore.Config{URL: "mongodb://" + ln.Addr().String() + "/", Database: "d"}).Ping(ctx)
+		storetest.WantKind(t, err, sessionstore.ErrTimeout)
 	})
 	t.Run("tls certificate not trusted", func(t *testing.T) {
 		t.Parallel() // each waits for its deadline
@@ -147,31 +149,31 @@ func TestMongoPing(t *testing.T) {
 		defer srv.Close()
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		err := mongoTestStore(t, Config{URL: "mongodb://" + srv.Listener.Addr().String() + "/?tls=true", Database: "d"}).Ping(ctx)
-		redisWantKind(t, err, ErrTLS)
+		err := mongoTestStore(t, sessionstore.Config{URL: "mongodb://" + srv.Listener.Addr().String() + "/?tls=true", Database: "d"}).Ping(ctx)
+		storetest.WantKind(t, err, sessionstore.ErrTLS)
 	})
 }
 
 func TestMongoConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		cfg  Config
+		cfg  sessionstore.Config
 		key  string
 	}{
-		{"wrong scheme", Config{URL: "postgres://h/", Database: "d", Collection: "c"}, EnvURL},
-		{"database with a dot", Config{URL: mongoTestURL, Database: "a.b", Collection: "c"}, EnvDatabase},
-		{"database with a dollar", Config{URL: mongoTestURL, Database: "a$b", Collection: "c"}, EnvDatabase},
-		{"empty database", Config{URL: mongoTestURL, Collection: "c"}, EnvDatabase},
-		{"long database", Config{URL: mongoTestURL, Database: strings.Repeat("d", 64), Collection: "c"}, EnvDatabase},
-		{"collection with a dot", Config{URL: mongoTestURL, Database: "d", Collection: "system.x"}, EnvCollection},
-		{"collection with a dollar", Config{URL: mongoTestURL, Database: "d", Collection: "c$"}, EnvCollection},
-		{"empty collection", Config{URL: mongoTestURL, Database: "d"}, EnvCollection},
+		{"wrong scheme", sessionstore.Config{URL: "postgres://h/", Database: "d", Collection: "c"}, sessionstore.EnvURL},
+		{"database with a dot", sessionstore.Config{URL: mongoTestURL, Database: "a.b", Collection: "c"}, sessionstore.EnvDatabase},
+		{"database with a dollar", sessionstore.Config{URL: mongoTestURL, Database: "a$b", Collection: "c"}, sessionstore.EnvDatabase},
+		{"empty database", sessionstore.Config{URL: mongoTestURL, Collection: "c"}, sessionstore.EnvDatabase},
+		{"long database", sessionstore.Config{URL: mongoTestURL, Database: strings.Repeat("d", 64), Collection: "c"}, sessionstore.EnvDatabase},
+		{"collection with a dot", sessionstore.Config{URL: mongoTestURL, Database: "d", Collection: "system.x"}, sessionstore.EnvCollection},
+		{"collection with a dollar", sessionstore.Config{URL: mongoTestURL, Database: "d", Collection: "c$"}, sessionstore.EnvCollection},
+		{"empty collection", sessionstore.Config{URL: mongoTestURL, Database: "d"}, sessionstore.EnvCollection},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.Backend = BackendMongoDB
-			_, err := New(tc.cfg)
-			redisWantKind(t, err, ErrConfig)
-			var se *Error
+			tc.cfg.Backend = sessionstore.BackendMongoDB
+			_, err := sessionstore.New(tc.cfg)
+			storetest.WantKind(t, err, sessionstore.ErrConfig)
+			var se *sessionstore.Error
 			if !errors.As(err, &se) || se.Op != tc.key {
 				t.Fatalf("error %v does not name %s", err, tc.key)
 			}
@@ -179,8 +181,8 @@ func TestMongoConfigErrors(t *testing.T) {
 	}
 
 	t.Run("unparsable URL is not quoted", func(t *testing.T) {
-		err := mongoTestStore(t, Config{URL: "mongodb://u:pa%zzword@h:27017/", Database: "d"}).Ping(context.Background())
-		redisWantKind(t, err, ErrConfig)
+		err := mongoTestStore(t, sessionstore.Config{URL: "mongodb://u:pa%zzword@h:27017/", Database: "d"}).Ping(context.Background())
+		storetest.WantKind(t, err, sessionstore.ErrConfig)
 		if strings.Contains(err.Error(), "zzword") {
 			t.Fatalf("error quotes the URL: %v", err)
 		}
@@ -192,7 +194,7 @@ func TestMongoEnsureSchemaReportsTTLUnsupported(t *testing.T) {
 	db := mongoTestDatabase(t, client)
 	ctx := context.Background()
 
-	store := mongoTestStore(t, Config{Database: db, TTLIndex: true})
+	store := mongoTestStore(t, sessionstore.Config{Database: db, TTLIndex: true})
 	for i := range 2 { // the second call finds the same answer
 		res, err := store.EnsureSchema(ctx)
 		if err != nil {
@@ -203,11 +205,11 @@ func TestMongoEnsureSchemaReportsTTLUnsupported(t *testing.T) {
 		}
 	}
 
-	res, err := mongoTestStore(t, Config{Database: db}).EnsureSchema(ctx)
+	res, err := mongoTestStore(t, sessionstore.Config{Database: db}).EnsureSchema(ctx)
 	if err != nil || !res.Present || res.TTLUnsupported || len(res.Created) != 0 {
 		t.Fatalf("EnsureSchema without TTLIndex = %+v, %v; want present, nothing created", res, err)
 	}
-	specs, err := client.Database(db).Collection(DefaultCollection).Indexes().ListSpecifications(ctx)
+	specs, err := client.Database(db).Collection(sessionstore.DefaultCollection).Indexes().ListSpecifications(ctx)
 	if err == nil {
 		for _, spec := range specs {
 			if spec.ExpireAfterSeconds != nil {
@@ -220,7 +222,7 @@ func TestMongoEnsureSchemaReportsTTLUnsupported(t *testing.T) {
 func TestMongoCleanupFlaskSessions(t *testing.T) {
 	client := mongoTestClient(t, mongoTestURL)
 	db := mongoTestDatabase(t, client)
-	coll := client.Database(db).Collection(DefaultCollection)
+	coll := client.Database(db).Collection(sessionstore.DefaultCollection)
 	ctx := context.Background()
 
 	live := mongoFlaskWrite(t, db, time.Hour, 6)
@@ -229,7 +231,7 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 
 	// What Flask-Session 0.3.2 writes, read back as stored.
 	var doc bson.M
-	if err := coll.FindOne(ctx, bson.D{{Key: "id", Value: DefaultKeyPrefix + live[0].SID}}).Decode(&doc); err != nil {
+	if err := coll.FindOne(ctx, bson.D{{Key: "id", Value: sessionstore.DefaultKeyPrefix + live[0].SID}}).Decode(&doc); err != nil {
 		t.Fatalf("the live session's document: %v", err)
 	}
 	if _, ok := doc["_id"].(bson.ObjectID); !ok {
@@ -241,7 +243,7 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 	if exp, ok := doc["expiration"].(bson.DateTime); !ok || time.Until(exp.Time()) < 50*time.Minute {
 		t.Errorf("expiration is %v (%T), want a date an hour ahead", doc["expiration"], doc["expiration"])
 	}
-	if err := coll.FindOne(ctx, bson.D{{Key: "id", Value: DefaultKeyPrefix + nonPermanent[0].SID}}).Decode(&doc); err != nil {
+	if err := coll.FindOne(ctx, bson.D{{Key: "id", Value: sessionstore.DefaultKeyPrefix + nonPermanent[0].SID}}).Decode(&doc); err != nil {
 		t.Fatal(err)
 	}
 	if v, ok := doc["expiration"]; !ok || v != nil {
@@ -250,14 +252,14 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 
 	// Documents the app did not write: no expiration field, and one that is not a date.
 	if _, err := coll.InsertMany(ctx, []any{
-		bson.D{{Key: "id", Value: DefaultKeyPrefix + "no-field"}, {Key: "val", Value: bson.Binary{Data: []byte("x")}}},
-		bson.D{{Key: "id", Value: DefaultKeyPrefix + "string-date"}, {Key: "val", Value: bson.Binary{Data: []byte("x")}}, {Key: "expiration", Value: "2001-01-01"}},
+		bson.D{{Key: "id", Value: sessionstore.DefaultKeyPrefix + "no-field"}, {Key: "val", Value: bson.Binary{Data: []byte("x")}}},
+		bson.D{{Key: "id", Value: sessionstore.DefaultKeyPrefix + "string-date"}, {Key: "val", Value: bson.Binary{Data: []byte("x")}}, {Key: "expiration", Value: "2001-01-01"}},
 	}); err != nil {
 		t.Fatal(err)
 	}
 
-	store := mongoTestStore(t, Config{Database: db})
-	rep, err := store.Cleanup(ctx, CleanupOptions{Now: time.Now(), BatchSize: 2, DryRun: true})
+	store := mongoTestStore(t, sessionstore.Config{Database: db})
+	rep, err := store.Cleanup(ctx, sessionstore.CleanupOptions{Now: time.Now(), BatchSize: 2, DryRun: true})
 	if err != nil {
 		t.Fatalf("dry run: %v", err)
 	}
@@ -266,7 +268,7 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 	}
 
 	var batches int
-	rep, err = store.Cleanup(ctx, CleanupOptions{Now: time.Now(), BatchSize: 2, Progress: func(Report) { batches++ }})
+	rep, err = store.Cleanup(ctx, sessionstore.CleanupOptions{Now: time.Now(), BatchSize: 2, Progress: func(sessionstore.Report) { batches++ }})
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
@@ -280,16 +282,16 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 
 	ids := mongoIDs(t, coll)
 	for _, s := range expired {
-		if ids[DefaultKeyPrefix+s.SID] {
+		if ids[sessionstore.DefaultKeyPrefix+s.SID] {
 			t.Errorf("expired session %s was not deleted", s.SID)
 		}
 	}
-	for _, s := range append(append([]flaskSession{}, live...), nonPermanent...) {
-		if !ids[DefaultKeyPrefix+s.SID] {
+	for _, s := range append(append([]storetest.FlaskSession{}, live...), nonPermanent...) {
+		if !ids[sessionstore.DefaultKeyPrefix+s.SID] {
 			t.Errorf("session %s that had not expired was deleted", s.SID)
 		}
 	}
-	if !ids[DefaultKeyPrefix+"no-field"] || !ids[DefaultKeyPrefix+"string-date"] {
+	if !ids[sessionstore.DefaultKeyPrefix+"no-field"] || !ids[sessionstore.DefaultKeyPrefix+"string-date"] {
 		t.Errorf("a document without a date expiration was deleted")
 	}
 
@@ -300,7 +302,7 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 		}
 	}
 
-	rep, err = store.Cleanup(ctx, CleanupOptions{Now: time.Now(), BatchSize: 2})
+	rep, err = store.Cleanup(ctx, sessionstore.CleanupOptions{Now: time.Now(), BatchSize: 2})
 	if err != nil || rep.Expired != 0 || rep.Deleted != 0 {
 		t.Fatalf("second run %+v, %v: want nothing left to delete", rep, err)
 	}
@@ -312,7 +314,7 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 func TestMongoCleanupMixedIDTypes(t *testing.T) {
 	client := mongoTestClient(t, mongoTestURL)
 	db := mongoTestDatabase(t, client)
-	coll := client.Database(db).Collection(DefaultCollection)
+	coll := client.Database(db).Collection(sessionstore.DefaultCollection)
 	ctx := context.Background()
 	now := time.Now()
 
@@ -345,7 +347,7 @@ func TestMongoCleanupMixedIDTypes(t *testing.T) {
 	wantLeft["session:array"] = true
 	mongoInsert(t, coll, docs)
 
-	rep, err := mongoTestStore(t, Config{Database: db}).Cleanup(ctx, CleanupOptions{Now: now, BatchSize: 2})
+	rep, err := mongoTestStore(t, sessionstore.Config{Database: db}).Cleanup(ctx, sessionstore.CleanupOptions{Now: now, BatchSize: 2})
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
@@ -396,7 +398,7 @@ func mongoInsert(t testing.TB, coll *mongo.Collection, docs []any) {
 func TestMongoCleanupKeepsSessionsRefreshedMeanwhile(t *testing.T) {
 	client := mongoTestClient(t, mongoTestURL)
 	db := mongoTestDatabase(t, client)
-	coll := client.Database(db).Collection(DefaultCollection)
+	coll := client.Database(db).Collection(sessionstore.DefaultCollection)
 	ctx := context.Background()
 	cutoff := time.Now().UTC().Truncate(time.Millisecond)
 
@@ -448,10 +450,10 @@ func TestMongoCleanupKeepsSessionsRefreshedMeanwhile(t *testing.T) {
 	}
 
 	var once sync.Once
-	rep, err := mongoTestStore(t, Config{Database: db}).Cleanup(ctx, CleanupOptions{
+	rep, err := mongoTestStore(t, sessionstore.Config{Database: db}).Cleanup(ctx, sessionstore.CleanupOptions{
 		Now:       cutoff,
 		BatchSize: 10,
-		Progress: func(Report) {
+		Progress: func(sessionstore.Report) {
 			// After the first batch: the app refreshes sessions that had
 			// expired by the cut-off and that the cleanup has not reached.
 			once.Do(func() {
@@ -499,7 +501,7 @@ func TestMongoCleanupKeepsSessionsRefreshedMeanwhile(t *testing.T) {
 func TestMongoCleanupStopsOnCancel(t *testing.T) {
 	client := mongoTestClient(t, mongoTestURL)
 	db := mongoTestDatabase(t, client)
-	coll := client.Database(db).Collection(DefaultCollection)
+	coll := client.Database(db).Collection(sessionstore.DefaultCollection)
 	var docs []any
 	for i := range 50 {
 		docs = append(docs, mongoSession(fmt.Sprintf("session:%d", i), time.Now().Add(-time.Hour)))
@@ -508,7 +510,7 @@ func TestMongoCleanupStopsOnCancel(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rep, err := mongoTestStore(t, Config{Database: db}).Cleanup(ctx, CleanupOptions{BatchSize: 10, Progress: func(Report) { cancel() }})
+	rep, err := mongoTestStore(t, sessionstore.Config{Database: db}).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10, Progress: func(sessionstore.Report) { cancel() }})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
@@ -522,7 +524,7 @@ func TestMongoCleanupStopsOnCancel(t *testing.T) {
 func TestMongoCleanupBatchOverFerretDBLimit(t *testing.T) {
 	client := mongoTestClient(t, mongoTestURL)
 	db := mongoTestDatabase(t, client)
-	coll := client.Database(db).Collection(DefaultCollection)
+	coll := client.Database(db).Collection(sessionstore.DefaultCollection)
 	// Over SQLite's limit, so that without the split FerretDB refuses it.
 	expired := 32766 + 10
 	docs := make([]any, expired)
@@ -531,7 +533,7 @@ func TestMongoCleanupBatchOverFerretDBLimit(t *testing.T) {
 	}
 	mongoInsert(t, coll, docs)
 
-	rep, err := mongoTestStore(t, Config{Database: db}).Cleanup(context.Background(), CleanupOptions{BatchSize: 100000})
+	rep, err := mongoTestStore(t, sessionstore.Config{Database: db}).Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: 100000})
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
@@ -586,7 +588,7 @@ func TestMongoCleanupServerGoesAway(t *testing.T) {
 	server := mongoStartFerretDB(t, addr, dir)
 	url := "mongodb://" + addr + "/"
 	client := mongoTestClient(t, url)
-	coll := client.Database("sessions_db").Collection(DefaultCollection)
+	coll := client.Database("sessions_db").Collection(sessionstore.DefaultCollection)
 	ctx := context.Background()
 
 	var docs []any
@@ -598,8 +600,8 @@ func TestMongoCleanupServerGoesAway(t *testing.T) {
 	}
 	mongoInsert(t, coll, docs)
 
-	cfg := Config{URL: url, Database: "sessions_db"}
-	rep, err := mongoTestStore(t, cfg).Cleanup(ctx, CleanupOptions{BatchSize: 10, Progress: func(r Report) {
+	cfg := sessionstore.Config{URL: url, Database: "sessions_db"}
+	rep, err := mongoTestStore(t, cfg).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10, Progress: func(r sessionstore.Report) {
 		if r.Batches == 2 {
 			server.kill()
 		}
@@ -608,8 +610,8 @@ func TestMongoCleanupServerGoesAway(t *testing.T) {
 	if err == nil {
 		t.Fatalf("Cleanup succeeded with its server gone")
 	}
-	if kind := KindOf(err); kind != ErrRefused {
-		t.Fatalf("error kind %s (%v), want %s", kind, err, ErrRefused)
+	if kind := sessionstore.KindOf(err); kind != sessionstore.ErrRefused {
+		t.Fatalf("error kind %s (%v), want %s", kind, err, sessionstore.ErrRefused)
 	}
 	if rep.Deleted != 20 || rep.Batches != 2 {
 		t.Fatalf("report %+v: want the 2 batches done before the server went away", rep)
@@ -617,8 +619,8 @@ func TestMongoCleanupServerGoesAway(t *testing.T) {
 
 	mongoStartFerretDB(t, addr, dir)
 	client = mongoTestClient(t, url)
-	coll = client.Database("sessions_db").Collection(DefaultCollection)
-	rep, err = mongoTestStore(t, cfg).Cleanup(ctx, CleanupOptions{BatchSize: 10})
+	coll = client.Database("sessions_db").Collection(sessionstore.DefaultCollection)
+	rep, err = mongoTestStore(t, cfg).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10})
 	if err != nil {
 		t.Fatalf("rerun: %v", err)
 	}

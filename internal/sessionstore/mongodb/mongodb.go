@@ -1,4 +1,4 @@
-package sessionstore
+package mongodb
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
 // Flask-Session keeps one document per session in Database.Collection:
@@ -26,7 +28,7 @@ import (
 // on expiration; older versions, and servers without TTL indexes (FerretDB
 // 1.x), leave expired documents until the app happens to read them.
 
-func init() { register(BackendMongoDB, newMongoDB) }
+func init() { sessionstore.Register(sessionstore.BackendMongoDB, newMongoDB) }
 
 const (
 	mongoDefaultBatchSize = 1000
@@ -47,18 +49,18 @@ const (
 )
 
 type mongoStore struct {
-	cfg Config
+	cfg sessionstore.Config
 
 	mu     sync.Mutex
 	client *mongo.Client
 }
 
-func newMongoDB(cfg Config) (Store, error) {
+func newMongoDB(cfg sessionstore.Config) (sessionstore.Store, error) {
 	scheme, _, ok := strings.Cut(cfg.URL, "://")
 	if !ok || (scheme != "mongodb" && scheme != "mongodb+srv") {
-		return nil, newError(ErrConfig, EnvURL, errors.New("want a mongodb:// or mongodb+srv:// URL"))
+		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("want a mongodb:// or mongodb+srv:// URL"))
 	}
-	if err := cmdValidateMongoNames(cfg.Database, cfg.Collection); err != nil {
+	if err := sessionstore.ValidateMongoNames(cfg.Database, cfg.Collection); err != nil {
 		return nil, err
 	}
 	return &mongoStore{cfg: cfg}, nil
@@ -81,10 +83,10 @@ func (s *mongoStore) connect() (*mongo.Client, error) {
 	if err != nil {
 		var dnsErr *net.DNSError
 		if errors.As(err, &dnsErr) {
-			return nil, newError(ErrDNS, "connect mongodb", fmt.Errorf("looking up the servers: %w", dnsErr))
+			return nil, sessionstore.NewError(sessionstore.ErrDNS, "connect mongodb", fmt.Errorf("looking up the servers: %w", dnsErr))
 		}
 		// The parser's messages quote parts of the URL, password included.
-		return nil, newError(ErrConfig, EnvURL, errors.New("not a valid MongoDB connection string (percent-encode special characters in the user name and password)"))
+		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("not a valid MongoDB connection string (percent-encode special characters in the user name and password)"))
 	}
 	s.client = client
 	return client, nil
@@ -109,28 +111,28 @@ func (s *mongoStore) Ping(ctx context.Context) error {
 // EnsureSchema creates the TTL index on expiration when Config.TTLIndex asks
 // for it. A server without TTL indexes is not an error: the cleanup job
 // removes expired sessions there.
-func (s *mongoStore) EnsureSchema(ctx context.Context) (SchemaResult, error) {
+func (s *mongoStore) EnsureSchema(ctx context.Context) (sessionstore.SchemaResult, error) {
 	coll, err := s.collection()
 	if err != nil {
-		return SchemaResult{}, err
+		return sessionstore.SchemaResult{}, err
 	}
 	existing, err := s.expirationIndex(ctx, coll)
 	if err != nil {
-		return SchemaResult{}, err
+		return sessionstore.SchemaResult{}, err
 	}
 	if !s.cfg.TTLIndex {
 		msg := "no TTL index asked for; the cleanup job removes expired sessions"
 		if existing != nil && existing.ExpireAfterSeconds != nil {
 			msg = "a TTL index on expiration exists; MongoDB removes expired sessions by itself"
 		}
-		return SchemaResult{Present: true, Message: msg}, nil
+		return sessionstore.SchemaResult{Present: true, Message: msg}, nil
 	}
 	if existing != nil {
 		if existing.ExpireAfterSeconds == nil || *existing.ExpireAfterSeconds != 0 {
-			return SchemaResult{}, newError(ErrUnknown, "ensure mongodb ttl index",
+			return sessionstore.SchemaResult{}, sessionstore.NewError(sessionstore.ErrUnknown, "ensure mongodb ttl index",
 				fmt.Errorf("index %q on expiration exists without expireAfterSeconds 0; drop it or change it with collMod", existing.Name))
 		}
-		return SchemaResult{Present: true, Message: "TTL index on expiration present"}, nil
+		return sessionstore.SchemaResult{Present: true, Message: "TTL index on expiration present"}, nil
 	}
 
 	_, err = coll.Indexes().CreateOne(ctx, mongo.IndexModel{
@@ -139,16 +141,16 @@ func (s *mongoStore) EnsureSchema(ctx context.Context) (SchemaResult, error) {
 	})
 	var serverErr mongo.ServerError
 	if errors.As(err, &serverErr) && serverErr.HasErrorCode(mongoCodeNotImplemented) {
-		return SchemaResult{
+		return sessionstore.SchemaResult{
 			Present:        true,
 			TTLUnsupported: true,
 			Message:        "TTL unsupported by this server (it answered NotImplemented to expireAfterSeconds, as FerretDB 1.x does); the cleanup job removes expired sessions",
 		}, nil
 	}
 	if err != nil {
-		return SchemaResult{}, mongoError("ensure mongodb ttl index", err)
+		return sessionstore.SchemaResult{}, mongoError("ensure mongodb ttl index", err)
 	}
-	return SchemaResult{Present: true, Created: []string{"ttl index"}, Message: "created the TTL index on expiration (expireAfterSeconds 0)"}, nil
+	return sessionstore.SchemaResult{Present: true, Created: []string{"ttl index"}, Message: "created the TTL index on expiration (expireAfterSeconds 0)"}, nil
 }
 
 // expirationIndex returns the index whose key is exactly {expiration: 1},
@@ -201,7 +203,7 @@ func mongoAsInt(v any) (int64, bool) {
 // walking the list for every document it reads, so lists cost time that grows
 // with the square of the expired count. Documents whose expiration is null,
 // missing or not a date are counted and never deleted.
-func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, error) {
+func (s *mongoStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptions) (sessionstore.Report, error) {
 	start := time.Now()
 	now := opts.Now
 	if now.IsZero() {
@@ -209,10 +211,10 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 	}
 	// BSON dates hold milliseconds; rounding down keeps the cut-off early.
 	now = now.UTC().Truncate(time.Millisecond)
-	rep := Report{Backend: BackendMongoDB, DryRun: opts.DryRun, Now: now}
-	batchSize := min(opts.batchSizeOr(mongoDefaultBatchSize), mongoMaxBatchSize)
+	rep := sessionstore.Report{Backend: sessionstore.BackendMongoDB, DryRun: opts.DryRun, Now: now}
+	batchSize := min(opts.BatchSizeOr(mongoDefaultBatchSize), mongoMaxBatchSize)
 	ttl := false
-	done := func(err error) (Report, error) {
+	done := func(err error) (sessionstore.Report, error) {
 		rep.Duration = time.Since(start)
 		rep.NativeExpiry = ttl && rep.Expired == 0
 		rep.Message = mongoMessage(rep, ttl, err)
@@ -262,7 +264,7 @@ func (s *mongoStore) Cleanup(ctx context.Context, opts CleanupOptions) (Report, 
 		}
 		ids = ids[:0]
 		rep.Batches++
-		opts.progress(rep, start)
+		opts.ReportProgress(rep, start)
 		return nil
 	}
 	// Mid-scan, a batch is deleted and then a stop asked for is honoured.
@@ -368,9 +370,9 @@ func (s *mongoStore) deleteExpired(ctx context.Context, coll *mongo.Collection, 
 	return res.DeletedCount, nil
 }
 
-func mongoMessage(rep Report, ttl bool, err error) string {
+func mongoMessage(rep sessionstore.Report, ttl bool, err error) string {
 	var b strings.Builder
-	writeOutcome(&b, rep, "sessions", "of about", err)
+	sessionstore.WriteOutcome(&b, rep, "sessions", "of about", err)
 	if err != nil {
 		b.WriteString("; stopped by an error, rerun to finish")
 	}
@@ -399,19 +401,19 @@ func mongoError(op string, err error) error {
 			if server.LastError == nil {
 				continue
 			}
-			if kind := kindOf(server.LastError); kind != ErrUnknown {
-				return newError(kind, op, fmt.Errorf("no MongoDB server reachable: %s: %w", server.Addr, server.LastError))
+			if kind := sessionstore.ClassifyKind(server.LastError); kind != sessionstore.ErrUnknown {
+				return sessionstore.NewError(kind, op, fmt.Errorf("no MongoDB server reachable: %s: %w", server.Addr, server.LastError))
 			}
 		}
-		return newError(ErrTimeout, op, fmt.Errorf("no MongoDB server reachable in time: %w", err))
+		return sessionstore.NewError(sessionstore.ErrTimeout, op, fmt.Errorf("no MongoDB server reachable in time: %w", err))
 	}
 	var serverErr mongo.ServerError
 	if errors.As(err, &serverErr) && (serverErr.HasErrorCode(mongoCodeAuthenticationFailed) || serverErr.HasErrorCode(mongoCodeUnauthorized)) {
-		return newError(ErrAuth, op, err)
+		return sessionstore.NewError(sessionstore.ErrAuth, op, err)
 	}
-	classified := classify(op, err)
-	if KindOf(classified) == ErrUnknown && mongo.IsNetworkError(err) {
-		return newError(ErrRefused, op, fmt.Errorf("lost the connection to the MongoDB server: %w", err))
+	classified := sessionstore.Classify(op, err)
+	if sessionstore.KindOf(classified) == sessionstore.ErrUnknown && mongo.IsNetworkError(err) {
+		return sessionstore.NewError(sessionstore.ErrRefused, op, fmt.Errorf("lost the connection to the MongoDB server: %w", err))
 	}
 	return classified
 }

@@ -1,4 +1,4 @@
-package sessionstore
+package memcached
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore/storetest"
 	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
@@ -26,9 +28,9 @@ func memcachedTestServerUp(t *testing.T) {
 	}
 }
 
-func memcachedTestStore(t *testing.T, url string) Store {
+func memcachedTestStore(t *testing.T, url string) sessionstore.Store {
 	t.Helper()
-	return newTestStore(t, Config{Backend: BackendMemcached, URL: url, KeyPrefix: "session:", Lifetime: time.Hour})
+	return storetest.NewStore(t, sessionstore.Config{Backend: sessionstore.BackendMemcached, URL: url, KeyPrefix: "session:", Lifetime: time.Hour})
 }
 
 func TestMemcachedPing(t *testing.T) {
@@ -43,17 +45,17 @@ func TestMemcachedPing(t *testing.T) {
 
 	closed := testservers.FreeAddr(t)
 	t.Run("refused", func(t *testing.T) {
-		redisWantKind(t, memcachedTestStore(t, "memcached://"+closed).Ping(ctx), ErrRefused)
+		storetest.WantKind(t, memcachedTestStore(t, "memcached://"+closed).Ping(ctx), sessionstore.ErrRefused)
 	})
 	t.Run("one server of two refuses", func(t *testing.T) {
 		err := memcachedTestStore(t, memcachedTestURL+","+closed).Ping(ctx)
-		redisWantKind(t, err, ErrRefused)
+		storetest.WantKind(t, err, sessionstore.ErrRefused)
 		if !strings.Contains(err.Error(), closed) {
 			t.Fatalf("error %q does not name the server that failed", err)
 		}
 	})
 	t.Run("dns", func(t *testing.T) {
-		redisWantKind(t, memcachedTestStore(t, "memcached://no-such-host.invalid:11211").Ping(ctx), ErrDNS)
+		storetest.WantKind(t, memcachedTestStore(t, "memcached://no-such-host.invalid:11211").Ping(ctx), sessionstore.ErrDNS)
 	})
 }
 
@@ -66,8 +68,8 @@ func TestMemcachedConfigErrors(t *testing.T) {
 		"memcached://127.0.0.1:11211,127.0.0.1:notaport",
 		"memcached://127.0.0.1:99999",
 	} {
-		_, err := New(Config{Backend: BackendMemcached, URL: url})
-		redisWantKind(t, err, ErrConfig)
+		_, err := sessionstore.New(sessionstore.Config{Backend: sessionstore.BackendMemcached, URL: url})
+		storetest.WantKind(t, err, sessionstore.ErrConfig)
 		if strings.Contains(err.Error(), "secret") {
 			t.Fatalf("error quotes the password: %v", err)
 		}
@@ -82,13 +84,13 @@ func TestMemcachedCleanupLeavesFlaskSessions(t *testing.T) {
 	prefix := "sstest:" + hex.EncodeToString(b) + ":"
 
 	// Lifetimes over 30 days are sent as an absolute time; both kinds must survive.
-	var sessions []flaskSession
+	var sessions []storetest.FlaskSession
 	for _, lifetime := range []time.Duration{time.Hour, 40 * 24 * time.Hour} {
-		sessions = append(sessions, flaskWrite(t, "flask_memcached_sessions.py", 4,
+		sessions = append(sessions, storetest.FlaskWrite(t, "flask_memcached_sessions.py", 4,
 			memcachedTestURL, prefix, fmt.Sprint(int(lifetime.Seconds())), "4")...)
 	}
 
-	rep, err := memcachedTestStore(t, memcachedTestURL).Cleanup(ctx, CleanupOptions{BatchSize: 2})
+	rep, err := memcachedTestStore(t, memcachedTestURL).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 2})
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
@@ -96,7 +98,7 @@ func TestMemcachedCleanupLeavesFlaskSessions(t *testing.T) {
 		t.Fatalf("report %+v: want native expiry, nothing deleted and a message saying so", rep)
 	}
 
-	read := flaskRead(t, "flask_memcached_sessions.py", sessions, memcachedTestURL, prefix)
+	read := storetest.FlaskRead(t, "flask_memcached_sessions.py", sessions, memcachedTestURL, prefix)
 	for _, s := range sessions {
 		if got := read[s.SID]; got == nil || *got != s.Value {
 			t.Errorf("the app reads %v for session %s, want %q", got, s.SID, s.Value)
@@ -105,11 +107,11 @@ func TestMemcachedCleanupLeavesFlaskSessions(t *testing.T) {
 }
 
 func TestMemcachedCleanupFailsWhenUnreachable(t *testing.T) {
-	rep, err := memcachedTestStore(t, "memcached://"+testservers.FreeAddr(t)).Cleanup(context.Background(), CleanupOptions{})
-	redisWantKind(t, err, ErrRefused)
+	rep, err := memcachedTestStore(t, "memcached://"+testservers.FreeAddr(t)).Cleanup(context.Background(), sessionstore.CleanupOptions{})
+	storetest.WantKind(t, err, sessionstore.ErrRefused)
 	if rep.Deleted != 0 {
 		t.Fatalf("report %+v", rep)
 	}
 	_, err = memcachedTestStore(t, "memcached://"+testservers.FreeAddr(t)).EnsureSchema(context.Background())
-	redisWantKind(t, err, ErrRefused)
+	storetest.WantKind(t, err, sessionstore.ErrRefused)
 }
