@@ -50,6 +50,11 @@ type Config struct {
 	Schema            string
 	CreateTable       bool
 	CreateExpiryIndex bool
+	// DeferIndexBuild is set by the manager's prober: EnsureSchema then
+	// never builds the expiry index CreateExpiryIndex asks for (a build
+	// waits for every open transaction in the database); it reports the
+	// index as Pending until a cleanup run has built it.
+	DeferIndexBuild bool
 	// Sequence is Flask-Session's SESSION_SQLALCHEMY_SEQUENCE: the sequence
 	// the id column draws from, created with the table when set.
 	Sequence string
