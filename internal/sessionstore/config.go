@@ -24,6 +24,8 @@ const (
 	// DefaultGracePeriod covers the clock skew NTP-synced machines have,
 	// and then some; spec.cleanup.gracePeriod sets it per store.
 	DefaultGracePeriod = 5 * time.Minute
+	// MaxGracePeriod is the CRD's limit on spec.cleanup.gracePeriod.
+	MaxGracePeriod = 24 * time.Hour
 
 	// MinLifetime rejects lifetimes that are surely a unit mistake
 	// (minutes or hours written as seconds would still pass, days would not).
@@ -139,8 +141,8 @@ func (c Config) Validate() error {
 	if !slices.Contains(Backends, c.Backend) {
 		return configError(EnvBackend, "%q is not a known backend (want one of %s)", shorten(c.Backend), strings.Join(Backends, ", "))
 	}
-	if c.GracePeriod < 0 {
-		return configError(EnvGraceSeconds, "negative")
+	if c.GracePeriod < 0 || c.GracePeriod > MaxGracePeriod {
+		return configError(EnvGraceSeconds, "%s is not between 0 and %s", c.GracePeriod, MaxGracePeriod)
 	}
 	if c.Lifetime < MinLifetime {
 		return configError(EnvLifetimeSeconds, "%d is under the minimum of %d seconds", int64(c.Lifetime/time.Second), int64(MinLifetime/time.Second))
@@ -148,25 +150,20 @@ func (c Config) Validate() error {
 
 	switch c.Backend {
 	case BackendRedis:
-		if err := validateRedisURL(c.URL); err != nil {
+		if err := ValidateRedisURL(c.URL); err != nil {
 			return err
 		}
-		// SCAN MATCH "*" with a TTL fix would touch every key of the
-		// database, not only sessions.
-		if c.FixMissingTTL && c.KeyPrefix == "" {
-			return configError(EnvKeyPrefix, "empty, so fixing missing TTLs would touch every key in the database; set the prefix the app uses")
-		}
+		return ValidateFixMissingTTL(c)
 	case BackendMemcached:
-		if err := validateMemcachedURL(c.URL); err != nil {
-			return err
-		}
+		_, err := MemcachedServers(c.URL)
+		return err
 	case BackendMongoDB:
-		if err := validateMongoURL(c.URL); err != nil {
+		if err := ValidateMongoURL(c.URL); err != nil {
 			return err
 		}
 		return ValidateMongoNames(c.Database, c.Collection)
 	case BackendPostgreSQL:
-		if err := validatePostgresURL(c.URL); err != nil {
+		if err := ValidatePostgresURL(c.URL); err != nil {
 			return err
 		}
 		if err := ValidatePostgresNames(c.Table, c.Schema); err != nil {
@@ -182,9 +179,26 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// The name and directory checks below are shared by Validate and the
+// The URL, name and directory checks below are shared by Validate and the
 // backends' constructors, so a Config built in code is held to the same
-// rules as one read from the Secret.
+// rules as one read from the Secret. URL schemes are matched exactly, in
+// lower case, for every backend: pgx, the MongoDB drivers and pymongo
+// compare them that way, so "MONGODB://" would pass here and fail there.
+
+// ValidateFixMissingTTL refuses a Redis TTL fix with an empty prefix: SCAN
+// MATCH "*" would then touch every key of the database, not only sessions.
+func ValidateFixMissingTTL(c Config) error {
+	if !c.FixMissingTTL {
+		return nil
+	}
+	if c.KeyPrefix == "" {
+		return configError(EnvKeyPrefix, "empty, so fixing missing TTLs would touch every key in the database; set the prefix the app uses")
+	}
+	if c.Lifetime < MinLifetime {
+		return configError(EnvLifetimeSeconds, "fixing missing TTLs needs a session lifetime of at least %d seconds", int64(MinLifetime/time.Second))
+	}
+	return nil
+}
 
 func ValidateMongoNames(database, collection string) error {
 	if err := validateName(EnvDatabase, database, mongoDatabaseName, "a plain database name (letters, digits, _ and -)"); err != nil {
@@ -241,7 +255,9 @@ func validateName(key, value string, pattern *regexp.Regexp, what string) error 
 	return nil
 }
 
-func validateRedisURL(raw string) error {
+// ValidateRedisURL accepts redis://host[:port][/db], rediss:// and
+// unix:///path, as go-redis and redis-py read them.
+func ValidateRedisURL(raw string) error {
 	u, err := ParseURL(raw, "redis://, rediss:// or unix://", "redis", "rediss", "unix")
 	if err != nil {
 		return err
@@ -263,20 +279,22 @@ func validateRedisURL(raw string) error {
 	return nil
 }
 
-func validatePostgresURL(raw string) error {
+// ValidatePostgresURL accepts postgres:// and postgresql:// URLs (not
+// libpq's key=value strings, which SQLAlchemy does not take).
+func ValidatePostgresURL(raw string) error {
 	// The host may be empty: postgres:///db?host=/run/postgresql uses a socket.
 	_, err := ParseURL(raw, "postgres:// or postgresql://", "postgres", "postgresql")
 	return err
 }
 
-func validateMongoURL(raw string) error {
+// ValidateMongoURL accepts mongodb:// and mongodb+srv:// URIs with a host.
+func ValidateMongoURL(raw string) error {
 	if raw == "" {
 		return configError(EnvURL, "not set")
 	}
 	scheme, rest, ok := strings.Cut(raw, "://")
-	scheme = strings.ToLower(scheme)
 	if !ok || (scheme != "mongodb" && scheme != "mongodb+srv") {
-		return configError(EnvURL, "%s; want mongodb:// or mongodb+srv://", describeScheme(raw))
+		return configError(EnvURL, "%s; want mongodb:// or mongodb+srv:// (in lower case)", describeScheme(raw))
 	}
 	// A seed list ("a:1,b:2") is not something net/url parses, so only look
 	// for hosts between the credentials and the path.
@@ -291,35 +309,39 @@ func validateMongoURL(raw string) error {
 	return nil
 }
 
-// validateMemcachedURL accepts memcached://host:port[,host:port...], the
-// server list the memcached client takes; memcached has no credentials.
-func validateMemcachedURL(raw string) error {
+// MemcachedServers reads memcached://host:port[,host:port...], the server
+// list the memcached client takes, and returns the host:port of each. Every
+// server needs its port (1 to 65535), as spec.memcached.servers does;
+// memcached has no credentials. Messages count servers rather than quote
+// them: no part of a URL is echoed.
+func MemcachedServers(raw string) ([]string, error) {
 	if raw == "" {
-		return configError(EnvURL, "not set")
+		return nil, configError(EnvURL, "not set")
 	}
 	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok || strings.ToLower(scheme) != "memcached" {
-		return configError(EnvURL, "%s; want memcached://host:port[,host:port...]", describeScheme(raw))
+	if !ok || scheme != "memcached" {
+		return nil, configError(EnvURL, "%s; want memcached://host:port[,host:port...]", describeScheme(raw))
 	}
 	if strings.Contains(rest, "@") {
-		return configError(EnvURL, "memcached takes no user or password in its URL")
+		return nil, configError(EnvURL, "memcached takes no user or password in its URL")
 	}
 	rest = strings.TrimSuffix(rest, "/")
 	if rest == "" {
-		return configError(EnvURL, "no server in the memcached:// URL; want memcached://host:port[,host:port...]")
+		return nil, configError(EnvURL, "no server in the memcached:// URL; want memcached://host:port[,host:port...]")
 	}
-	// Messages count servers rather than quote them: no part of a URL is echoed.
-	servers := strings.Split(rest, ",")
-	for i, server := range servers {
+	parts := strings.Split(rest, ",")
+	servers := make([]string, 0, len(parts))
+	for i, server := range parts {
 		host, port, err := net.SplitHostPort(server)
-		if err != nil || host == "" {
-			return configError(EnvURL, "server %d of %d is not host:port", i+1, len(servers))
+		if err != nil || host == "" || strings.ContainsAny(host, "/[] \t") {
+			return nil, configError(EnvURL, "server %d of %d is not host:port", i+1, len(parts))
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return configError(EnvURL, "server %d of %d has no valid port", i+1, len(servers))
+			return nil, configError(EnvURL, "server %d of %d has no valid port (1 to 65535)", i+1, len(parts))
 		}
+		servers = append(servers, net.JoinHostPort(host, port))
 	}
-	return nil
+	return servers, nil
 }
 
 // ParseURL parses raw and checks its scheme without ever quoting raw
@@ -332,10 +354,11 @@ func ParseURL(raw, want string, schemes ...string) (*url.URL, error) {
 	if err != nil {
 		return nil, configError(EnvURL, "not a valid URL (percent-encode any special characters in the user name and password); want %s", want)
 	}
-	if !slices.Contains(schemes, strings.ToLower(u.Scheme)) {
-		return nil, configError(EnvURL, "%s; want %s", describeScheme(raw), want)
+	// url.Parse lower-cases the scheme; the drivers do not.
+	scheme, _, _ := strings.Cut(raw, ":")
+	if !slices.Contains(schemes, scheme) {
+		return nil, configError(EnvURL, "%s; want %s (in lower case)", describeScheme(raw), want)
 	}
-	u.Scheme = strings.ToLower(u.Scheme)
 	return u, nil
 }
 
@@ -360,7 +383,7 @@ func describeScheme(raw string) string {
 	if !ok || scheme == "" || !isPlainScheme(scheme) {
 		return "not a URL with a scheme"
 	}
-	return fmt.Sprintf("scheme %q is not supported", strings.ToLower(scheme))
+	return fmt.Sprintf("scheme %q is not supported", scheme)
 }
 
 func isPlainScheme(s string) bool {

@@ -266,3 +266,54 @@ func wantConfigError(t *testing.T, err error, key, mention string) {
 		t.Errorf("error %q does not mention %q", err, mention)
 	}
 }
+
+// The cases on which config.go, the backends' constructors, the Secret
+// builder and the CRD used to disagree; one rule each now, here.
+func TestValidateOneRuleForOnceDisagreeingCases(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		mention string // "" when the config is good
+	}{
+		{"mongo upper-case scheme", Config{Backend: "mongodb", URL: "MONGODB://h"}, "lower case"},
+		{"mongo+srv mixed case", Config{Backend: "mongodb", URL: "Mongodb+srv://h"}, "lower case"},
+		{"postgres upper-case scheme", Config{Backend: "postgresql", URL: "POSTGRES://h/db"}, "lower case"},
+		{"redis upper-case scheme", Config{Backend: "redis", URL: "REDIS://h:6379/0"}, "lower case"},
+		{"memcached upper-case scheme", Config{Backend: "memcached", URL: "MEMCACHED://h:11211"}, "MEMCACHED"},
+		{"memcached no port", Config{Backend: "memcached", URL: "memcached://cache"}, "host:port"},
+		{"memcached ipv6 no port", Config{Backend: "memcached", URL: "memcached://[::1]"}, "host:port"},
+		{"memcached port 0", Config{Backend: "memcached", URL: "memcached://h:0"}, "1 to 65535"},
+		{"memcached port 65536", Config{Backend: "memcached", URL: "memcached://h:65536"}, "1 to 65535"},
+		{"memcached slash in host", Config{Backend: "memcached", URL: "memcached://a/b:11211"}, "host:port"},
+		{"memcached ipv6 with port", Config{Backend: "memcached", URL: "memcached://[::1]:11211"}, ""},
+		{"redis fix ttl short lifetime", Config{Backend: "redis", URL: "redis://h", KeyPrefix: "s:", FixMissingTTL: true, Lifetime: 30 * time.Second}, "30"},
+		{"grace over the CRD's 24h", Config{Backend: "redis", URL: "redis://h", GracePeriod: 25 * time.Hour}, "24h"},
+		{"grace of 24h", Config{Backend: "redis", URL: "redis://h", GracePeriod: 24 * time.Hour}, ""},
+		{"grace of 0", Config{Backend: "redis", URL: "redis://h"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			if cfg.Lifetime == 0 {
+				cfg.Lifetime = time.Hour
+			}
+			cfg.Database, cfg.Collection, cfg.Table = "flask_session", "sessions", "sessions"
+			err := cfg.Validate()
+			if tc.mention == "" {
+				if err != nil {
+					t.Fatalf("want accepted, got %v", err)
+				}
+				return
+			}
+			if err == nil || KindOf(err) != ErrConfig || !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("want a config error mentioning %q, got %v", tc.mention, err)
+			}
+		})
+	}
+}
+
+func TestMemcachedServersNormalises(t *testing.T) {
+	got, err := MemcachedServers("memcached://a:11211,[::1]:11212/")
+	if err != nil || strings.Join(got, " ") != "a:11211 [::1]:11212" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}

@@ -2,11 +2,7 @@ package memcached
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -28,42 +24,12 @@ type memcachedStore struct {
 }
 
 func newMemcached(cfg sessionstore.Config) (sessionstore.Store, error) {
-	servers, err := memcachedServers(cfg.URL)
+	// The same rules as Config.Validate: one home, in config.go.
+	servers, err := sessionstore.MemcachedServers(cfg.URL)
 	if err != nil {
 		return nil, err
 	}
 	return &memcachedStore{servers: servers}, nil
-}
-
-// memcachedServers reads memcached://host:port[,host:port...]; a server
-// without a port gets memcached's 11211. Messages count servers rather than
-// quote the URL.
-func memcachedServers(raw string) ([]string, error) {
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok || !strings.EqualFold(scheme, "memcached") {
-		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("want memcached://host:port[,host:port...]"))
-	}
-	if strings.Contains(rest, "@") {
-		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("memcached takes no user or password in its URL"))
-	}
-	rest = strings.TrimSuffix(rest, "/")
-	if rest == "" {
-		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("no server in the memcached:// URL"))
-	}
-	parts := strings.Split(rest, ",")
-	servers := make([]string, 0, len(parts))
-	for i, server := range parts {
-		host, port, err := net.SplitHostPort(server)
-		if err != nil {
-			// No port given ("cache" or "[::1]"): use the default one.
-			host, port = strings.TrimSuffix(strings.TrimPrefix(server, "["), "]"), "11211"
-		}
-		if n, err := strconv.Atoi(port); host == "" || strings.ContainsAny(host, "/[]") || err != nil || n < 1 || n > 65535 {
-			return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, fmt.Errorf("server %d of %d is not host:port", i+1, len(parts)))
-		}
-		servers = append(servers, net.JoinHostPort(host, port))
-	}
-	return servers, nil
 }
 
 // Ping asks every server for its version: Flask-Session spreads sessions

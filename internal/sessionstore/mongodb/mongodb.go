@@ -56,9 +56,8 @@ type mongoStore struct {
 }
 
 func newMongoDB(cfg sessionstore.Config) (sessionstore.Store, error) {
-	scheme, _, ok := strings.Cut(cfg.URL, "://")
-	if !ok || (scheme != "mongodb" && scheme != "mongodb+srv") {
-		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("want a mongodb:// or mongodb+srv:// URL"))
+	if err := sessionstore.ValidateMongoURL(cfg.URL); err != nil {
+		return nil, err
 	}
 	if err := sessionstore.ValidateMongoNames(cfg.Database, cfg.Collection); err != nil {
 		return nil, err

@@ -29,8 +29,12 @@ type redisStore struct {
 }
 
 func newRedis(cfg sessionstore.Config) (sessionstore.Store, error) {
-	if cfg.URL == "" {
-		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("not set; want redis://[user:password@]host:port/db or rediss://"))
+	// The same rules as Config.Validate: one home, in config.go.
+	if err := sessionstore.ValidateRedisURL(cfg.URL); err != nil {
+		return nil, err
+	}
+	if err := sessionstore.ValidateFixMissingTTL(cfg); err != nil {
+		return nil, err
 	}
 	opts, err := redis.ParseURL(cfg.URL)
 	if err != nil {
@@ -40,16 +44,6 @@ func newRedis(cfg sessionstore.Config) (sessionstore.Store, error) {
 			return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, errors.New("not a valid URL (percent-encode any special characters in the user name and password)"))
 		}
 		return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvURL, err)
-	}
-	if cfg.FixMissingTTL {
-		// An empty prefix would make SCAN MATCH "*" give every key of the
-		// database a TTL, not only sessions.
-		if cfg.KeyPrefix == "" {
-			return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvKeyPrefix, errors.New("empty, so fixing missing TTLs would touch every key in the database"))
-		}
-		if cfg.Lifetime < time.Second {
-			return nil, sessionstore.NewError(sessionstore.ErrConfig, sessionstore.EnvLifetimeSeconds, errors.New("fixing missing TTLs needs the session lifetime"))
-		}
 	}
 	opts.ContextTimeoutEnabled = true
 	// CLIENT SETINFO is noise in the server's log on Redis < 7.2.
