@@ -3,6 +3,7 @@ package controllers
 import (
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -59,6 +60,10 @@ mongodb: {uriSecretRef: {name: m, key: uri}, database: 'admin/x'}
 		{"batch size too large", "", pg("cleanup: {batchSize: 100001}"), []string{"spec.cleanup.batchSize"}},
 		{"ssl mode unknown", "", pg("  sslMode: maybe"), []string{"spec.postgresql.sslMode"}},
 		{"file mode not octal", "", "backend: filesystem\nfilesystem: {claimName: c, mode: '0999'}", []string{"spec.filesystem.mode"}},
+		{"negative threshold", "", "backend: filesystem\nfilesystem: {claimName: c, threshold: -1}", []string{"spec.filesystem.threshold"}},
+		{"grace not a duration", "", pg("cleanup: {gracePeriod: 5 minutes}"), []string{"spec.cleanup.gracePeriod"}},
+		{"grace over a day", "", pg("cleanup: {gracePeriod: 25h}"), []string{"spec.cleanup.gracePeriod must be at most 24h"}},
+		{"hostile sequence", "", pg("  sequence: 'seq; DROP TABLE users'"), []string{"spec.postgresql.sequence"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,6 +93,9 @@ func TestAdmissionAcceptsGoodInput(t *testing.T) {
 		name := "good-" + string(rune('a'+i))
 		g.Expect(k8sClient.Create(ctx(), storeFromYAML(t, ns, name, spec))).To(Succeed(), "schedule %q", schedule)
 	}
+	// threshold 0 (cachelib's pruning off) and a zero grace are allowed.
+	NewWithT(t).Expect(k8sClient.Create(ctx(), storeFromYAML(t, ns, "zeroes",
+		"backend: filesystem\nfilesystem: {claimName: c, threshold: 0}\ncleanup: {gracePeriod: 0s}"))).To(Succeed())
 	// Exactly 44 characters fits.
 	NewWithT(t).Expect(k8sClient.Create(ctx(), storeFromYAML(t, ns, strings.Repeat("b", 44),
 		"backend: filesystem\nfilesystem: {claimName: c}"))).To(Succeed())
@@ -105,7 +113,8 @@ func TestAdmissionDefaults(t *testing.T) {
 	g.Expect(store.Spec.PostgreSQL.Table).To(Equal("sessions"))
 	g.Expect(string(store.Spec.PostgreSQL.SSLMode)).To(Equal("prefer"))
 	g.Expect(*store.Spec.PostgreSQL.CreateTable).To(BeTrue())
-	g.Expect(*store.Spec.PostgreSQL.CreateExpiryIndex).To(BeTrue())
+	g.Expect(*store.Spec.PostgreSQL.CreateExpiryIndex).To(BeFalse(), "the ctid walk needs no index; every write would pay for it")
+	g.Expect(store.Spec.Cleanup.GracePeriod.Duration).To(Equal(5*time.Minute), "a margin for clock skew by default")
 	g.Expect(store.Spec.Cleanup.BatchSize).To(BeEquivalentTo(1000))
 	g.Expect(store.Spec.Cleanup.ActiveDeadlineSeconds).To(BeEquivalentTo(3600))
 	g.Expect(*store.Spec.Cleanup.SuccessfulJobsHistoryLimit).To(BeEquivalentTo(3))

@@ -149,7 +149,7 @@ func (r *SessionStoreReconciler) reportRun(ctx context.Context, s *reconcileScop
 			why = report.Error
 		}
 		result.Message = truncate(nonEmpty(why, "the cleanup failed"), 1024)
-		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonFailed,
+		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionFalse, failureReason(report),
 			fmt.Sprintf("Job %s failed: %s", job.Name, result.Message))
 	}
 	s.status.Cleanup.LastResult = result
@@ -158,6 +158,19 @@ func (r *SessionStoreReconciler) reportRun(ctx context.Context, s *reconcileScop
 		reachabilityFromRun(s, result, report)
 	}
 	return nil
+}
+
+// failureReason names a failed run's reason: the store's own kind where the
+// cleanup refused to act on what it found (a skewed clock, a table that is
+// not Flask-Session's), since those need a person, not a retry.
+func failureReason(report *sessionstore.RunResult) string {
+	if report != nil {
+		switch report.ErrorKind {
+		case sessionstore.ErrClockSkew, sessionstore.ErrTableMismatch:
+			return string(report.ErrorKind)
+		}
+	}
+	return ReasonFailed
 }
 
 // reachabilityFromRun reports a filesystem store's reachability from its

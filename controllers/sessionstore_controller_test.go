@@ -83,6 +83,8 @@ func TestPostgreSQLStoreGetsSecretAndCronJob(t *testing.T) {
 	g.Expect(c.EnvFrom).To(HaveLen(1))
 	g.Expect(c.EnvFrom[0].SecretRef.Name).To(Equal("shop-session-store"))
 	g.Expect(c.Env).To(ContainElement(corev1.EnvVar{Name: "SESSION_STORE_BATCH_SIZE", Value: "1000"}))
+	g.Expect(c.Env).To(ContainElement(corev1.EnvVar{Name: "SESSION_STORE_GRACE_SECONDS", Value: "300"}), "admission's 5m default grace")
+	g.Expect(c.Env).To(ContainElement(corev1.EnvVar{Name: "SESSION_STORE_CREATE_EXPIRY_INDEX", Value: "false"}), "no expiry index unless asked for")
 	g.Expect(*c.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
 	g.Expect(*c.SecurityContext.AllowPrivilegeEscalation).To(BeFalse())
 	g.Expect(c.SecurityContext.Capabilities.Drop).To(ConsistOf(corev1.Capability("ALL")))
@@ -157,16 +159,19 @@ func TestEachBackendSecret(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pgurl"},
 				Spec: v1.SessionStoreSpec{Backend: v1.BackendPostgreSQL, Lifetime: &metav1.Duration{Duration: 30 * time.Minute},
 					PostgreSQL: &v1.PostgreSQLSpec{URLSecretRef: &v1.SecretKeySelector{Name: "pg-url", Key: "url"},
-						Table: "Flask_Sessions", Schema: "web"}},
+						Table: "Flask_Sessions", Schema: "web", Sequence: "flask_sessions_id_seq"}},
 			},
 			want: map[string]string{
-				"SESSION_STORE_URL":                "postgres://app:secret@db:5432/app?sslmode=require",
-				"FLASK_SQLALCHEMY_DATABASE_URI":    "postgresql://app:secret@db:5432/app?sslmode=require",
-				"SESSION_STORE_TABLE":              "Flask_Sessions",
-				"SESSION_STORE_SCHEMA":             "web",
-				"FLASK_SESSION_SQLALCHEMY_SCHEMA":  "web",
-				"SESSION_STORE_LIFETIME_SECONDS":   "1800",
-				"FLASK_PERMANENT_SESSION_LIFETIME": "1800",
+				"SESSION_STORE_URL":               "postgres://app:secret@db:5432/app?sslmode=require",
+				"FLASK_SQLALCHEMY_DATABASE_URI":   "postgresql://app:secret@db:5432/app?sslmode=require",
+				"SESSION_STORE_TABLE":             "Flask_Sessions",
+				"SESSION_STORE_SCHEMA":            "web",
+				"FLASK_SESSION_SQLALCHEMY_SCHEMA": "web",
+				// An app that sets a sequence cannot insert into a table made without it.
+				"SESSION_STORE_SEQUENCE":            "flask_sessions_id_seq",
+				"FLASK_SESSION_SQLALCHEMY_SEQUENCE": "flask_sessions_id_seq",
+				"SESSION_STORE_LIFETIME_SECONDS":    "1800",
+				"FLASK_PERMANENT_SESSION_LIFETIME":  "1800",
 			},
 			cronJob: true,
 		},
@@ -217,8 +222,10 @@ func TestFilesystemCronJobMountsClaim(t *testing.T) {
 	store := filesystemStore(ns, "files")
 	store.Spec.Filesystem.Path = "/var/sessions"
 	store.Spec.Filesystem.RunAsUser = ptr.To[int64](1000)
+	// threshold 0, the recommended setting with the CronJob doing expiry.
+	store.Spec.Filesystem.Threshold = ptr.To[int32](0)
 	store.Spec.Cleanup = v1.CleanupSpec{Schedule: "*/15 * * * *", TimeZone: ptr.To("Europe/Paris"), BatchSize: 50,
-		ActiveDeadlineSeconds: 600, SuccessfulJobsHistoryLimit: ptr.To[int32](1)}
+		ActiveDeadlineSeconds: 600, SuccessfulJobsHistoryLimit: ptr.To[int32](1), GracePeriod: &metav1.Duration{}}
 	createStore(t, store)
 	waitConfigured(t, ns, "files")
 	cj := waitCronJob(t, ns, "files-cleanup")
@@ -232,6 +239,8 @@ func TestFilesystemCronJobMountsClaim(t *testing.T) {
 	g.Expect(pod.Containers[0].VolumeMounts).To(ConsistOf(corev1.VolumeMount{Name: pod.Volumes[0].Name, MountPath: "/var/sessions"}))
 	g.Expect(*pod.SecurityContext.RunAsUser).To(BeEquivalentTo(1000))
 	g.Expect(pod.Containers[0].Env).To(ContainElement(corev1.EnvVar{Name: "SESSION_STORE_BATCH_SIZE", Value: "50"}))
+	g.Expect(pod.Containers[0].Env).To(ContainElement(corev1.EnvVar{Name: "SESSION_STORE_GRACE_SECONDS", Value: "0"}), "an explicit 0 grace stays 0")
+	g.Expect(stringData(waitSecret(t, ns, "files-session-store"))).To(HaveKeyWithValue("FLASK_SESSION_FILE_THRESHOLD", "0"))
 	got := getStore(g, ns, "files")
 	g.Expect(got.Status.Cleanup.EffectiveSchedule).To(Equal("*/15 * * * *"))
 }

@@ -215,6 +215,9 @@ func (p *Prober) probe(ctx context.Context, req probeRequest, previous *ProbeOut
 		outcome.Reason, outcome.Message = ReasonInvalidConfig, err.Error()
 		return outcome
 	}
+	// An index build waits for every open transaction in the database:
+	// only cleanup runs, which bound it and clean anyway, ever build one.
+	cfg.DeferIndexBuild = true
 	store, err := sessionstore.New(cfg)
 	if err != nil {
 		outcome.Reason, outcome.Message = ReasonInvalidConfig, err.Error()
@@ -237,7 +240,7 @@ func (p *Prober) probe(ctx context.Context, req probeRequest, previous *ProbeOut
 	}
 	if schemaWanted {
 		outcome.Schema = p.ensureSchema(ctx, store, previous, req.envHash)
-		if !outcome.Schema.Ready {
+		if !outcome.Schema.Ready && outcome.Schema.Reason != ReasonSchemaPending {
 			outcome.Reason, outcome.Message = outcome.Schema.Reason, outcome.Schema.Message
 			return outcome
 		}
@@ -264,13 +267,16 @@ func (p *Prober) ensureSchema(ctx context.Context, store sessionstore.Store, pre
 		kept := *previous.Schema
 		return &kept
 	}
-	// Index builds on a big table take longer than a ping.
+	// Creating a table takes longer than a ping; no index is built here.
 	schemaCtx, cancel := context.WithTimeout(ctx, 10*p.Timeout)
 	defer cancel()
 	res, err := store.EnsureSchema(schemaCtx)
 	switch {
 	case err != nil:
 		return &SchemaOutcome{Reason: reasonForStoreError(err), Message: "preparing the store: " + err.Error()}
+	case res.Pending:
+		return &SchemaOutcome{Reason: ReasonSchemaPending, Message: nonEmpty(res.Message,
+			"the expiry index is missing or being built; the next cleanup run builds it")}
 	case !res.Present:
 		return &SchemaOutcome{Reason: ReasonTableMissing, Message: nonEmpty(res.Message, "the store is not prepared")}
 	case res.TTLUnsupported:

@@ -54,7 +54,11 @@ const (
 	ReasonSchemaPresent  = "SchemaPresent"
 	ReasonSchemaCreated  = "SchemaCreated"
 	ReasonTTLUnsupported = "TTLUnsupported"
-	ReasonNotNeeded      = "NotNeeded"
+	// ReasonSchemaPending: the table is there, and the expiry index asked
+	// for is missing or being built; a cleanup run builds it, the manager
+	// never does. The store works meanwhile.
+	ReasonSchemaPending = "SchemaPending"
+	ReasonNotNeeded     = "NotNeeded"
 
 	// LastCleanupSucceeded.
 	ReasonSucceeded        = "Succeeded"
@@ -76,7 +80,7 @@ var readinessConditions = []string{
 // problem for Ready.
 var fineReasons = map[string]bool{
 	ReasonNativeExpiry: true, ReasonSuspended: true, ReasonAwaitingCleanupRun: true,
-	ReasonNotRunYet: true, ReasonRunning: true,
+	ReasonNotRunYet: true, ReasonRunning: true, ReasonSchemaPending: true,
 }
 
 // optionalConditions may be absent without making the store unready.

@@ -218,10 +218,21 @@ type PostgreSQLSpec struct {
 	// +optional
 	// +kubebuilder:default=true
 	CreateTable *bool `json:"createTable,omitempty"`
-	// CreateExpiryIndex creates <table>_expiry_idx on expiry, concurrently.
+	// CreateExpiryIndex creates <table>_expiry_idx on expiry, concurrently,
+	// from a cleanup run (never from the operator, since a build waits for
+	// every open transaction). Off by default: the cleanup walks the table by
+	// ctid and does not need it, while every session write pays for it.
 	// +optional
-	// +kubebuilder:default=true
+	// +kubebuilder:default=false
 	CreateExpiryIndex *bool `json:"createExpiryIndex,omitempty"`
+	// Sequence is the sequence the id column draws from, as the app's
+	// SESSION_SQLALCHEMY_SEQUENCE names it. When the operator creates the
+	// table it creates this sequence too, as SQLAlchemy would; an app that
+	// sets it cannot insert into a table made without it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern="^[A-Za-z_][A-Za-z0-9_]*$"
+	Sequence string `json:"sequence,omitempty"`
 }
 
 // FilesystemSpec says where a cachelib FileSystemCache directory is.
@@ -239,10 +250,13 @@ type FilesystemSpec struct {
 	// +kubebuilder:validation:Pattern="^/[^:]*$"
 	Path string `json:"path,omitempty"`
 	// Threshold is cachelib's maximum number of files (SESSION_FILE_THRESHOLD).
+	// 0 turns cachelib's own pruning off, which is the recommended setting
+	// with the cleanup CronJob doing expiry: past the threshold cachelib
+	// evicts the oldest files, live sessions included.
 	// +optional
 	// +kubebuilder:default=500
-	// +kubebuilder:validation:Minimum=1
-	Threshold int32 `json:"threshold,omitempty"`
+	// +kubebuilder:validation:Minimum=0
+	Threshold *int32 `json:"threshold,omitempty"`
 	// Mode is the session files' octal mode (SESSION_FILE_MODE).
 	// +optional
 	// +kubebuilder:default="0600"
@@ -286,6 +300,17 @@ type CleanupSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100000
 	BatchSize int32 `json:"batchSize,omitempty"`
+	// GracePeriod is how long past its expiry a session must be before the
+	// cleanup deletes it: a margin for the skew between the app's clock,
+	// which wrote the expiry, and the store's or the cleanup pod's. The
+	// filesystem cleanup refuses to run (reason ClockSkew) when the pod's
+	// clock and the volume's differ by more than this. 0 deletes on the dot.
+	// +optional
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('24h')",message="spec.cleanup.gracePeriod must be at most 24h"
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
 	// ActiveDeadlineSeconds bounds one cleanup run; it stops after its
 	// current batch when the deadline comes.
 	// +optional
@@ -413,6 +438,18 @@ func init() {
 
 // DefaultLifetime is Flask's PERMANENT_SESSION_LIFETIME default, 31 days.
 const DefaultLifetime = 31 * 24 * time.Hour
+
+// DefaultGracePeriod is spec.cleanup.gracePeriod's default.
+const DefaultGracePeriod = 5 * time.Minute
+
+// GracePeriodOrDefault is the cleanup's grace period, defaulted as admission
+// does; an explicit 0 stays 0.
+func (s *SessionStoreSpec) GracePeriodOrDefault() time.Duration {
+	if s.Cleanup.GracePeriod == nil || s.Cleanup.GracePeriod.Duration < 0 {
+		return DefaultGracePeriod
+	}
+	return s.Cleanup.GracePeriod.Duration
+}
 
 // LifetimeOrDefault is the session lifetime, defaulted as admission does.
 func (s *SessionStoreSpec) LifetimeOrDefault() time.Duration {

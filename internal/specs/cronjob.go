@@ -3,6 +3,7 @@ package specs
 import (
 	"maps"
 	"strconv"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -143,13 +144,17 @@ func CleanupEnv(store *v1.SessionStore) []corev1.EnvVar {
 	if batch <= 0 {
 		batch = 1000
 	}
-	env := []corev1.EnvVar{{Name: sessionstore.EnvBatchSize, Value: strconv.Itoa(int(batch))}}
+	grace := int64(store.Spec.GracePeriodOrDefault() / time.Second)
+	env := []corev1.EnvVar{
+		{Name: sessionstore.EnvBatchSize, Value: strconv.Itoa(int(batch))},
+		{Name: sessionstore.EnvGraceSeconds, Value: strconv.FormatInt(grace, 10)},
+	}
 	switch {
 	case store.Spec.PostgreSQL != nil:
 		pg := store.Spec.PostgreSQL
 		env = append(env,
 			corev1.EnvVar{Name: sessionstore.EnvCreateTable, Value: strconv.FormatBool(ptr.Deref(pg.CreateTable, true))},
-			corev1.EnvVar{Name: sessionstore.EnvCreateExpiryIndex, Value: strconv.FormatBool(ptr.Deref(pg.CreateExpiryIndex, true))})
+			corev1.EnvVar{Name: sessionstore.EnvCreateExpiryIndex, Value: strconv.FormatBool(ptr.Deref(pg.CreateExpiryIndex, false))})
 	case store.Spec.MongoDB != nil:
 		env = append(env,
 			corev1.EnvVar{Name: sessionstore.EnvTTLIndex, Value: strconv.FormatBool(ptr.Deref(store.Spec.MongoDB.TTLIndex, true))})

@@ -9,10 +9,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
+
+// DefaultFileThreshold is cachelib's and spec.filesystem.threshold's default.
+const DefaultFileThreshold = 500
 
 // SecretKeyRef is one key of a Secret that a SessionStore references.
 type SecretKeyRef struct {
@@ -111,7 +115,24 @@ func ConnectionData(store *v1.SessionStore, values SecretValues) (map[string]str
 	if err != nil {
 		return nil, err
 	}
+	if err := validateAsCleanupReads(store, d); err != nil {
+		return nil, err
+	}
 	return d, nil
+}
+
+// validateAsCleanupReads holds the Secret to the rules the cleanup applies
+// when it reads it (sessionstore's Config.Validate, the one home of those
+// rules), so a store the cleanup would refuse is refused here first.
+func validateAsCleanupReads(store *v1.SessionStore, d map[string]string) error {
+	cfg, err := sessionstore.ConfigFromMap(CleanupPodEnv(store, d))
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		return fmt.Errorf("the connection settings would be refused by the cleanup: %w", err)
+	}
+	return nil
 }
 
 func redisData(d map[string]string, spec *v1.RedisSpec, values SecretValues) error {
@@ -214,6 +235,10 @@ func postgresData(d map[string]string, spec *v1.PostgreSQLSpec, values SecretVal
 		d[sessionstore.EnvSchema] = spec.Schema
 		d[sessionstore.EnvFlaskSQLAlchemySchema] = flaskString(spec.Schema)
 	}
+	if spec.Sequence != "" {
+		d[sessionstore.EnvSequence] = spec.Sequence
+		d[sessionstore.EnvFlaskSQLAlchemySequence] = flaskString(spec.Sequence)
+	}
 	return nil
 }
 
@@ -229,7 +254,7 @@ func filesystemData(d map[string]string, spec *v1.FilesystemSpec) error {
 	d[sessionstore.EnvURL] = (&url.URL{Scheme: "file", Path: spec.Path}).String()
 	d[sessionstore.EnvDir] = spec.Path
 	d[sessionstore.EnvFlaskFileDir] = flaskString(spec.Path)
-	d[sessionstore.EnvFlaskFileThreshold] = strconv.Itoa(int(spec.Threshold))
+	d[sessionstore.EnvFlaskFileThreshold] = strconv.Itoa(int(ptr.Deref(spec.Threshold, DefaultFileThreshold)))
 	// Flask parses the value as JSON: a decimal number, as os.chmod wants it.
 	d[sessionstore.EnvFlaskFileMode] = strconv.FormatUint(mode, 10)
 	return nil

@@ -131,11 +131,12 @@ func TestSecretIsWhatCleanupReads(t *testing.T) {
 			sessionstore.Config{Backend: "postgresql", URL: "postgresql://app:s3cr%23t%20%40x@db:5433/app?sslmode=require", KeyPrefix: "session:",
 				Lifetime: 2 * time.Hour, Table: "web_sessions", Schema: "web", CreateTable: true, CreateExpiryIndex: false}},
 		{"postgresql-url", v1.SessionStoreSpec{Backend: v1.BackendPostgreSQL, KeyPrefix: "session:", Lifetime: lifetime,
-			PostgreSQL: &v1.PostgreSQLSpec{URLSecretRef: &v1.SecretKeySelector{Name: "pg-url", Key: "url"}, Table: "sessions"}},
+			PostgreSQL: &v1.PostgreSQLSpec{URLSecretRef: &v1.SecretKeySelector{Name: "pg-url", Key: "url"}, Table: "sessions", Sequence: "sessions_id_seq"},
+			Cleanup: v1.CleanupSpec{GracePeriod: &metav1.Duration{}}},
 			sessionstore.Config{Backend: "postgresql", URL: "postgres://app:pw@db/app", KeyPrefix: "session:",
-				Lifetime: 2 * time.Hour, Table: "sessions", CreateTable: true, CreateExpiryIndex: true}},
+				Lifetime: 2 * time.Hour, Table: "sessions", Sequence: "sessions_id_seq", CreateTable: true, CreateExpiryIndex: false}},
 		{"filesystem", v1.SessionStoreSpec{Backend: v1.BackendFilesystem, KeyPrefix: "session:", Lifetime: lifetime,
-			Filesystem: &v1.FilesystemSpec{ClaimName: "c", Path: "/var/flask sessions", Threshold: 500, Mode: "0600"}},
+			Filesystem: &v1.FilesystemSpec{ClaimName: "c", Path: "/var/flask sessions", Threshold: ptr.To[int32](0), Mode: "0600"}},
 			sessionstore.Config{Backend: "filesystem", URL: "file:///var/flask%20sessions", KeyPrefix: "session:",
 				Lifetime: 2 * time.Hour, Dir: "/var/flask sessions"}},
 	}
@@ -182,7 +183,10 @@ func TestSecretIsWhatCleanupReads(t *testing.T) {
 				want.Table = sessionstore.DefaultTable
 			}
 			if tc.spec.Backend != v1.BackendPostgreSQL {
-				want.CreateTable, want.CreateExpiryIndex = true, true
+				want.CreateTable, want.CreateExpiryIndex = true, false
+			}
+			if tc.spec.Cleanup.GracePeriod == nil {
+				want.GracePeriod = 5 * time.Minute // admission's default
 			}
 			if tc.spec.Backend != v1.BackendMongoDB {
 				want.TTLIndex = true
