@@ -16,8 +16,11 @@ import (
 // Flask-Session writes one Redis key per session, KeyPrefix+sid, with SETEX
 // (0.3/0.4) or SET EX (0.8), so Redis expires sessions by itself and the
 // cleanup deletes nothing. What it does: count the keys under the prefix and
-// find those without a TTL, which are leaks that never go away; with
-// Config.FixMissingTTL it gives them the session lifetime.
+// find the sessions without a TTL, which are leaks that never go away; with
+// Config.FixMissingTTL it gives them the session lifetime. Apps keep other
+// keys under the same prefix (a "session:sessions_total" counter): a key
+// whose id is not a Flask-Session id, or whose value is not a serialized
+// session, is never touched, only counted as "notASession".
 
 func init() { sessionstore.Register(sessionstore.BackendRedis, newRedis) }
 
@@ -75,13 +78,12 @@ func (s *redisStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptio
 	}
 	batchSize := opts.BatchSizeOr(redisDefaultBatchSize)
 	pattern := redisGlobEscape(s.cfg.KeyPrefix) + "*"
-	var noTTL, fixed int64
+	var tally redisTally
 
 	finish := func(err error) (sessionstore.Report, error) {
-		rep.AddKept("noTTL", noTTL-fixed)
-		rep.AddKept("ttlFixed", fixed)
+		tally.addKept(&rep)
 		rep.Duration = time.Since(start)
-		rep.Message = s.message(rep, noTTL, fixed)
+		rep.Message = s.message(rep, tally)
 		return rep, err
 	}
 
@@ -107,10 +109,15 @@ func (s *redisStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptio
 			return finish(err)
 		}
 		rep.Scanned += batchScanned
-		noTTL += int64(len(withoutTTL))
-		if s.cfg.FixMissingTTL && !opts.DryRun && len(withoutTTL) > 0 {
-			n, err := s.fixTTLs(ctx, withoutTTL)
-			fixed += n
+		sessions, others, err := s.splitSessions(ctx, withoutTTL)
+		if err != nil {
+			return finish(err)
+		}
+		tally.noteOthers(others)
+		tally.noTTL += int64(len(sessions))
+		if s.cfg.FixMissingTTL && !opts.DryRun && len(sessions) > 0 {
+			n, err := s.fixTTLs(ctx, sessions)
+			tally.fixed += n
 			if err != nil {
 				return finish(err)
 			}
@@ -119,8 +126,7 @@ func (s *redisStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptio
 		if opts.Progress != nil {
 			progress := rep
 			progress.Kept = nil
-			progress.AddKept("noTTL", noTTL-fixed)
-			progress.AddKept("ttlFixed", fixed)
+			tally.addKept(&progress)
 			opts.ReportProgress(progress, start)
 		}
 		cursor = next
@@ -185,16 +191,24 @@ func (s *redisStore) fixTTLs(ctx context.Context, keys []string) (int64, error) 
 	return fixed, nil
 }
 
-func (s *redisStore) message(rep sessionstore.Report, noTTL, fixed int64) string {
-	msg := fmt.Sprintf("Redis expires sessions by itself; %d keys under the prefix, %d without a TTL", rep.Scanned, noTTL)
+func (s *redisStore) message(rep sessionstore.Report, t redisTally) string {
+	msg := fmt.Sprintf("Redis expires sessions by itself; %d keys under the prefix, %d sessions without a TTL", rep.Scanned, t.noTTL)
 	switch {
-	case noTTL == 0:
+	case t.noTTL == 0:
 	case s.cfg.FixMissingTTL && rep.DryRun:
 		msg += fmt.Sprintf("; a real run would give them a TTL of %s", s.cfg.Lifetime)
 	case s.cfg.FixMissingTTL:
-		msg += fmt.Sprintf("; gave %d of them a TTL of %s", fixed, s.cfg.Lifetime)
+		msg += fmt.Sprintf("; gave %d of them a TTL of %s", t.fixed, s.cfg.Lifetime)
 	default:
 		msg += " (they never expire; enable fixing missing TTLs to give them the session lifetime)"
+	}
+	if t.others > 0 {
+		msg += fmt.Sprintf("; %d other keys without a TTL are not Flask-Session sessions and are left alone", t.others)
+		// Only in a dry run, which is where an operator looks before fixing;
+		// names only, never values, and never a session's (its id is a credential).
+		if rep.DryRun {
+			msg += " (for example " + strings.Join(t.samples, ", ") + ")"
+		}
 	}
 	return msg
 }

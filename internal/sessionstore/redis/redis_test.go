@@ -84,6 +84,31 @@ func redisFlaskRead(t *testing.T, prefix string, sessions []storetest.FlaskSessi
 	return storetest.FlaskRead(t, "flask_redis_sessions.py", sessions, redisTestURL, prefix)
 }
 
+// pickledEmptySession is what Flask-Session 0.3 (pickle protocol 4) stores
+// for a session holding nothing, such as a health check's.
+const pickledEmptySession = "\x80\x04}\x94."
+
+// redisSetLeakedSession writes, without a TTL, a key that looks in every way
+// like a Flask-Session session (a uuid4 id, a pickled value) and returns it.
+func redisSetLeakedSession(t *testing.T, client *redis.Client, prefix string) string {
+	t.Helper()
+	key := prefix + redisTestUUID4(t)
+	if err := client.Set(context.Background(), key, pickledEmptySession, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func redisTestUUID4(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 16)
+	rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
 func TestRedisPing(t *testing.T) {
 	redisTestClient(t)
 	ctx := context.Background()
@@ -166,13 +191,18 @@ func TestRedisCleanupCountsFlaskSessions(t *testing.T) {
 	other := redisTestPrefix(t, client, "other")
 
 	sessions := redisFlaskWrite(t, prefix, time.Hour, 7)
-	// A leak: a session key without a TTL, and one outside the prefix.
-	if err := client.Set(ctx, prefix+"leaked", "x", 0).Err(); err != nil {
+	// A leak: a session the real app wrote whose TTL was lost, and a key
+	// outside the prefix.
+	leaked := prefix + sessions[0].SID
+	if err := client.Persist(ctx, leaked).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := client.Set(ctx, other+"unrelated", "x", 0).Err(); err != nil {
+	sessions = sessions[1:]
+	if err := client.Set(ctx, other+redisTestUUID4(t), pickledEmptySession, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// The app's own keys under the prefix, none of them a session.
+	appKeys := redisSetAppKeys(t, client, prefix)
 
 	count := func(t *testing.T, cfg sessionstore.Config, dryRun bool) sessionstore.Report {
 		t.Helper()
@@ -182,8 +212,11 @@ func TestRedisCleanupCountsFlaskSessions(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Cleanup: %v", err)
 		}
-		if rep.Scanned != 8 || rep.Deleted != 0 || rep.Expired != 0 || !rep.NativeExpiry {
-			t.Fatalf("report %+v: want 8 scanned, nothing expired or deleted, native expiry", rep)
+		if want := int64(7 + len(appKeys)); rep.Scanned != want || rep.Deleted != 0 || rep.Expired != 0 || !rep.NativeExpiry {
+			t.Fatalf("report %+v: want %d scanned, nothing expired or deleted, native expiry", rep, want)
+		}
+		if rep.Kept["notASession"] != int64(len(appKeys)) {
+			t.Fatalf("report %+v: want the %d app keys kept as notASession", rep, len(appKeys))
 		}
 		if rep.Batches < 2 || progress != rep.Batches {
 			t.Fatalf("%d batches, %d progress calls: want several batches of 2, each reported", rep.Batches, progress)
@@ -193,39 +226,103 @@ func TestRedisCleanupCountsFlaskSessions(t *testing.T) {
 	ttl := func(key string) time.Duration { return client.TTL(ctx, key).Val() }
 
 	rep := count(t, sessionstore.Config{}, false)
-	if rep.Kept["noTTL"] != 1 || rep.Kept["ttlFixed"] != 0 || !strings.Contains(rep.Message, "1 without a TTL") {
-		t.Fatalf("report %+v: want the one key without a TTL counted and not fixed", rep)
+	if rep.Kept["noTTL"] != 1 || rep.Kept["ttlFixed"] != 0 || !strings.Contains(rep.Message, "1 sessions without a TTL") {
+		t.Fatalf("report %+v: want the one session without a TTL counted and not fixed", rep)
 	}
-	if ttl(prefix+"leaked") != -1 {
+	if ttl(leaked) != -1 {
 		t.Fatalf("the key without a TTL got one without FixMissingTTL")
 	}
 
 	rep = count(t, sessionstore.Config{FixMissingTTL: true, Lifetime: 2 * time.Hour}, true)
-	if rep.Kept["noTTL"] != 1 || ttl(prefix+"leaked") != -1 {
+	if rep.Kept["noTTL"] != 1 || ttl(leaked) != -1 {
 		t.Fatalf("dry run %+v changed a TTL or lost the count", rep)
+	}
+	// The dry run names a few of the keys it leaves alone, never a session.
+	if !strings.Contains(rep.Message, `"`+prefix+`sessions_total"`) || strings.Contains(rep.Message, sessions[0].SID) || strings.Contains(rep.Message, leaked) {
+		t.Fatalf("dry run message %q: want the app keys' names as samples and no session id", rep.Message)
 	}
 
 	rep = count(t, sessionstore.Config{FixMissingTTL: true, Lifetime: 2 * time.Hour}, false)
 	if rep.Kept["ttlFixed"] != 1 || rep.Kept["noTTL"] != 0 || !strings.Contains(rep.Message, "gave 1") {
-		t.Fatalf("report %+v: want the key without a TTL fixed", rep)
+		t.Fatalf("report %+v: want the session without a TTL fixed", rep)
 	}
-	if got := ttl(prefix + "leaked"); got < 2*time.Hour-time.Minute || got > 2*time.Hour {
+	if got := ttl(leaked); got < 2*time.Hour-time.Minute || got > 2*time.Hour {
 		t.Fatalf("fixed key has TTL %s, want the lifetime of 2h", got)
 	}
-	if ttl(other+"unrelated") != -1 {
-		t.Fatalf("a key outside the prefix got a TTL")
+	for _, key := range appKeys {
+		if got := ttl(key); got != -1 {
+			t.Errorf("app key %s got a TTL of %s", key, got)
+		}
 	}
-	// Sessions that had a TTL keep the one Flask-Session gave them.
+	if n, _ := client.Get(ctx, prefix+"sessions_total").Int(); n != 42 {
+		t.Errorf("the app's counter reads %d, want 42", n)
+	}
+	redisCheckUntouched(t, client, other, sessions, prefix)
+}
+
+// redisSetAppKeys writes keys an app keeps beside its sessions, without a
+// TTL: a counter, a hash, and a string whose name has a session id's shape
+// but whose value is no session.
+func redisSetAppKeys(t *testing.T, client *redis.Client, prefix string) []string {
+	t.Helper()
+	ctx := context.Background()
+	keys := []string{prefix + "sessions_total", prefix + "stats", prefix + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-abcd"}
+	for _, err := range []error{
+		client.Set(ctx, keys[0], 42, 0).Err(),
+		client.HSet(ctx, keys[1], "logins", 3).Err(),
+		client.Set(ctx, keys[2], "1", 0).Err(),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return keys
+}
+
+// redisCheckUntouched checks that nothing outside the prefix got a TTL and
+// that the live sessions keep Flask-Session's TTL and read back.
+func redisCheckUntouched(t *testing.T, client *redis.Client, other string, sessions []storetest.FlaskSession, prefix string) {
+	t.Helper()
+	ctx := context.Background()
+	for iter := client.Scan(ctx, 0, redisGlobEscape(other)+"*", 100).Iterator(); iter.Next(ctx); {
+		if client.TTL(ctx, iter.Val()).Val() != -1 {
+			t.Fatalf("a key outside the prefix got a TTL")
+		}
+	}
 	for _, s := range sessions {
-		if got := ttl(prefix + s.SID); got > time.Hour || got < time.Hour-time.Minute {
+		if got := client.TTL(ctx, prefix+s.SID).Val(); got > time.Hour || got < time.Hour-time.Minute {
 			t.Fatalf("session %s has TTL %s, want Flask-Session's 1h", s.SID, got)
 		}
 	}
-
 	read := redisFlaskRead(t, prefix, sessions)
 	for _, s := range sessions {
 		if got := read[s.SID]; got == nil || *got != s.Value {
 			t.Errorf("the app reads %v for session %s, want %q", got, s.SID, s.Value)
+		}
+	}
+}
+
+func TestRedisSessionIDShapes(t *testing.T) {
+	for sid, want := range map[string]bool{
+		"0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d":        true,  // str(uuid4()), 0.3/0.4
+		"Xy3_kP-0aB9cD8eF7gH6iJ5kL4mN3oP2qR1sT0uV9wZ": true,  // token_urlsafe(32), 0.7+
+		"Xy3_kP-0aB9cD8eF7gH6iJ":                      true,  // token_urlsafe(16)
+		"Xy3_kP-0aB9cD8eF7gH6iJ5k":                    true,  // token_urlsafe(18), 24 characters
+		"Xy3_kP-0aB9cD8eF7gH6i":                       false, // 21: under token_urlsafe(16)
+		"Xy3_kP-0aB9cD8eF7gH6iJ5kL":                   false, // 25: no base64 string has that length
+		"sessions_total":                              false,
+		"0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d:extra":  false,
+		"user/42":                false,
+		"":                       false,
+		strings.Repeat("a", 260): false,
+	} {
+		if got := isSessionID(sid); got != want {
+			t.Errorf("isSessionID(%q) = %v, want %v", sid, got, want)
+		}
+	}
+	for head, want := range map[string]bool{"\x80": true, "\x8f": true, "\xde": true, "\xdf": true, "4": false, "{": false, "": false} {
+		if got := isSerializedSession(head); got != want {
+			t.Errorf("isSerializedSession(%q) = %v, want %v", head, got, want)
 		}
 	}
 }
@@ -235,13 +332,12 @@ func TestRedisCleanupPrefixWithGlobCharacters(t *testing.T) {
 	ctx := context.Background()
 	prefix := redisTestPrefix(t, client, `g[ab]*?\`)
 	// The same prefix read as a glob would match this key as well.
-	decoy := strings.NewReplacer(`[ab]`, "a", `*`, "zz", `?`, "q", `\`, "").Replace(prefix) + "decoy"
+	decoy := strings.NewReplacer(`[ab]`, "a", `*`, "zz", `?`, "q", `\`, "").Replace(prefix) + redisTestUUID4(t)
 	t.Cleanup(func() { client.Del(context.Background(), decoy) })
-	for _, key := range []string{prefix + "s1", decoy} {
-		if err := client.Set(ctx, key, "x", 0).Err(); err != nil {
-			t.Fatal(err)
-		}
+	if err := client.Set(ctx, decoy, pickledEmptySession, 0).Err(); err != nil {
+		t.Fatal(err)
 	}
+	session := redisSetLeakedSession(t, client, prefix)
 	var matched []string
 	for iter := client.Scan(ctx, 0, prefix+"*", 100).Iterator(); iter.Next(ctx); {
 		matched = append(matched, iter.Val())
@@ -260,7 +356,7 @@ func TestRedisCleanupPrefixWithGlobCharacters(t *testing.T) {
 	if client.TTL(ctx, decoy).Val() != -1 {
 		t.Fatalf("the decoy outside the prefix got a TTL")
 	}
-	if client.TTL(ctx, prefix+"s1").Val() <= 0 {
+	if client.TTL(ctx, session).Val() <= 0 {
 		t.Fatalf("the key under the prefix was not fixed")
 	}
 }
@@ -292,7 +388,7 @@ func TestRedisAuth(t *testing.T) {
 	}
 	t.Cleanup(func() { client.Do(context.Background(), "ACL", "DELUSER", user) })
 	prefix := redisTestPrefix(t, client, "")
-	client.Set(ctx, prefix+"s1", "x", 0)
+	redisSetLeakedSession(t, client, prefix)
 
 	authURL := func(password string) string {
 		return "redis://" + redisPercentEncode(user) + ":" + redisPercentEncode(password) + "@127.0.0.1:6379/0"
