@@ -5,7 +5,8 @@
 #   PostgreSQL  127.0.0.1:5432 (trust auth on these machines)
 #   memcached   127.0.0.1:11211
 #   FerretDB    127.0.0.1:27017 (MongoDB wire protocol, SQLite handler)
-# and Debian's python3 packages for a real Flask-Session (/usr/bin/python3).
+# and Debian's python3 packages for a real Flask-Session (/usr/bin/python3),
+# and Debian's pgbouncer (installed only: the tests start their own).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,12 +81,16 @@ start_ferretdb() {
   wait_port ferretdb 127.0.0.1 27017
 }
 
+install_pgbouncer() {
+  command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || apt_install pgbouncer
+}
+
 install_flask() {
   apt_install python3-flask python3-flask-session python3-cachelib python3-redis \
     python3-pymongo python3-flask-sqlalchemy python3-psycopg2 python3-memcache
 }
 
-want="${*:-redis postgres memcached ferretdb flask}"
+want="${*:-redis postgres memcached ferretdb flask pgbouncer}"
 for svc in $want; do
   case "$svc" in
     redis) start_redis ;;
@@ -93,6 +98,7 @@ for svc in $want; do
     memcached) start_memcached ;;
     ferretdb) start_ferretdb ;;
     flask) install_flask ;;
+    pgbouncer) install_pgbouncer ;;
     *) log "unknown service $svc"; exit 2 ;;
   esac
 done
