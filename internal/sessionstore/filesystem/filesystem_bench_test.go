@@ -113,16 +113,16 @@ func BenchmarkFilesystemCleanup(b *testing.B) {
 			}
 		}},
 		// Not the baseline the target is set against, but shown beside it:
-		// Cleanup removes with fsWorkers goroutines, so here is the unlink
+		// Cleanup removes with workerCount goroutines, so here is the unlink
 		// rate of that many.
 		{"remove-list-parallel", func(b *testing.B, dir string, expired []string, _ time.Time) {
 			var wg sync.WaitGroup
-			errs := make([]error, fsWorkers)
-			for w := range fsWorkers {
+			errs := make([]error, workerCount)
+			for w := range workerCount {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for i := w; i < len(expired) && errs[w] == nil; i += fsWorkers {
+					for i := w; i < len(expired) && errs[w] == nil; i += workerCount {
 						errs[w] = os.Remove(filepath.Join(dir, expired[i]))
 					}
 				}()

@@ -29,19 +29,20 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore/filesystem/cachelib"
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore/storetest"
 )
 
 // fsTestValue is pickle.dumps({}, 5): a value pickle as cachelib writes it.
 var fsTestValue = []byte("\x80\x05}\x94.")
 
-func fsTestStore(t *testing.T, dir string) *fsStore {
+func fsTestStore(t *testing.T, dir string) *dirStore {
 	t.Helper()
 	store, err := sessionstore.New(sessionstore.Config{Backend: sessionstore.BackendFilesystem, Dir: dir})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	return store.(*fsStore)
+	return store.(*dirStore)
 }
 
 func fsTestName(key string) string {
@@ -57,7 +58,7 @@ func fsTestContent(expires uint32) []byte {
 // fsTestReplace writes data as name the way cachelib does: a temporary file
 // renamed over the target.
 func fsTestReplace(t testing.TB, dir, name string, data []byte) {
-	f, err := os.CreateTemp(dir, "tmp*"+fsTempSuffix)
+	f, err := os.CreateTemp(dir, "tmp*"+cachelib.TempSuffix)
 	if err == nil {
 		_, err = f.Write(data)
 		if cerr := f.Close(); err == nil {
@@ -88,7 +89,7 @@ func fsTestExists(t *testing.T, dir, name string) bool {
 	return err == nil
 }
 
-func fsTestCleanup(t *testing.T, store *fsStore, opts sessionstore.CleanupOptions) sessionstore.Report {
+func fsTestCleanup(t *testing.T, store *dirStore, opts sessionstore.CleanupOptions) sessionstore.Report {
 	t.Helper()
 	rep, err := store.Cleanup(context.Background(), opts)
 	if err != nil {
@@ -104,7 +105,7 @@ func fsTestNoneAside(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), fsAsideSuffix) {
+		if strings.HasSuffix(e.Name(), asideSuffix) {
 			t.Errorf("file set aside is left behind: %s", e.Name())
 		}
 	}
@@ -136,9 +137,15 @@ func fsTestPythonJSON(t *testing.T, dst any, stdin any, args ...string) {
 	}
 }
 
-func fsFlaskWrite(t *testing.T, dir string, lifetimeSeconds, count int) []storetest.FlaskSession {
+// fsFlaskWrite makes count sessions through the app, with cachelib's
+// threshold when given (default 500).
+func fsFlaskWrite(t *testing.T, dir string, lifetimeSeconds, count int, threshold ...int) []storetest.FlaskSession {
 	t.Helper()
-	return storetest.FlaskWrite(t, fsFlaskScript, count, dir, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count))
+	args := []string{dir, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count)}
+	for _, n := range threshold {
+		args = append(args, fmt.Sprint(n))
+	}
+	return storetest.FlaskWrite(t, fsFlaskScript, count, args...)
 }
 
 func fsFlaskRead(t *testing.T, dir string, sessions []storetest.FlaskSession) map[string]*string {
@@ -162,7 +169,7 @@ func fsTestCountEntries(t *testing.T, dir string) int64 {
 	}
 	var n int64
 	for _, e := range entries {
-		if e.Name() != fsCountFile && !strings.HasSuffix(e.Name(), fsTempSuffix) {
+		if e.Name() != cachelib.CountFiles[0] && !strings.HasSuffix(e.Name(), cachelib.TempSuffix) {
 			n++
 		}
 	}
@@ -170,8 +177,8 @@ func fsTestCountEntries(t *testing.T, dir string) int64 {
 }
 
 func TestFilesystemCountFileName(t *testing.T) {
-	if got := fsTestName("__wz_cache_count"); got != fsCountFile {
-		t.Fatalf("md5(__wz_cache_count) = %s, the code has %s", got, fsCountFile)
+	if got := fsTestName("__wz_cache_count"); got != cachelib.CountFiles[0] {
+		t.Fatalf("md5(__wz_cache_count) = %s, the code has %s", got, cachelib.CountFiles[0])
 	}
 }
 
@@ -186,9 +193,9 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 	fsTestWrite(t, dir, "notes.txt", []byte("not a session"))
 	fsTestWrite(t, dir, fsTestName("garbage"), []byte("\x00\x01garbage that is no pickle at all"))
 	fsTestWrite(t, dir, fsTestName("truncated"), []byte{0x10, 0x20, 0x30})
-	fsTestWrite(t, dir, "tmpab12cd34"+fsTempSuffix, fsTestContent(1))
+	fsTestWrite(t, dir, "tmpab12cd34"+cachelib.TempSuffix, fsTestContent(1))
 
-	countBefore, err := os.ReadFile(filepath.Join(dir, fsCountFile))
+	countBefore, err := os.ReadFile(filepath.Join(dir, cachelib.CountFiles[0]))
 	if err != nil {
 		t.Fatalf("Flask-Session wrote no count file: %v", err)
 	}
@@ -213,7 +220,7 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 		t.Errorf("report fields not filled: %+v", rep)
 	}
 
-	for _, name := range []string{"notes.txt", fsTestName("garbage"), fsTestName("truncated"), "tmpab12cd34" + fsTempSuffix} {
+	for _, name := range []string{"notes.txt", fsTestName("garbage"), fsTestName("truncated"), "tmpab12cd34" + cachelib.TempSuffix} {
 		if !fsTestExists(t, dir, name) {
 			t.Errorf("%s was deleted; foreign, broken and temporary files must be left alone", name)
 		}
@@ -234,7 +241,7 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 	if got := fsTestCountEntries(t, dir); got != 26 {
 		t.Errorf("directory holds %d counted entries, want 26", got)
 	}
-	countAfter, err := os.ReadFile(filepath.Join(dir, fsCountFile))
+	countAfter, err := os.ReadFile(filepath.Join(dir, cachelib.CountFiles[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,17 +253,17 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 	if hex.EncodeToString(countAfter[4:]) != pickled[0] {
 		t.Errorf("count file holds %x after its header, python's pickle.dumps(26, 5) is %s", countAfter[4:], pickled[0])
 	}
-	if fi, err := os.Stat(filepath.Join(dir, fsCountFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(dir, cachelib.CountFiles[0])); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("count file mode %v (%v), want Flask-Session's 0600", fi.Mode(), err)
 	}
 
 	// A second run finds nothing to do and leaves the count alone.
-	countInode := fsTestInode(t, dir, fsCountFile)
+	countInode := fsTestInode(t, dir, cachelib.CountFiles[0])
 	rep = fsTestCleanup(t, store, sessionstore.CleanupOptions{})
 	if rep.Expired != 0 || rep.Deleted != 0 || rep.Scanned != 26 {
 		t.Errorf("second run: %+v", rep)
 	}
-	if fsTestInode(t, dir, fsCountFile) != countInode {
+	if fsTestInode(t, dir, cachelib.CountFiles[0]) != countInode {
 		t.Errorf("second run rewrote a count file that was right")
 	}
 
@@ -337,7 +344,7 @@ func TestFilesystemOldPickledHeaders(t *testing.T) {
 			t.Fatal(err)
 		}
 		// 'M' 300 '.' PROTO also reads as a 4-byte header (of 1994).
-		if _, ok := fsParseStructHeader(data); ok && e.Key != "session:m300" {
+		if _, ok := cachelib.ParseStructHeader(data); ok && e.Key != "session:m300" {
 			t.Fatalf("test setup: %s (%x) is not in the pickled layout", e.Key, data[:8])
 		}
 	}
@@ -349,7 +356,7 @@ func TestFilesystemOldPickledHeaders(t *testing.T) {
 	}
 
 	store := fsTestStore(t, dir)
-	rep := fsTestCleanup(t, store, sessionstore.CleanupOptions{BatchSize: 3, Now: time.Unix(now, 0)})
+	rep := fsTestCleanup(t, store, sessionstore.CleanupOptions{BatchSize: 3})
 	t.Logf("report: %+v", rep)
 	if rep.Scanned != int64(len(all)) || rep.Expired != int64(len(expired)) || rep.Deleted != int64(len(expired)) {
 		t.Errorf("scanned %d, expired %d, deleted %d; want %d, %d, %d", rep.Scanned, rep.Expired, rep.Deleted, len(all), len(expired), len(expired))
@@ -384,7 +391,7 @@ func TestFilesystemOldPickledHeaders(t *testing.T) {
 	if fmt.Sprint(count["__wz_cache_count"]) != "6" {
 		t.Errorf("old cachelib reads the count as %v, want 6", count["__wz_cache_count"])
 	}
-	data, err := os.ReadFile(filepath.Join(dir, fsCountFile))
+	data, err := os.ReadFile(filepath.Join(dir, cachelib.CountFiles[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,19 +417,19 @@ func TestFilesystemHeaderParsing(t *testing.T) {
 	raw = bytes.Replace(raw, []byte("[0,1],[1e+300"), []byte("[0.0,1],[1e+300"), 1)
 	var pickled []string
 	fsTestPythonJSON(t, &pickled, json.RawMessage(raw), "pickle")
-	want := []fsState{fsNever, fsExpired, fsExpired, fsExpired, fsExpired, fsExpired, fsExpired, fsLive, fsLive, fsLive,
-		fsLive, fsLive, fsExpired, fsExpired, fsExpired, fsExpired, fsLive, fsNever, fsLive, fsExpired}
+	want := []cachelib.State{cachelib.Never, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Live, cachelib.Live, cachelib.Live,
+		cachelib.Live, cachelib.Live, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Live, cachelib.Never, cachelib.Live, cachelib.Expired}
 	for i, h := range pickled {
 		header, _ := hex.DecodeString(h)
 		file := append(header, fsTestValue...)
-		state, format := fsClassify(file, now)
+		state, format := cachelib.Classify(file, now)
 		// 'M' x x '.' PROTO also reads as a 4-byte header; both say expired.
-		if state != want[i] || format != fsFormatPickle && header[0] != 'M' {
+		if state != want[i] || format != cachelib.FormatPickle && header[0] != 'M' {
 			t.Errorf("pickle.dumps(%v, 1) = %x: state %v format %v, want %v in the pickled layout", values[i], header, state, format, want[i])
 		}
 		// Cut anywhere before the value's protocol byte: unreadable.
 		for cut := 0; cut < len(header)+2; cut++ {
-			if state, _ := fsClassify(file[:cut], now); state != fsUnreadable {
+			if state, _ := cachelib.Classify(file[:cut], now); state != cachelib.Unreadable {
 				t.Errorf("pickle.dumps(%v, 1) cut to %d bytes reads as %v", values[i], cut, state)
 			}
 		}
@@ -434,19 +441,19 @@ func TestFilesystemHeaderParsing(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		header string
-		want   fsState
+		want   cachelib.State
 	}{
-		{"python 2 int beyond 32 bits", "I1700000001\n.", fsLive},
-		{"python 2 int beyond 32 bits, past", "I1699999999\n.", fsExpired},
-		{"python 2 long", "L1700000001L\n.", fsLive},
-		{"python 2 bool (protocol 1 INT)", "I01\n.", fsExpired},
-		{"no STOP", "J\x01\x02\x03\x04", fsUnreadable},
-		{"LONG without newline", "L17000000017000000000000000000000000000", fsUnreadable},
-		{"LONG out of range", "L99999999999999999999999L\n.", fsUnreadable},
-		{"NaN", "G\x7f\xf8\x00\x00\x00\x00\x00\x00.", fsUnreadable},
-		{"None", "N.", fsUnreadable},
+		{"python 2 int beyond 32 bits", "I1700000001\n.", cachelib.Live},
+		{"python 2 int beyond 32 bits, past", "I1699999999\n.", cachelib.Expired},
+		{"python 2 long", "L1700000001L\n.", cachelib.Live},
+		{"python 2 bool (protocol 1 INT)", "I01\n.", cachelib.Expired},
+		{"no STOP", "J\x01\x02\x03\x04", cachelib.Unreadable},
+		{"LONG without newline", "L17000000017000000000000000000000000000", cachelib.Unreadable},
+		{"LONG out of range", "L99999999999999999999999L\n.", cachelib.Unreadable},
+		{"NaN", "G\x7f\xf8\x00\x00\x00\x00\x00\x00.", cachelib.Unreadable},
+		{"None", "N.", cachelib.Unreadable},
 	} {
-		state, _ := fsClassify(append([]byte(c.header), fsTestValue...), now)
+		state, _ := cachelib.Classify(append([]byte(c.header), fsTestValue...), now)
 		if state != c.want {
 			t.Errorf("%s: %v, want %v", c.name, state, c.want)
 		}
@@ -457,21 +464,21 @@ func TestFilesystemHeaderParsing(t *testing.T) {
 	for _, c := range []struct {
 		expires uint32
 		now     time.Time
-		want    fsState
+		want    cachelib.State
 	}{
-		{1_700_000_000, now, fsLive},
-		{1_700_000_000, now.Add(time.Nanosecond), fsExpired},
-		{1_699_999_999, now, fsExpired},
-		{0, now.Add(100 * 365 * 24 * time.Hour), fsNever},
-		{math.MaxUint32, now, fsLive},
+		{1_700_000_000, now, cachelib.Live},
+		{1_700_000_000, now.Add(time.Nanosecond), cachelib.Expired},
+		{1_699_999_999, now, cachelib.Expired},
+		{0, now.Add(100 * 365 * 24 * time.Hour), cachelib.Never},
+		{math.MaxUint32, now, cachelib.Live},
 	} {
-		state, format := fsClassify(fsTestContent(c.expires), c.now)
-		if state != c.want || format != fsFormatStruct {
+		state, format := cachelib.Classify(fsTestContent(c.expires), c.now)
+		if state != c.want || format != cachelib.FormatStruct {
 			t.Errorf("expires %d at %v: %v (format %v), want %v", c.expires, c.now, state, format, c.want)
 		}
 	}
 	for _, b := range [][]byte{nil, {1}, {1, 2, 3, 4}, {1, 2, 3, 4, 0x80}, {1, 2, 3, 4, 0x80, 1}, {1, 2, 3, 4, '}', '.'}} {
-		if state, _ := fsClassify(b, now); state != fsUnreadable {
+		if state, _ := cachelib.Classify(b, now); state != cachelib.Unreadable {
 			t.Errorf("%x reads as %v, want unreadable", b, state)
 		}
 	}
@@ -479,7 +486,7 @@ func TestFilesystemHeaderParsing(t *testing.T) {
 	// Both layouts fit: 'M' x x '.' then PROTO is also a 4-byte header. They
 	// agree (both long past): the file is expired.
 	both := []byte{'M', 0x10, 0x20, '.', 0x80, 5, '}', '.'}
-	if state, format := fsClassify(both, now); state != fsExpired || format != fsFormatStruct {
+	if state, format := cachelib.Classify(both, now); state != cachelib.Expired || format != cachelib.FormatStruct {
 		t.Errorf("%x: %v %v, want expired", both, state, format)
 	}
 	// A float header whose bytes also read as a 4-byte header: they
@@ -494,7 +501,7 @@ func TestFilesystemHeaderParsing(t *testing.T) {
 	if f < 1_700_000_000 || f > 1_800_000_000 {
 		t.Fatalf("test setup: float %v is not a plausible future time", f)
 	}
-	if state, _ := fsClassify(float, now); state != fsUnreadable {
+	if state, _ := cachelib.Classify(float, now); state != cachelib.Unreadable {
 		t.Errorf("ambiguous float header %x reads as %v, want unreadable", float, state)
 	}
 }
@@ -510,13 +517,13 @@ func TestFilesystemPickleIntMatchesPython(t *testing.T) {
 	var want []string
 	fsTestPythonJSON(t, &want, in, "pickle")
 	for i, c := range in {
-		got := fsPickleInt(c[0], byte(c[1]))
+		got := cachelib.PickleInt(c[0], byte(c[1]))
 		if hex.EncodeToString(got) != want[i] {
-			t.Errorf("pickle.dumps(%d, %d): python %s, fsPickleInt %x", c[0], c[1], want[i], got)
+			t.Errorf("pickle.dumps(%d, %d): python %s, cachelib.PickleInt %x", c[0], c[1], want[i], got)
 		}
-		back, ok := fsUnpickleInt(got)
+		back, ok := cachelib.UnpickleInt(got)
 		if !ok || back != c[0] {
-			t.Errorf("fsUnpickleInt(%x) = %d, %v; want %d", got, back, ok, c[0])
+			t.Errorf("cachelib.UnpickleInt(%x) = %d, %v; want %d", got, back, ok, c[0])
 		}
 	}
 }
@@ -525,10 +532,10 @@ func TestFilesystemPickleIntMatchesPython(t *testing.T) {
 // they hold; broken and foreign entries are reported and kept.
 func TestFilesystemHostileAndBookkeepingFiles(t *testing.T) {
 	dir := t.TempDir()
-	fsTestWrite(t, dir, fsCountFile, fsTestContent(1)) // even "expired"
+	fsTestWrite(t, dir, cachelib.CountFiles[0], fsTestContent(1)) // even "expired"
 	keep := map[string][]byte{
-		"tmpexpired" + fsTempSuffix:                   fsTestContent(1),
-		"tmp" + fsTempSuffix:                          nil,
+		"tmpexpired" + cachelib.TempSuffix:            fsTestContent(1),
+		"tmp" + cachelib.TempSuffix:                   nil,
 		fsTestName("empty"):                           nil,
 		fsTestName("3 bytes"):                         {1, 2, 3},
 		fsTestName("header only"):                     fsTestContent(1)[:4],
@@ -574,7 +581,7 @@ func TestFilesystemHostileAndBookkeepingFiles(t *testing.T) {
 			t.Errorf("%s was changed or removed (%v)", name, err)
 		}
 	}
-	for _, name := range []string{fsTestName("dir"), fsTestName("symlink"), fsTestName("fifo"), fsCountFile} {
+	for _, name := range []string{fsTestName("dir"), fsTestName("symlink"), fsTestName("fifo"), cachelib.CountFiles[0]} {
 		if !fsTestExists(t, dir, name) {
 			t.Errorf("%s was removed", name)
 		}
@@ -587,11 +594,11 @@ func TestFilesystemHostileAndBookkeepingFiles(t *testing.T) {
 	}
 	// The count file, with an expired header and no int (cachelib never
 	// writes that), is rewritten as cachelib writes it, with the true count.
-	data, err := os.ReadFile(filepath.Join(dir, fsCountFile))
+	data, err := os.ReadFile(filepath.Join(dir, cachelib.CountFiles[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, ok := fsUnpickleInt(data[4:]); !ok || n != fsTestCountEntries(t, dir) {
+	if n, ok := cachelib.UnpickleInt(data[4:]); !ok || n != fsTestCountEntries(t, dir) {
 		t.Errorf("count file holds %x, want the true count %d", data, fsTestCountEntries(t, dir))
 	}
 	if !bytes.Equal(data[:4], fsTestContent(0)[:4]) {
@@ -603,7 +610,7 @@ func TestFilesystemHostileAndBookkeepingFiles(t *testing.T) {
 // refresh lands before the file is taken (a new inode), rewrites it in place,
 // or comes right after it was taken (a newer file at the name).
 func TestFilesystemReplacedAfterReadIsKept(t *testing.T) {
-	const now = 1_700_000_000
+	now := uint32(time.Now().Unix())
 	expired, live, newer := fsTestContent(now-10), fsTestContent(now+3600), append(fsTestContent(now+7200), 'n')
 	name := fsTestName("session:refreshed")
 	cases := []struct {
@@ -677,7 +684,7 @@ func TestFilesystemReplacedAfterReadIsKept(t *testing.T) {
 			if c.afterTake != nil {
 				store.afterTake = func(string) { calls++; c.afterTake(t, dir) }
 			}
-			rep := fsTestCleanup(t, store, sessionstore.CleanupOptions{Now: time.Unix(now, 0)})
+			rep := fsTestCleanup(t, store, sessionstore.CleanupOptions{})
 			if rep.Expired != 1 || rep.Deleted != c.wantDeleted {
 				t.Errorf("report %+v: want 1 expired, %d deleted", rep, c.wantDeleted)
 			}
@@ -766,7 +773,7 @@ func TestFilesystemConcurrentRefreshes(t *testing.T) {
 			}()
 		}
 		store := fsTestStore(t, dir)
-		rep, err := store.Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: batch, Now: now, Progress: func(p sessionstore.Report) {
+		rep, err := store.Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: batch, Progress: func(p sessionstore.Report) {
 			position.Store(int64(p.Batches * batch))
 		}})
 		stop.Store(true)
@@ -835,7 +842,7 @@ func TestFilesystemConcurrentCachelibRefreshes(t *testing.T) {
 	}
 
 	store := fsTestStore(t, dir)
-	rep, cleanupErr := store.Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: 10, Now: now})
+	rep, cleanupErr := store.Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: 10})
 	stdin.Close()
 	rest, _ := io.ReadAll(stdout)
 	if err := cmd.Wait(); err != nil {
@@ -878,8 +885,8 @@ func TestFilesystemDryRunChangesNothing(t *testing.T) {
 	dir := t.TempDir()
 	fsFlaskWrite(t, dir, -60, 5)
 	fsFlaskWrite(t, dir, 3600, 5)
-	old := time.Now().Add(-2 * fsLeftoverAge).Unix()
-	fsTestWrite(t, dir, fsTestName("x")+fmt.Sprintf(".%d-abcd-1", old)+fsAsideSuffix, fsTestContent(1))
+	old := time.Now().Add(-2 * leftoverAge).Unix()
+	fsTestWrite(t, dir, fsTestName("x")+fmt.Sprintf(".%d-abcd-1", old)+asideSuffix, fsTestContent(1))
 	snapshot := func() map[string]string {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
@@ -910,7 +917,7 @@ func TestFilesystemCancelStopsAfterBatch(t *testing.T) {
 	for i := range 100 {
 		fsTestWrite(t, dir, fsTestName(fmt.Sprint(i)), fsTestContent(1))
 	}
-	fsTestWrite(t, dir, fsCountFile, append(fsCountHeader(fsFormatStruct), fsPickleInt(100, 5)...))
+	fsTestWrite(t, dir, cachelib.CountFiles[0], append(cachelib.CountHeader(cachelib.FormatStruct), cachelib.PickleInt(100, 5)...))
 	store := fsTestStore(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -931,8 +938,8 @@ func TestFilesystemCancelStopsAfterBatch(t *testing.T) {
 		t.Errorf("report %+v after %d progress calls, %d files left: want to stop after the first batch of 10", rep, progress, left)
 	}
 	// What was deleted is taken off the count even so.
-	data, err := os.ReadFile(filepath.Join(dir, fsCountFile))
-	if n, ok := fsUnpickleInt(data[4:]); err != nil || !ok || n != left {
+	data, err := os.ReadFile(filepath.Join(dir, cachelib.CountFiles[0]))
+	if n, ok := cachelib.UnpickleInt(data[4:]); err != nil || !ok || n != left {
 		t.Errorf("count file holds %x (%v) after the stop, want %d", data, err, left)
 	}
 	rep = fsTestCleanup(t, store, sessionstore.CleanupOptions{BatchSize: 10})
@@ -942,26 +949,26 @@ func TestFilesystemCancelStopsAfterBatch(t *testing.T) {
 }
 
 func TestFilesystemAsideNames(t *testing.T) {
-	run := &fsRun{token: "00ff00ff00ff00ff"}
+	run := &cleanupRun{token: "00ff00ff00ff00ff"}
 	name := fsTestName("session:x")
 	seen := map[string]bool{}
 	for range 3 {
 		aside := run.asideName(name)
-		got, at, ok := fsParseAsideName(aside)
-		if !ok || got != name || time.Since(at) > time.Minute || !strings.HasSuffix(aside, fsTempSuffix) || seen[aside] {
+		got, at, ok := parseAsideName(aside)
+		if !ok || got != name || time.Since(at) > time.Minute || !strings.HasSuffix(aside, cachelib.TempSuffix) || seen[aside] {
 			t.Errorf("%s parses as %q, %v, %v", aside, got, at, ok)
 		}
 		seen[aside] = true
 	}
 	for _, bad := range []string{
-		"tmpabc" + fsAsideSuffix,
-		name + fsAsideSuffix,
-		name + ".1-2" + fsAsideSuffix,
-		name + ".1-xyz-3" + fsAsideSuffix,
-		name + ".x-ab-3" + fsAsideSuffix,
-		name[:31] + ".1-ab-3" + fsAsideSuffix,
+		"tmpabc" + asideSuffix,
+		name + asideSuffix,
+		name + ".1-2" + asideSuffix,
+		name + ".1-xyz-3" + asideSuffix,
+		name + ".x-ab-3" + asideSuffix,
+		name[:31] + ".1-ab-3" + asideSuffix,
 	} {
-		if _, _, ok := fsParseAsideName(bad); ok {
+		if _, _, ok := parseAsideName(bad); ok {
 			t.Errorf("%s parses as a file set aside", bad)
 		}
 	}
@@ -972,9 +979,9 @@ func TestFilesystemAsideNames(t *testing.T) {
 func TestFilesystemLeftoversOfInterruptedRun(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now()
-	old := now.Add(-2 * fsLeftoverAge).Unix()
+	old := now.Add(-2 * leftoverAge).Unix()
 	aside := func(key string, at int64) (string, string) {
-		return fsTestName(key), fmt.Sprintf("%s.%d-0123456789abcdef-7%s", fsTestName(key), at, fsAsideSuffix)
+		return fsTestName(key), fmt.Sprintf("%s.%d-0123456789abcdef-7%s", fsTestName(key), at, asideSuffix)
 	}
 	live, newer := fsTestContent(uint32(now.Unix()+3600)), fsTestContent(uint32(now.Unix()+7200))
 	expiredName, expiredAside := aside("expired", old)
@@ -1008,8 +1015,8 @@ func TestFilesystemLeftoversOfInterruptedRun(t *testing.T) {
 // created.
 func TestFilesystemCountFileModeAndAbsence(t *testing.T) {
 	dir := t.TempDir()
-	fsTestWrite(t, dir, fsCountFile, append(fsTestContent(0)[:4], fsPickleInt(50, 5)...))
-	if err := os.Chmod(filepath.Join(dir, fsCountFile), 0o640); err != nil {
+	fsTestWrite(t, dir, cachelib.CountFiles[0], append(fsTestContent(0)[:4], cachelib.PickleInt(50, 5)...))
+	if err := os.Chmod(filepath.Join(dir, cachelib.CountFiles[0]), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 5 {
@@ -1022,14 +1029,14 @@ func TestFilesystemCountFileModeAndAbsence(t *testing.T) {
 	if !strings.Contains(rep.Message, "count file set to 2 (was 50)") {
 		t.Errorf("message does not tell the count: %s", rep.Message)
 	}
-	if fi, err := os.Stat(filepath.Join(dir, fsCountFile)); err != nil || fi.Mode().Perm() != 0o640 {
+	if fi, err := os.Stat(filepath.Join(dir, cachelib.CountFiles[0])); err != nil || fi.Mode().Perm() != 0o640 {
 		t.Errorf("count file mode %v (%v), want 0640 kept", fi.Mode(), err)
 	}
 
 	dir = t.TempDir()
 	fsTestWrite(t, dir, fsTestName("a"), fsTestContent(1))
 	rep = fsTestCleanup(t, fsTestStore(t, dir), sessionstore.CleanupOptions{})
-	if rep.Deleted != 1 || fsTestExists(t, dir, fsCountFile) {
+	if rep.Deleted != 1 || fsTestExists(t, dir, cachelib.CountFiles[0]) {
 		t.Errorf("report %+v: want the session deleted and no count file made", rep)
 	}
 }
@@ -1069,7 +1076,7 @@ func TestFilesystemPingAndSchema(t *testing.T) {
 		t.Errorf("Ping on a file: %v (%s)", err, sessionstore.KindOf(err))
 	}
 
-	if s, err := sessionstore.New(sessionstore.Config{Backend: sessionstore.BackendFilesystem, URL: "file://" + dir}); err != nil || s.(*fsStore).dir != dir {
+	if s, err := sessionstore.New(sessionstore.Config{Backend: sessionstore.BackendFilesystem, URL: "file://" + dir}); err != nil || s.(*dirStore).dir != dir {
 		t.Errorf("file URL: %v", err)
 	}
 	for _, cfg := range []sessionstore.Config{

@@ -4,14 +4,29 @@ type (cachelib's FileSystemCache), and writes the layout of cachelib < 0.7.
 
 Run with Debian's /usr/bin/python3 (python3-flask-session, python3-cachelib):
 
-  flask_filesystem_sessions.py write DIR LIFETIME_SECONDS COUNT
-      makes COUNT sessions through the app; prints a JSON list of
-      {"sid", "value"}
+  flask_filesystem_sessions.py write DIR LIFETIME_SECONDS COUNT [THRESHOLD]
+      makes COUNT sessions through the app (SESSION_FILE_THRESHOLD, default
+      500); prints a JSON list of {"sid", "value"}
   flask_filesystem_sessions.py read DIR < sids.json
       prints a JSON object mapping each sid to the value the app reads back
       (null when the app finds no session)
-  flask_filesystem_sessions.py count DIR
-      prints the count file's value as cachelib reads it (null if none)
+  flask_filesystem_sessions.py count DIR [HASH]
+      prints the count file's value as cachelib reads it (null if none),
+      with hash_method hashlib.HASH (default md5)
+  flask_filesystem_sessions.py recount DIR
+      prints the number of files cachelib counts when it starts (threshold
+      500), which is what it lists as cache entries
+  flask_filesystem_sessions.py cacheset DIR HASH THRESHOLD < entries.json
+      sets [{"key", "timeout", "value"}] through FileSystemCache with
+      hash_method hashlib.HASH
+  flask_filesystem_sessions.py cacheget DIR HASH < keys.json
+      prints {key: value} as that cache's get returns it
+  flask_filesystem_sessions.py racecount DIR THRESHOLD
+      the app's side of a race on the count file: reads the count as
+      _update_count does and prints "read N"; on a line of stdin writes N+1
+      as _update_count does and prints "wrote"; on the next line sets 5 new
+      sessions (key "session:new-I") through the cache, which prunes as
+      the app does, and prints "done"
   flask_filesystem_sessions.py refresh DIR < keys.json
       sets the given cache keys again and again, as a refreshing app does,
       until stdin closes; prints "ready" after the first set, then at the end
@@ -27,6 +42,7 @@ Run with Debian's /usr/bin/python3 (python3-flask-session, python3-cachelib):
   flask_filesystem_sessions.py pickle < values.json
       prints pickle.dumps(value, proto).hex() for each [value, proto]
 """
+import hashlib
 import json
 import os
 import pickle
@@ -40,6 +56,25 @@ from time import sleep, time
 
 from cachelib.file import FileSystemCache
 from flask_session_app import make_app, read_sessions, write_sessions
+
+
+def hashed_cache(cache_dir, hash_name, threshold=0):
+    return FileSystemCache(cache_dir, threshold=threshold, hash_method=getattr(hashlib, hash_name))
+
+
+def race_count(cache_dir, threshold):
+    cache = FileSystemCache(cache_dir, threshold=threshold)
+    old = cache._file_count
+    print("read %d" % old, flush=True)
+    sys.stdin.readline()
+    # The second half of _update_count(delta=1), on the value read before.
+    cache.set(cache._fs_count_file, old + 1, mgmt_element=True)
+    print("wrote", flush=True)
+    sys.stdin.readline()
+    for i in range(5):
+        if not cache.set("session:new-%d" % i, {"_permanent": True, "value": "new"}, timeout=3600):
+            sys.exit("set failed")
+    print("done", flush=True)
 
 
 def filesystem_app(cache_dir, lifetime, threshold=500):
@@ -74,13 +109,27 @@ def main():
         return
     cache_dir = sys.argv[2]
     if mode == "write":
-        write_sessions(filesystem_app(cache_dir, int(sys.argv[3])), int(sys.argv[4]))
+        threshold = int(sys.argv[5]) if len(sys.argv) > 5 else 500
+        write_sessions(filesystem_app(cache_dir, int(sys.argv[3]), threshold), int(sys.argv[4]))
     elif mode == "read":
         # Threshold 0: the app does not recount (and rewrite) the count file
         # when it starts, so reading leaves the directory as it is.
         read_sessions(filesystem_app(cache_dir, 3600, threshold=0))
     elif mode == "count":
-        json.dump(FileSystemCache(cache_dir, threshold=0).get("__wz_cache_count"), sys.stdout)
+        hash_name = sys.argv[3] if len(sys.argv) > 3 else "md5"
+        json.dump(hashed_cache(cache_dir, hash_name).get("__wz_cache_count"), sys.stdout)
+    elif mode == "recount":
+        json.dump(FileSystemCache(cache_dir, threshold=500).get("__wz_cache_count"), sys.stdout)
+    elif mode == "cacheset":
+        cache = hashed_cache(cache_dir, sys.argv[3], int(sys.argv[4]))
+        for entry in json.load(sys.stdin):
+            if not cache.set(entry["key"], entry["value"], timeout=entry["timeout"]):
+                sys.exit("set failed for " + entry["key"])
+    elif mode == "cacheget":
+        cache = hashed_cache(cache_dir, sys.argv[3])
+        json.dump({key: cache.get(key) for key in json.load(sys.stdin)}, sys.stdout)
+    elif mode == "racecount":
+        race_count(cache_dir, int(sys.argv[3]))
     elif mode == "get":
         cache = FileSystemCache(cache_dir, threshold=0)
         json.dump({key: cache.get(key) for key in json.load(sys.stdin)}, sys.stdout)
