@@ -608,9 +608,19 @@ func pgTestFill(t *testing.T, conn *pgx.Conn, prefix string, n int, offset strin
 // does on each request, while a cleanup runs in batches of 10. Some were
 // expired when the cleanup read its clock and are refreshed before their
 // batch comes: every refresh that took effect must leave its session alive.
+//
+// It runs for both walks: ctid ranges, and the keyset walk over the primary
+// key that PostgreSQL 13 and older get (forced here, the server being newer).
 func TestPostgresCleanupKeepsRefreshedSessions(t *testing.T) {
+	for _, walk := range []string{"ctid", "keyset"} {
+		t.Run(walk, func(t *testing.T) { pgTestKeepsRefreshed(t, walk) })
+	}
+}
+
+func pgTestKeepsRefreshed(t *testing.T, walk string) {
 	ctx := pgTestCtx(t)
 	db, s, conn := pgTestSessionsTable(t)
+	s.(*pgStore).forceKeysetWalk = walk == "keyset"
 	const n = 3000
 	pgTestFill(t, conn, "session:live-", n, "1 hour")
 	pgTestFill(t, conn, "session:expired-", n, "-1 hour")
@@ -669,6 +679,9 @@ func TestPostgresCleanupKeepsRefreshedSessions(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
+	}
+	if got := s.(*pgStore).lastWalk; got != walk {
+		t.Fatalf("the cleanup walked by %s, want %s", got, walk)
 	}
 	t.Logf("report: %+v; %d refreshes took effect, %d during the batches", rep, len(refreshed), during.Load())
 	if during.Load() == 0 || rep.Batches < 100 || rep.Deleted == rep.Expired {

@@ -171,7 +171,8 @@ func (w *pgWalk) keyset(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if c.scanned == 0 || extra[0] == nil {
+		// A short batch was the table's end.
+		if c.scanned < int64(w.batchSize) || extra[0] == nil {
 			return nil
 		}
 		after = *extra[0]
