@@ -80,13 +80,30 @@ type phase struct {
 	run  func(context.Context, *reconcileScope) error
 }
 
-// +kubebuilder:rbac:groups=sessionstore.dev,resources=sessionstores,verbs=get;list;watch
-// +kubebuilder:rbac:groups=sessionstore.dev,resources=sessionstores/status,verbs=get;update;patch
+// RBAC: only the verbs the code sends; rbac_test.go removes each rule in turn
+// and shows the manager then fails. Reads through the cache need list and
+// watch only; "get" is for the few reads that go to the API server.
+//
+// SessionStores are read from the cache only.
+// +kubebuilder:rbac:groups=sessionstore.dev,resources=sessionstores,verbs=list;watch
+// Status is written with one merge patch (writeStatus).
+// +kubebuilder:rbac:groups=sessionstore.dev,resources=sessionstores/status,verbs=patch
+// Owner references with blockOwnerDeletion need it where the API server runs
+// OwnerReferencesPermissionEnforcement (OpenShift does; the tests do).
 // +kubebuilder:rbac:groups=sessionstore.dev,resources=sessionstores/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// Secrets: get for credential Secrets (APIReader) and for the name check of an
+// uncached Secret (lookupOwned); list and watch for the labelled cache and
+// the names-only metadata watch; patch is server-side apply, which creates
+// too; delete removes a connection Secret left under an old name.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;patch;delete
+// CronJobs: get for lookupOwned, list and watch for the cache, patch to apply.
+// The garbage collector deletes them with their store, so no delete.
+// +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;patch
+// Jobs and Pods of cleanup runs are read from the cache only.
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
+// Events (events.k8s.io, mgr.GetEventRecorder): create, and patch when the
+// same event repeats and the recorder counts it as a series.
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one SessionStore's owned objects to what its spec says and
@@ -122,10 +139,15 @@ func (r *SessionStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
 		}
 	}
-	if err := r.writeStatus(ctx, scope, len(errs) == 0); err != nil {
+	if err := r.writeStatus(ctx, scope, errors.Join(errs...)); err != nil {
 		errs = append(errs, err)
 	}
-	return ctrl.Result{RequeueAfter: scope.requeueAfter}, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		// The error's backoff decides when to retry; a RequeueAfter beside
+		// it would be ignored.
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: scope.requeueAfter}, nil
 }
 
 // SetupWithManager registers the controller and its watches.

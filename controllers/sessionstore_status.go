@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
 // Condition types. Tools alert on them: they are stable.
@@ -20,13 +22,19 @@ const (
 	ConditionStoreReachable        = "StoreReachable"
 	ConditionSchemaReady           = "SchemaReady"
 	ConditionLastCleanupSucceeded  = "LastCleanupSucceeded"
+	// ConditionReconciling is True while the last reconcile failed on an
+	// API call and is being retried; ConditionStalled is True while Ready is
+	// False for a reason only a person can fix. Both are kstatus's
+	// abnormal-true conditions (read by Flux, kubectl wait, Argo CD).
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
 )
 
 // Condition reasons, CamelCase and stable.
 const (
 	ReasonReady                    = "Ready"
 	ReasonNotReady                 = "NotReady"
-	ReasonReconcileFailed          = "ReconcileFailed"
+	ReasonReconcileError           = "ReconcileError"
 	ReasonSecretReady              = "SecretReady"
 	ReasonSecretNotFound           = "SecretNotFound"
 	ReasonSecretKeyMissing         = "SecretKeyMissing"
@@ -83,6 +91,14 @@ var fineReasons = map[string]bool{
 	ReasonNotRunYet: true, ReasonRunning: true, ReasonSchemaPending: true,
 }
 
+// stallReasons are the reasons of a not-Ready store that the operator cannot
+// fix by retrying: a spec, a Secret or a store needs a person.
+var stallReasons = map[string]bool{
+	ReasonInvalidSchedule: true, ReasonInvalidConfig: true, ReasonInvalidSecretValue: true,
+	ReasonSecretConflict: true, ReasonCronJobConflict: true, ReasonApplyFailed: true,
+	string(sessionstore.ErrTableMismatch): true, string(sessionstore.ErrClockSkew): true,
+}
+
 // optionalConditions may be absent without making the store unready.
 var optionalConditions = map[string]bool{ConditionLastCleanupSucceeded: true}
 
@@ -106,36 +122,64 @@ func setConditionIfAbsent(s *reconcileScope, condType string, status metav1.Cond
 
 // summarizeReady sets Ready from the other conditions; its message names the
 // first thing that is wrong.
-func summarizeReady(s *reconcileScope, phasesSucceeded bool) {
+func summarizeReady(s *reconcileScope, reconcileErr error) {
+	if reconcileErr != nil {
+		// A failed API call says nothing about the store: Ready (and its
+		// gauge) stay as last observed, and the failure is reported where
+		// kstatus looks for it.
+		keepReady(s)
+		setCondition(s, ConditionReconciling, metav1.ConditionTrue, ReasonReconcileError,
+			truncate("retrying with backoff: "+reconcileErr.Error(), 1024))
+		return
+	}
+	meta.RemoveStatusCondition(&s.status.Conditions, ConditionReconciling)
+	status, reason, message := readiness(s)
+	setCondition(s, ConditionReady, status, reason, message)
+	if status == metav1.ConditionFalse && stallReasons[reason] {
+		setCondition(s, ConditionStalled, metav1.ConditionTrue, reason, message)
+	} else {
+		meta.RemoveStatusCondition(&s.status.Conditions, ConditionStalled)
+	}
+}
+
+// readiness summarises the other conditions, naming the first problem.
+func readiness(s *reconcileScope) (metav1.ConditionStatus, string, string) {
 	for _, condType := range readinessConditions {
 		c := meta.FindStatusCondition(s.status.Conditions, condType)
 		if c == nil {
 			if optionalConditions[condType] {
 				continue
 			}
-			setCondition(s, ConditionReady, metav1.ConditionFalse, ReasonNotReady, condType+" is not known yet")
-			return
+			return metav1.ConditionFalse, ReasonNotReady, condType + " is not known yet"
 		}
 		if c.Status != metav1.ConditionTrue && !fineReasons[c.Reason] {
-			setCondition(s, ConditionReady, metav1.ConditionFalse, c.Reason, fmt.Sprintf("%s: %s", condType, c.Message))
-			return
+			return metav1.ConditionFalse, c.Reason, fmt.Sprintf("%s: %s", condType, c.Message)
 		}
 	}
-	if !phasesSucceeded {
-		setCondition(s, ConditionReady, metav1.ConditionFalse, ReasonReconcileFailed,
-			"the last reconcile failed; it is retried with backoff (see the operator's log)")
+	return metav1.ConditionTrue, ReasonReady, "the session store is ready for apps"
+}
+
+// keepReady leaves Ready as the API server holds it, or Unknown when it was
+// never known.
+func keepReady(s *reconcileScope) {
+	if meta.FindStatusCondition(s.status.Conditions, ConditionReady) != nil {
 		return
 	}
-	setCondition(s, ConditionReady, metav1.ConditionTrue, ReasonReady, "the session store is ready for apps")
+	setCondition(s, ConditionReady, metav1.ConditionUnknown, ReasonReconcileError,
+		"not known yet: the first reconcile failed and is retried")
 }
 
 // writeStatus writes the status built by the phases, once, and only when it
 // differs from what the API server holds: a reconcile with nothing to do
 // makes no write at all.
-func (r *SessionStoreReconciler) writeStatus(ctx context.Context, s *reconcileScope, phasesSucceeded bool) error {
-	summarizeReady(s, phasesSucceeded)
-	if phasesSucceeded {
-		s.status.ObservedGeneration = s.store.Generation
+func (r *SessionStoreReconciler) writeStatus(ctx context.Context, s *reconcileScope, reconcileErr error) error {
+	summarizeReady(s, reconcileErr)
+	// Every condition was reconsidered for this generation, so they and
+	// the top level all say so, even when a phase failed (which
+	// Reconciling reports).
+	s.status.ObservedGeneration = s.store.Generation
+	for i := range s.status.Conditions {
+		s.status.Conditions[i].ObservedGeneration = s.store.Generation
 	}
 	r.Metrics.observeStatus(s.store, &s.status)
 	if equality.Semantic.DeepEqual(s.store.Status, s.status) {

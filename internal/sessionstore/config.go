@@ -294,7 +294,7 @@ func ValidateMongoURL(raw string) error {
 	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok || (scheme != "mongodb" && scheme != "mongodb+srv") {
-		return configError(EnvURL, "%s; want mongodb:// or mongodb+srv:// (in lower case)", describeScheme(raw))
+		return configError(EnvURL, "%s; want mongodb:// or mongodb+srv://", describeScheme(raw, "mongodb", "mongodb+srv"))
 	}
 	// A seed list ("a:1,b:2") is not something net/url parses, so only look
 	// for hosts between the credentials and the path.
@@ -320,7 +320,7 @@ func MemcachedServers(raw string) ([]string, error) {
 	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok || scheme != "memcached" {
-		return nil, configError(EnvURL, "%s; want memcached://host:port[,host:port...]", describeScheme(raw))
+		return nil, configError(EnvURL, "%s; want memcached://host:port[,host:port...]", describeScheme(raw, "memcached"))
 	}
 	if strings.Contains(rest, "@") {
 		return nil, configError(EnvURL, "memcached takes no user or password in its URL")
@@ -357,7 +357,7 @@ func ParseURL(raw, want string, schemes ...string) (*url.URL, error) {
 	// url.Parse lower-cases the scheme; the drivers do not.
 	scheme, _, _ := strings.Cut(raw, ":")
 	if !slices.Contains(schemes, scheme) {
-		return nil, configError(EnvURL, "%s; want %s (in lower case)", describeScheme(raw), want)
+		return nil, configError(EnvURL, "%s; want %s", describeScheme(raw, schemes...), want)
 	}
 	return u, nil
 }
@@ -378,10 +378,14 @@ func dirFromFileURL(raw string) (string, error) {
 
 // describeScheme names the scheme of raw for a message; it is safe to
 // show because it ends before any credentials.
-func describeScheme(raw string) string {
+// A scheme that differs from a wanted one only in case is named as such.
+func describeScheme(raw string, wanted ...string) string {
 	scheme, _, ok := strings.Cut(raw, "://")
 	if !ok || scheme == "" || !isPlainScheme(scheme) {
 		return "not a URL with a scheme"
+	}
+	if slices.Contains(wanted, strings.ToLower(scheme)) {
+		return fmt.Sprintf("scheme %q must be written in lower case", scheme)
 	}
 	return fmt.Sprintf("scheme %q is not supported", scheme)
 }

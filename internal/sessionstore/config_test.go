@@ -279,7 +279,7 @@ func TestValidateOneRuleForOnceDisagreeingCases(t *testing.T) {
 		{"mongo+srv mixed case", Config{Backend: "mongodb", URL: "Mongodb+srv://h"}, "lower case"},
 		{"postgres upper-case scheme", Config{Backend: "postgresql", URL: "POSTGRES://h/db"}, "lower case"},
 		{"redis upper-case scheme", Config{Backend: "redis", URL: "REDIS://h:6379/0"}, "lower case"},
-		{"memcached upper-case scheme", Config{Backend: "memcached", URL: "MEMCACHED://h:11211"}, "MEMCACHED"},
+		{"memcached upper-case scheme", Config{Backend: "memcached", URL: "MEMCACHED://h:11211"}, "lower case"},
 		{"memcached no port", Config{Backend: "memcached", URL: "memcached://cache"}, "host:port"},
 		{"memcached ipv6 no port", Config{Backend: "memcached", URL: "memcached://[::1]"}, "host:port"},
 		{"memcached port 0", Config{Backend: "memcached", URL: "memcached://h:0"}, "1 to 65535"},

@@ -1,0 +1,112 @@
+package cleanupcmd
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+)
+
+// A dry run changes nothing: on a real PostgreSQL without the table (and
+// the configuration asking for it and its index), no table, sequence or
+// index appears, and the report says what a real run would create.
+func TestDryRunCreatesNoTableOnPostgreSQL(t *testing.T) {
+	requireServer(t, "postgresql", "127.0.0.1:5432")
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, testPostgresURL)
+	if err != nil {
+		t.Fatalf("postgresql: %v (run hack/start-services.sh)", err)
+	}
+	defer conn.Close(context.Background())
+	table := "cmd_dry_" + randomName(t)
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{table}.Sanitize()) })
+	env := map[string]string{sessionstore.EnvBackend: "postgresql", sessionstore.EnvURL: testPostgresURL, sessionstore.EnvTable: table,
+		sessionstore.EnvCreateTable: "true", sessionstore.EnvCreateExpiryIndex: "true"}
+
+	r := run(t, ctx, Main, env, nil, "--dry-run", "--output=json")
+	if r.code != ExitOK {
+		t.Fatalf("dry run: want exit 0:\n%s", r)
+	}
+	var relations int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relname LIKE $1`, table+"%").Scan(&relations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if relations != 0 {
+		t.Fatalf("the dry run created %d relations (table, sequence, index) named %s*", relations, table)
+	}
+	res := decodeResult(t, "stdout", []byte(r.stdout))
+	wantMsg := "dry run: would create table public." + table + " and expiry index " + table + "_expiry_idx"
+	if res.Schema == nil || len(res.Schema.Created) != 0 || res.Schema.Message != wantMsg {
+		t.Errorf("schema: want nothing created and %q: %s", wantMsg, r.stdout)
+	}
+	if res.Report == nil || !res.DryRun || res.Deleted != 0 || !strings.Contains(r.stderr, "schema: "+wantMsg) {
+		t.Errorf("want a dry-run report and stderr saying what would be created:\n%s", r)
+	}
+
+	// With the table there, the dry run counts and still deletes nothing.
+	if r := run(t, ctx, Main, env, nil); r.code != ExitOK {
+		t.Fatalf("real run creating the table:\n%s", r)
+	}
+	quoted := pgx.Identifier{table}.Sanitize()
+	if _, err := conn.Exec(ctx, `INSERT INTO `+quoted+` (session_id, data, expiry) VALUES
+		('session:old', '\x00', (now() AT TIME ZONE 'UTC') - interval '1 hour')`); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, ctx, Main, env, nil, "--dry-run", "--output=json")
+	res = decodeResult(t, "stdout", []byte(r.stdout))
+	var left int
+	conn.QueryRow(ctx, "SELECT count(*) FROM "+quoted).Scan(&left)
+	if r.code != ExitOK || res.Expired != 1 || res.Deleted != 0 || left != 1 {
+		t.Fatalf("dry run on the table: want 1 expired, none deleted (%d rows left):\n%s", left, r)
+	}
+}
+
+// On FerretDB (MongoDB wire protocol) a dry run neither creates the
+// collection nor asks for the TTL index; it says it would.
+func TestDryRunCreatesNoIndexOnFerretDB(t *testing.T) {
+	requireServer(t, "mongodb (FerretDB)", "127.0.0.1:27017")
+	ctx := t.Context()
+	client, err := mongo.Connect(options.Client().ApplyURI(testMongoURL))
+	if err != nil {
+		t.Fatalf("mongodb: %v", err)
+	}
+	defer client.Disconnect(context.Background())
+	database := "cmd_dry_" + randomName(t)
+	t.Cleanup(func() { client.Database(database).Drop(context.Background()) })
+	env := map[string]string{sessionstore.EnvBackend: "mongodb", sessionstore.EnvURL: testMongoURL, sessionstore.EnvDatabase: database}
+
+	r := run(t, ctx, Main, env, nil, "--dry-run", "--output=json")
+	if r.code != ExitOK {
+		t.Fatalf("dry run on no collection: want exit 0:\n%s", r)
+	}
+	if names, err := client.Database(database).ListCollectionNames(ctx, bson.M{}); err != nil || len(names) != 0 {
+		t.Fatalf("the dry run created collections %v (%v)", names, err)
+	}
+	res := decodeResult(t, "stdout", []byte(r.stdout))
+	if res.Schema == nil || !strings.HasPrefix(res.Schema.Message, "dry run: would create the TTL index on expiration") {
+		t.Errorf("schema: want what a real run would create: %s", r.stdout)
+	}
+
+	coll := client.Database(database).Collection("sessions")
+	if _, err := coll.InsertOne(ctx, bson.M{"id": "session:old", "val": []byte{0}, "expiration": time.Now().UTC().Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, ctx, Main, env, nil, "--dry-run", "--output=json")
+	res = decodeResult(t, "stdout", []byte(r.stdout))
+	indexes, err := coll.Indexes().ListSpecifications(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := coll.CountDocuments(ctx, bson.M{})
+	if r.code != ExitOK || len(indexes) != 1 || res.Expired != 1 || res.Deleted != 0 || n != 1 {
+		t.Fatalf("dry run: want only the _id index, 1 expired and none deleted (%d indexes, %d documents):\n%s", len(indexes), n, r)
+	}
+}
