@@ -76,6 +76,21 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		return Config{}, err
 	}
 
+	if err := readBools(get, &cfg); err != nil {
+		return Config{}, err
+	}
+	if cfg.Dir == "" && hasScheme(cfg.URL, "file") {
+		dir, err := dirFromFileURL(cfg.URL)
+		if err != nil {
+			return Config{}, err
+		}
+		cfg.Dir = dir
+	}
+	return cfg, nil
+}
+
+// readBools reads the "true"/"false" keys into cfg, each with its default.
+func readBools(get func(string) string, cfg *Config) error {
 	bools := []struct {
 		key  string
 		dst  *bool
@@ -96,19 +111,11 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 		}
 		parsed, err := strconv.ParseBool(v)
 		if err != nil {
-			return Config{}, configError(b.key, "%q is not true or false", shorten(v))
+			return configError(b.key, "%q is not true or false", shorten(v))
 		}
 		*b.dst = parsed
 	}
-
-	if cfg.Dir == "" && hasScheme(cfg.URL, "file") {
-		dir, err := dirFromFileURL(cfg.URL)
-		if err != nil {
-			return Config{}, err
-		}
-		cfg.Dir = dir
-	}
-	return cfg, nil
+	return nil
 }
 
 // secondsFrom reads key as a whole, non-negative number of seconds, or

@@ -96,31 +96,8 @@ func (s *redisStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptio
 		if err != nil {
 			return finish(redisError("scan redis", err))
 		}
-		// The prefix check is the last guard: a proxy that ignored MATCH
-		// must not make us touch keys that are not sessions.
-		sessionKeys := keys[:0]
-		for _, key := range keys {
-			if strings.HasPrefix(key, s.cfg.KeyPrefix) {
-				sessionKeys = append(sessionKeys, key)
-			}
-		}
-		batchScanned, withoutTTL, err := s.ttls(ctx, sessionKeys)
-		if err != nil {
+		if err := s.visitBatch(ctx, keys, opts.DryRun, &rep, &tally); err != nil {
 			return finish(err)
-		}
-		rep.Scanned += batchScanned
-		sessions, others, err := s.splitSessions(ctx, withoutTTL)
-		if err != nil {
-			return finish(err)
-		}
-		tally.noteOthers(others)
-		tally.noTTL += int64(len(sessions))
-		if s.cfg.FixMissingTTL && !opts.DryRun && len(sessions) > 0 {
-			n, err := s.fixTTLs(ctx, sessions)
-			tally.fixed += n
-			if err != nil {
-				return finish(err)
-			}
 		}
 		rep.Batches++
 		if opts.Progress != nil {
@@ -134,6 +111,36 @@ func (s *redisStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptio
 			return finish(nil)
 		}
 	}
+}
+
+// visitBatch counts one SCAN batch's keys and those without a TTL, and
+// gives the sessions among them a TTL when asked to.
+func (s *redisStore) visitBatch(ctx context.Context, keys []string, dryRun bool, rep *sessionstore.Report, tally *redisTally) error {
+	// The prefix check is the last guard: a proxy that ignored MATCH
+	// must not make us touch keys that are not sessions.
+	sessionKeys := keys[:0]
+	for _, key := range keys {
+		if strings.HasPrefix(key, s.cfg.KeyPrefix) {
+			sessionKeys = append(sessionKeys, key)
+		}
+	}
+	scanned, withoutTTL, err := s.ttls(ctx, sessionKeys)
+	if err != nil {
+		return err
+	}
+	rep.Scanned += scanned
+	sessions, others, err := s.splitSessions(ctx, withoutTTL)
+	if err != nil {
+		return err
+	}
+	tally.noteOthers(others)
+	tally.noTTL += int64(len(sessions))
+	if !s.cfg.FixMissingTTL || dryRun || len(sessions) == 0 {
+		return nil
+	}
+	n, err := s.fixTTLs(ctx, sessions)
+	tally.fixed += n
+	return err
 }
 
 // ttls returns how many of keys still exist and those that have no TTL.

@@ -207,21 +207,7 @@ func TestRedisCleanupCountsFlaskSessions(t *testing.T) {
 	count := func(t *testing.T, cfg sessionstore.Config, dryRun bool) sessionstore.Report {
 		t.Helper()
 		cfg.KeyPrefix = prefix
-		var progress int
-		rep, err := redisTestStore(t, cfg).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 2, DryRun: dryRun, Progress: func(sessionstore.Report) { progress++ }})
-		if err != nil {
-			t.Fatalf("Cleanup: %v", err)
-		}
-		if want := int64(7 + len(appKeys)); rep.Scanned != want || rep.Deleted != 0 || rep.Expired != 0 || !rep.NativeExpiry {
-			t.Fatalf("report %+v: want %d scanned, nothing expired or deleted, native expiry", rep, want)
-		}
-		if rep.Kept["notASession"] != int64(len(appKeys)) {
-			t.Fatalf("report %+v: want the %d app keys kept as notASession", rep, len(appKeys))
-		}
-		if rep.Batches < 2 || progress != rep.Batches {
-			t.Fatalf("%d batches, %d progress calls: want several batches of 2, each reported", rep.Batches, progress)
-		}
-		return rep
+		return redisCountRun(t, cfg, dryRun, int64(7+len(appKeys)), int64(len(appKeys)))
 	}
 	ttl := func(key string) time.Duration { return client.TTL(ctx, key).Val() }
 
@@ -258,6 +244,28 @@ func TestRedisCleanupCountsFlaskSessions(t *testing.T) {
 		t.Errorf("the app's counter reads %d, want 42", n)
 	}
 	redisCheckUntouched(t, client, other, sessions, prefix)
+}
+
+// redisCountRun runs a cleanup in batches of 2 and checks what every run
+// must report: scanned keys, nothing deleted, the app's keys not sessions,
+// and progress after each batch.
+func redisCountRun(t *testing.T, cfg sessionstore.Config, dryRun bool, scanned, notSessions int64) sessionstore.Report {
+	t.Helper()
+	var progress int
+	rep, err := redisTestStore(t, cfg).Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: 2, DryRun: dryRun, Progress: func(sessionstore.Report) { progress++ }})
+	if err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if rep.Scanned != scanned || rep.Deleted != 0 || rep.Expired != 0 || !rep.NativeExpiry {
+		t.Fatalf("report %+v: want %d scanned, nothing expired or deleted, native expiry", rep, scanned)
+	}
+	if rep.Kept["notASession"] != notSessions {
+		t.Fatalf("report %+v: want the %d app keys kept as notASession", rep, notSessions)
+	}
+	if rep.Batches < 2 || progress != rep.Batches {
+		t.Fatalf("%d batches, %d progress calls: want several batches of 2, each reported", rep.Batches, progress)
+	}
+	return rep
 }
 
 // redisSetAppKeys writes keys an app keeps beside its sessions, without a
