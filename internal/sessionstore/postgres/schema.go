@@ -195,10 +195,13 @@ func (s *pgStore) pgCreateTable(ctx context.Context, conn *pgx.Conn) ([]string, 
 	idColumn := "id SERIAL NOT NULL"
 	if s.cfg.Sequence != "" {
 		idColumn = "id INTEGER NOT NULL"
-		if _, err := tx.Exec(ctx, "CREATE SEQUENCE IF NOT EXISTS "+pgx.Identifier{s.cfg.Sequence}.Sanitize()); err != nil {
-			return nil, s.pgError("create sequence", err)
+		made, err := s.pgCreateSequence(ctx, tx)
+		if err != nil {
+			return nil, err
 		}
-		created = append(created, "sequence")
+		if made {
+			created = append(created, "sequence")
+		}
 	}
 	_, err = tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+s.pgIdent().Sanitize()+` (
 	`+idColumn+`,
@@ -221,4 +224,21 @@ func (s *pgStore) pgCreateTable(ctx context.Context, conn *pgx.Conn) ([]string, 
 		return nil, s.pgError("create table", err)
 	}
 	return append(created, "table"), nil
+}
+
+// pgCreateSequence creates Config.Sequence where SQLAlchemy would: on the
+// search_path, unqualified.
+func (s *pgStore) pgCreateSequence(ctx context.Context, tx pgx.Tx) (bool, error) {
+	name := pgx.Identifier{s.cfg.Sequence}.Sanitize()
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, name).Scan(&exists); err != nil {
+		return false, s.pgError("create sequence", err)
+	}
+	if exists {
+		return false, nil
+	}
+	if _, err := tx.Exec(ctx, "CREATE SEQUENCE "+name); err != nil {
+		return false, s.pgError("create sequence", err)
+	}
+	return true, nil
 }
