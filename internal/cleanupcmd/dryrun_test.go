@@ -18,24 +18,16 @@ import (
 // the configuration asking for it and its index), no table, sequence or
 // index appears, and the report says what a real run would create.
 func TestDryRunCreatesNoTableOnPostgreSQL(t *testing.T) {
-	requireServer(t, "postgresql", "127.0.0.1:5432")
 	ctx := t.Context()
-	conn, err := pgx.Connect(ctx, testPostgresURL)
-	if err != nil {
-		t.Fatalf("postgresql: %v (run hack/start-services.sh)", err)
-	}
-	defer conn.Close(context.Background())
-	table := "cmd_dry_" + randomName(t)
-	t.Cleanup(func() { conn.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{table}.Sanitize()) })
-	env := map[string]string{sessionstore.EnvBackend: "postgresql", sessionstore.EnvURL: testPostgresURL, sessionstore.EnvTable: table,
-		sessionstore.EnvCreateTable: "true", sessionstore.EnvCreateExpiryIndex: "true"}
+	conn, table, env := pgTestTable(t, "cmd_dry_")
+	env[sessionstore.EnvCreateTable], env[sessionstore.EnvCreateExpiryIndex] = "true", "true"
 
 	r := run(t, ctx, Main, env, nil, "--dry-run", "--output=json")
 	if r.code != ExitOK {
 		t.Fatalf("dry run: want exit 0:\n%s", r)
 	}
 	var relations int
-	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relname LIKE $1`, table+"%").Scan(&relations)
+	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relname LIKE $1`, table+"%").Scan(&relations)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package cleanupcmd
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -56,8 +57,18 @@ func TestFlagsOverrideEnv(t *testing.T) {
 	}
 }
 
-func TestBadConfigurationExits2NamingTheKey(t *testing.T) {
-	dir := t.TempDir()
+// badConfigCase is a configuration that cleanup or check must refuse.
+type badConfigCase struct {
+	name string
+	cmd  subcommand
+	env  map[string]string
+	args []string
+	// wantLine is the whole stderr line after "<subcommand>: ".
+	wantLine string
+}
+
+func badConfigCases() []badConfigCase {
+	dir := os.TempDir()
 	pg := map[string]string{sessionstore.EnvBackend: "postgresql", sessionstore.EnvURL: "postgres://127.0.0.1/test"}
 	with := func(base map[string]string, kv ...string) map[string]string {
 		m := map[string]string{}
@@ -69,14 +80,7 @@ func TestBadConfigurationExits2NamingTheKey(t *testing.T) {
 		}
 		return m
 	}
-	for _, tc := range []struct {
-		name string
-		cmd  subcommand
-		env  map[string]string
-		args []string
-		// wantLine is the whole stderr line after "<subcommand>: ".
-		wantLine string
-	}{
+	return []badConfigCase{
 		{"table from env", Main, with(pg, sessionstore.EnvTable, "x;y"), nil,
 			`SESSION_STORE_TABLE: "x;y" is not a plain identifier`},
 		{"table from flag", Main, pg, []string{"--table", "x;y"},
@@ -106,7 +110,11 @@ func TestBadConfigurationExits2NamingTheKey(t *testing.T) {
 			`SESSION_STORE_DATABASE: "a/b" is not a plain database name (letters, digits, _ and -)`},
 		{"check: batch flag is cleanup's", Check, fsEnv(dir), []string{"--batch-size=5"},
 			"flag provided but not defined: -batch-size (see check -h)"},
-	} {
+	}
+}
+
+func TestBadConfigurationExits2NamingTheKey(t *testing.T) {
+	for _, tc := range badConfigCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			name := "cleanup"
 			if strings.HasPrefix(tc.name, "check:") {

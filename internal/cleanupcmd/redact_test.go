@@ -50,26 +50,7 @@ func TestNoCredentialInAnyOutput(t *testing.T) {
 					if processStderr != "" {
 						t.Errorf("a driver wrote to the process's stderr, past the command's writers: %q", processStderr)
 					}
-					if r.code != ExitStoreFailed {
-						t.Fatalf("want exit 1:\n%s", r)
-					}
-					for _, secret := range []string{encoded, decoded, queryPassword} {
-						for where, text := range map[string]string{"stdout": r.stdout, "stderr": r.stderr, "termination message": string(r.termination)} {
-							if strings.Contains(text, secret) {
-								t.Errorf("%s holds the password %q:\n%s", where, secret, text)
-							}
-						}
-					}
-					res := decodeResult(t, "termination message", r.termination)
-					if res.Error == "" {
-						t.Errorf("termination message has no error: %s", r.termination)
-					}
-					if tc.wantKind != "" && res.ErrorKind != tc.wantKind {
-						t.Errorf("error kind %q, want %q: %s", res.ErrorKind, tc.wantKind, res.Error)
-					}
-					if lines := strings.Count(r.stderr, "\n"); lines != 1 || !strings.HasPrefix(r.stderr, cmd.name+": ") {
-						t.Errorf("want one stderr line starting %q, got %q", cmd.name+": ", r.stderr)
-					}
+					wantRedactedFailure(t, r, cmd.name, tc.wantKind, encoded, decoded, queryPassword)
 				})
 			}
 		}
@@ -89,5 +70,32 @@ func TestRedactor(t *testing.T) {
 	out = newRedactor("redis://:bad pass%zz@h:1")("dial redis://:bad pass%zz@h:1 failed; password bad pass%zz")
 	if strings.Contains(out, "bad pass%zz") {
 		t.Errorf("unparseable URL's password survived: %s", out)
+	}
+}
+
+// wantRedactedFailure checks a failed run: exit 1, no secret anywhere, the
+// error (of kind wantKind, when given) in the termination message, and one
+// line on stderr.
+func wantRedactedFailure(t *testing.T, r runResult, cmdName string, wantKind sessionstore.ErrorKind, secrets ...string) {
+	t.Helper()
+	if r.code != ExitStoreFailed {
+		t.Fatalf("want exit 1:\n%s", r)
+	}
+	for _, secret := range secrets {
+		for where, text := range map[string]string{"stdout": r.stdout, "stderr": r.stderr, "termination message": string(r.termination)} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s holds the password %q:\n%s", where, secret, text)
+			}
+		}
+	}
+	res := decodeResult(t, "termination message", r.termination)
+	if res.Error == "" {
+		t.Errorf("termination message has no error: %s", r.termination)
+	}
+	if wantKind != "" && res.ErrorKind != wantKind {
+		t.Errorf("error kind %q, want %q: %s", res.ErrorKind, wantKind, res.Error)
+	}
+	if lines := strings.Count(r.stderr, "\n"); lines != 1 || !strings.HasPrefix(r.stderr, cmdName+": ") {
+		t.Errorf("want one stderr line starting %q, got %q", cmdName+": ", r.stderr)
 	}
 }

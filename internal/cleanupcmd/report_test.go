@@ -3,6 +3,7 @@ package cleanupcmd
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -93,5 +94,36 @@ func TestOutputJSONParsesBackAsReport(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) < 4 {
 		t.Errorf("dry run deleted files: %d left", len(entries))
+	}
+}
+
+// A store error of kind ClockSkew, whichever backend returns it, ends the
+// run with exit 1, its kind in the JSON report and the termination
+// message, and a line that says where the grace period is set.
+func TestClockSkewErrorMapsToExit1(t *testing.T) {
+	termPath := filepath.Join(t.TempDir(), "termination-log")
+	var stdout, stderr bytes.Buffer
+	inv := &invocation{name: "cleanup", cfg: sessionstore.Config{Backend: "filesystem", GracePeriod: 5 * time.Minute},
+		json: true, stdout: &stdout, stderr: &stderr, redact: func(s string) string { return s },
+		terminationLog: termPath, terminationLogSet: true}
+	skew := sessionstore.NewError(sessionstore.ErrClockSkew, "cleanup", errors.New("this job's clock is 1h ahead of the volume's"))
+	report := sessionstore.Report{Backend: "filesystem"}
+
+	if code := inv.fail(sessionstore.RunResult{Report: &report}, skew); code != ExitStoreFailed {
+		t.Fatalf("exit %d, want %d", code, ExitStoreFailed)
+	}
+	wantLine := "cleanup: ClockSkew: cleanup: this job's clock is 1h ahead of the volume's; " +
+		"the grace period (5m0s) is set by spec.cleanup.gracePeriod (SESSION_STORE_GRACE_SECONDS, or --grace)\n"
+	if stderr.String() != wantLine {
+		t.Errorf("stderr:\n got %q\nwant %q", stderr.String(), wantLine)
+	}
+	term, err := os.ReadFile(termPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, data := range map[string][]byte{"stdout": stdout.Bytes(), "termination message": term} {
+		if res := decodeResult(t, what, data); res.ErrorKind != sessionstore.ErrClockSkew || !strings.Contains(res.Error, "--grace") {
+			t.Errorf("%s: want errorKind ClockSkew and the grace hint: %s", what, data)
+		}
 	}
 }

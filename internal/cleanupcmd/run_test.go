@@ -188,21 +188,28 @@ func TestCleanupMemcached(t *testing.T) {
 	}
 }
 
-func TestCleanupPostgreSQL(t *testing.T) {
+// pgTestTable returns a connection, a table name of the test's own
+// (dropped when it ends) and the env that points the commands at it.
+func pgTestTable(t *testing.T, prefix string) (*pgx.Conn, string, map[string]string) {
+	t.Helper()
 	requireServer(t, "postgresql", "127.0.0.1:5432")
-	ctx := t.Context()
-	conn, err := pgx.Connect(ctx, testPostgresURL)
+	conn, err := pgx.Connect(t.Context(), testPostgresURL)
 	if err != nil {
 		t.Fatalf("postgresql: %v (run hack/start-services.sh)", err)
 	}
-	defer conn.Close(context.Background())
-	table := "cmd_sessions_" + randomName(t)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	table := prefix + randomName(t)
 	t.Cleanup(func() {
 		conn.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{table}.Sanitize())
 	})
-	env := map[string]string{sessionstore.EnvBackend: "postgresql", sessionstore.EnvURL: testPostgresURL, sessionstore.EnvTable: table}
+	return conn, table, map[string]string{sessionstore.EnvBackend: "postgresql", sessionstore.EnvURL: testPostgresURL, sessionstore.EnvTable: table}
+}
 
-	// A missing table: check says so; with creation off it is an error.
+// A missing table: check says so; with creation off it is an error; and
+// check never creates it.
+func TestCheckPostgreSQLMissingTable(t *testing.T) {
+	ctx := t.Context()
+	conn, table, env := pgTestTable(t, "cmd_sessions_")
 	noCreate := map[string]string{sessionstore.EnvCreateTable: "false", sessionstore.EnvCreateExpiryIndex: "false"}
 	for k, v := range env {
 		noCreate[k] = v
@@ -218,6 +225,11 @@ func TestCleanupPostgreSQL(t *testing.T) {
 	if exists {
 		t.Fatal("check created the table")
 	}
+}
+
+func TestCleanupPostgreSQL(t *testing.T) {
+	ctx := t.Context()
+	conn, table, env := pgTestTable(t, "cmd_sessions_")
 
 	// The first cleanup creates the table and reports it.
 	r := run(t, ctx, Main, env, nil, "--output=json")
@@ -233,7 +245,7 @@ func TestCleanupPostgreSQL(t *testing.T) {
 	}
 
 	quoted := pgx.Identifier{table}.Sanitize()
-	_, err = conn.Exec(ctx, `INSERT INTO `+quoted+` (session_id, data, expiry) VALUES
+	_, err := conn.Exec(ctx, `INSERT INTO `+quoted+` (session_id, data, expiry) VALUES
 		('session:old1', '\x00', (now() AT TIME ZONE 'UTC') - interval '1 hour'),
 		('session:old2', '\x00', (now() AT TIME ZONE 'UTC') - interval '1 day'),
 		('session:live', '\x00', (now() AT TIME ZONE 'UTC') + interval '1 hour'),
