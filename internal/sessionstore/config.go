@@ -278,6 +278,11 @@ func ValidateRedisURL(raw string) error {
 	if u.Hostname() == "" {
 		return configError(EnvURL, "no host in the %s:// URL", u.Scheme)
 	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return configError(EnvURL, "the port of the %s:// URL is not from 1 to 65535", u.Scheme)
+		}
+	}
 	if db := strings.Trim(u.Path, "/"); db != "" {
 		if n, err := strconv.Atoi(db); err != nil || n < 0 {
 			return configError(EnvURL, "the path of a %s:// URL must be the database number (%s://host:6379/0)", u.Scheme, u.Scheme)

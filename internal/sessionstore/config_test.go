@@ -287,6 +287,8 @@ func TestValidateOneRuleForOnceDisagreeingCases(t *testing.T) {
 		{"memcached slash in host", Config{Backend: "memcached", URL: "memcached://a/b:11211"}, "host:port"},
 		{"memcached ipv6 with port", Config{Backend: "memcached", URL: "memcached://[::1]:11211"}, ""},
 		{"redis fix ttl short lifetime", Config{Backend: "redis", URL: "redis://h", KeyPrefix: "s:", FixMissingTTL: true, Lifetime: 30 * time.Second}, "30"},
+		{"redis port 0", Config{Backend: "redis", URL: "redis://h:0/0"}, "1 to 65535"},
+		{"redis port 70000", Config{Backend: "redis", URL: "rediss://:pw@h:70000/0"}, "1 to 65535"},
 		{"grace over the CRD's 24h", Config{Backend: "redis", URL: "redis://h", GracePeriod: 25 * time.Hour}, "24h"},
 		{"grace of 24h", Config{Backend: "redis", URL: "redis://h", GracePeriod: 24 * time.Hour}, ""},
 		{"grace of 0", Config{Backend: "redis", URL: "redis://h"}, ""},
