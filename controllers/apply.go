@@ -2,60 +2,55 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"reflect"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
 
-// applyIfDrifted server-side applies desired unless existing already holds
-// every field desired sets, so a reconcile with nothing to do writes nothing.
-// Fields the API server defaults, and fields other managers (a GitOps tool,
-// a mutating webhook) add, are not drift: only what desired sets is compared,
-// and server-side apply leaves the rest to their owners.
-func applyIfDrifted(ctx context.Context, c client.Client, desired, existing client.Object) (applied bool, err error) {
-	want, err := toApplyMap(desired)
-	if err != nil {
-		return false, err
+// applyIfDrifted server-side applies want unless owned, what the operator's
+// field manager owns of the live object (client-go's Extract functions),
+// already equals it. Fields other managers own (a GitOps tool's label, a
+// webhook's env var) are not in owned and not in want, so they never count
+// as drift and an apply never removes them; a field of ours that someone
+// changed moved to their manager, so it is missing from owned and is put
+// back. owned is nil when there is no live object to compare with.
+func applyIfDrifted(ctx context.Context, c client.Client, want, owned runtime.ApplyConfiguration) (applied bool, err error) {
+	if owned != nil && equality.Semantic.DeepEqual(want, owned) {
+		return false, nil
 	}
-	if existing != nil && !isNil(existing) {
-		have, err := runtime.DefaultUnstructuredConverter.ToUnstructured(existing)
-		if err != nil {
-			return false, fmt.Errorf("converting existing %T: %w", existing, err)
-		}
-		if containsFields(have, want) {
-			return false, nil
-		}
-	}
-	u := &unstructured.Unstructured{Object: want}
-	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
-		client.FieldOwner(specs.FieldManager), client.ForceOwnership); err != nil {
+	if err := c.Apply(ctx, want, client.FieldOwner(specs.FieldManager), client.ForceOwnership); err != nil {
 		return false, err
 	}
 	return true, nil
 }
 
-// toApplyMap turns a built object into an apply configuration: the fields it
-// sets, without the zero values the typed structs would otherwise send.
-func toApplyMap(obj client.Object) (map[string]any, error) {
+// toApplyConfiguration fills into, a typed apply configuration, with the
+// fields the built object obj sets. The typed structs would send their
+// zero values (creationTimestamp: null, resources: {}), which an apply would
+// claim and Extract never returns, so those are dropped first.
+func toApplyConfiguration(obj client.Object, into runtime.ApplyConfiguration) error {
 	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
-		return nil, fmt.Errorf("converting desired %T: %w", obj, err)
+		return fmt.Errorf("converting desired %T: %w", obj, err)
 	}
 	delete(m, "status")
-	if meta, ok := m["metadata"].(map[string]any); ok {
-		delete(meta, "creationTimestamp")
-	}
 	pruneEmpty(m)
-	return m, nil
+	data, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encoding desired %T: %w", obj, err)
+	}
+	if err := json.Unmarshal(data, into); err != nil {
+		return fmt.Errorf("decoding desired %T into %T: %w", obj, into, err)
+	}
+	return nil
 }
 
-// pruneEmpty drops nil values and empty maps (such as creationTimestamp: null
-// inside templates, or resources: {}), which an apply would otherwise claim.
+// pruneEmpty drops nil values and empty maps, at any depth.
 func pruneEmpty(m map[string]any) {
 	for k, v := range m {
 		switch val := v.(type) {
@@ -74,56 +69,4 @@ func pruneEmpty(m map[string]any) {
 			}
 		}
 	}
-}
-
-// containsFields reports whether have holds every field of want with the same
-// value. Lists must match in length, element by element.
-func containsFields(have, want any) bool {
-	switch w := want.(type) {
-	case map[string]any:
-		h, ok := have.(map[string]any)
-		if !ok {
-			return false
-		}
-		for k, wv := range w {
-			hv, present := h[k]
-			if !present || !containsFields(hv, wv) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		h, ok := have.([]any)
-		if !ok || len(h) != len(w) {
-			return false
-		}
-		for i := range w {
-			if !containsFields(h[i], w[i]) {
-				return false
-			}
-		}
-		return true
-	default:
-		return reflect.DeepEqual(normalizeNumber(have), normalizeNumber(want))
-	}
-}
-
-// normalizeNumber lets int32 and int64 from different conversions compare equal.
-func normalizeNumber(v any) any {
-	switch n := v.(type) {
-	case int:
-		return int64(n)
-	case int32:
-		return int64(n)
-	case float64:
-		if n == float64(int64(n)) {
-			return int64(n)
-		}
-	}
-	return v
-}
-
-func isNil(obj client.Object) bool {
-	v := reflect.ValueOf(obj)
-	return v.Kind() == reflect.Pointer && v.IsNil()
 }

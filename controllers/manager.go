@@ -32,8 +32,10 @@ func CacheOptions(namespaces []string) cache.Options {
 	opts := cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}:   {Label: managedSelector},
-			&batchv1.CronJob{}: {Label: managedSelector},
+			// Of what it applies, the operator reads back its own field
+			// manager's entry (applyIfDrifted compares what it owns).
+			&corev1.Secret{}:   {Label: managedSelector, Transform: keepOwnManagedFields},
+			&batchv1.CronJob{}: {Label: managedSelector, Transform: keepOwnManagedFields},
 			// Jobs and Pods of cleanup runs carry the CronJob template's labels.
 			&batchv1.Job{}: {Label: managedSelector},
 			&corev1.Pod{}:  {Label: managedSelector},
@@ -46,6 +48,24 @@ func CacheOptions(namespaces []string) cache.Options {
 		}
 	}
 	return opts
+}
+
+// keepOwnManagedFields drops the managedFields entries of every manager but
+// the operator's own apply, which client-go's Extract functions read: the
+// others are of no use here and would only cost memory.
+func keepOwnManagedFields(in any) (any, error) {
+	obj, err := meta.Accessor(in)
+	if err != nil {
+		return in, nil // a tombstone: nothing to trim
+	}
+	var own []metav1.ManagedFieldsEntry
+	for _, entry := range obj.GetManagedFields() {
+		if entry.Manager == specs.FieldManager && entry.Operation == metav1.ManagedFieldsOperationApply && entry.Subresource == "" {
+			own = append(own, entry)
+		}
+	}
+	obj.SetManagedFields(own)
+	return in, nil
 }
 
 // newSecretMetadataCache is a cache of Secrets' names only: every other

@@ -7,6 +7,8 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	batchv1ac "k8s.io/client-go/applyconfigurations/batch/v1"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
@@ -47,15 +49,22 @@ func (r *SessionStoreReconciler) reconcileCleanupCronJob(ctx context.Context, s 
 	if err != nil {
 		return err
 	}
-	switch owner {
-	case foreign:
+	if owner == foreign {
 		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonCronJobConflict,
 			fmt.Sprintf("CronJob %s exists and is not managed by this SessionStore", desired.Name))
 		return nil
-	case absent, oursUncached:
-		existing = nil
 	}
-	applied, err := applyIfDrifted(ctx, r.Client, desired, existing)
+	want := &batchv1ac.CronJobApplyConfiguration{}
+	if err := toApplyConfiguration(desired, want); err != nil {
+		return err
+	}
+	var owned runtime.ApplyConfiguration
+	if owner == ours {
+		if owned, err = batchv1ac.ExtractCronJob(existing, specs.FieldManager); err != nil {
+			return err
+		}
+	}
+	applied, err := applyIfDrifted(ctx, r.Client, want, owned)
 	if err != nil {
 		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonApplyFailed,
 			fmt.Sprintf("writing CronJob %s: %v", desired.Name, err))

@@ -7,7 +7,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -58,18 +60,25 @@ func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, 
 	if err != nil {
 		return err
 	}
-	switch owner {
-	case foreign:
+	if owner == foreign {
 		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonSecretConflict,
 			fmt.Sprintf("Secret %s exists and is not managed by this SessionStore; delete it or set spec.connectionSecretName", name))
 		return nil
-	case absent, oursUncached:
-		existing = nil
 	}
 	if err := controllerutil.SetControllerReference(s.store, desired, r.Scheme); err != nil {
 		return err
 	}
-	applied, err := applyIfDrifted(ctx, r.Client, desired, existing)
+	want := &corev1ac.SecretApplyConfiguration{}
+	if err := toApplyConfiguration(desired, want); err != nil {
+		return err
+	}
+	var owned runtime.ApplyConfiguration
+	if owner == ours {
+		if owned, err = corev1ac.ExtractSecret(existing, specs.FieldManager); err != nil {
+			return err
+		}
+	}
+	applied, err := applyIfDrifted(ctx, r.Client, want, owned)
 	if err != nil {
 		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonApplyFailed,
 			fmt.Sprintf("writing Secret %s: %v", name, apierrors.ReasonForError(err)))
