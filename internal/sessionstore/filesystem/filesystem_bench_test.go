@@ -6,13 +6,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,32 +21,59 @@ import (
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
-const fsBenchFiles = 200_000
+// fsBenchSizes are the directory sizes benchmarked; SESSIONSTORE_BENCH_FS_FILES
+// (a comma-separated list) picks others, e.g. 40000 alone for a quick run.
+func fsBenchSizes(b *testing.B) []int {
+	spec := os.Getenv("SESSIONSTORE_BENCH_FS_FILES")
+	if spec == "" {
+		return []int{40_000, 200_000}
+	}
+	var sizes []int
+	for _, field := range strings.Split(spec, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(field))
+		if err != nil || n < 2 {
+			b.Fatalf("SESSIONSTORE_BENCH_FS_FILES=%q: %q is not a file count", spec, field)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
 
-var fsBenchRound int
+// fsBenchRounds is how many rounds each op runs (SESSIONSTORE_BENCH_FS_ROUNDS,
+// default 3); the figures reported are the rounds' medians.
+func fsBenchRounds(b *testing.B) int {
+	spec := os.Getenv("SESSIONSTORE_BENCH_FS_ROUNDS")
+	if spec == "" {
+		return 3
+	}
+	n, err := strconv.Atoi(spec)
+	if err != nil || n < 1 {
+		b.Fatalf("SESSIONSTORE_BENCH_FS_ROUNDS=%q is not a number of rounds", spec)
+	}
+	return n
+}
 
 // fsBenchValue is what Flask-Session pickles for a small session:
 // pickle.dumps({'_permanent': True, 'user_id': 'a'*32, 'csrf_token': 'b'*40}, 5).
 var fsBenchValue = []byte("\x80\x05\x95x\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\n_permanent\x94\x88\x8c\x07user_id\x94\x8c " +
 	strings.Repeat("a", 32) + "\x94\x8c\ncsrf_token\x94\x8c(" + strings.Repeat("b", 40) + "\x94u.")
 
-// fsBenchFill makes fsBenchFiles session files in cachelib >= 0.7's layout,
-// every other one expired, flushes them to disk as a store's files would
-// long have been, and returns the expired names in the order the directory
-// lists them (the order `find dir` would give, and the one Cleanup visits).
-// It reads no file back: a read would update access times, and writing
-// those back would burden whatever runs next.
-func fsBenchFill(b *testing.B, dir string, now time.Time) []string {
+// fsBenchFill makes files session files in cachelib >= 0.7's layout, every
+// other one expired, flushes them to disk as a store's files would long
+// have been, and returns the expired names in the order the directory lists
+// them (the order `find dir` would give, and the one Cleanup visits). It
+// reads no file back: a read would update access times, and writing those
+// back would burden whatever runs next.
+func fsBenchFill(b *testing.B, dir string, files int, now time.Time) []string {
 	b.Helper()
 	d, err := os.Open(dir)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer d.Close()
-	dirfd := int(d.Fd())
 	content := append(make([]byte, 4), fsBenchValue...)
-	isExpired := make(map[string]bool, fsBenchFiles)
-	for i := range fsBenchFiles {
+	isExpired := make(map[string]bool, files)
+	for i := range files {
 		expires := now.Unix() + 3600
 		if i%2 == 0 {
 			expires = now.Unix() - 3600
@@ -54,9 +81,9 @@ func fsBenchFill(b *testing.B, dir string, now time.Time) []string {
 		binary.NativeEndian.PutUint32(content, uint32(expires))
 		name := fsTestName(fmt.Sprintf("session:bench-%d", i))
 		isExpired[name] = i%2 == 0
-		fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+		fd, err := createNew(int(d.Fd()), name, 0o600)
 		if err == nil {
-			_, err = unix.Write(fd, content)
+			err = writeAll(fd, content)
 			unix.Close(fd)
 		}
 		if err != nil {
@@ -67,118 +94,119 @@ func fsBenchFill(b *testing.B, dir string, now time.Time) []string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	expired := names[:0]
-	for _, name := range names {
-		if isExpired[name] {
-			expired = append(expired, name)
-		}
-	}
-	if len(expired) != fsBenchFiles/2 {
-		b.Fatalf("fill: %d expired files, want %d", len(expired), fsBenchFiles/2)
+	expired := slices.DeleteFunc(names, func(name string) bool { return !isExpired[name] })
+	if len(expired) != files/2 {
+		b.Fatalf("fill: %d expired files, want %d", len(expired), files/2)
 	}
 	unix.Sync()
 	return expired
 }
 
-// BenchmarkFilesystemCleanup runs Cleanup on 200,000 session files, half
-// expired, beside the baseline: unlinking the same expired files from a
-// precomputed list, with os.Remove in a loop and with `xargs rm` (and, for
-// information, os.Remove from as many goroutines as Cleanup has workers).
-// Each op fills a directory alike for each (not timed) and runs them on
-// those in turn, so a machine whose load drifts over the run touches all
-// alike;
-// ns/op is Cleanup's, and the metrics give each one's seconds and Cleanup's
-// ratio to each baseline. Run with -benchtime 1x: one op takes minutes.
-func BenchmarkFilesystemCleanup(b *testing.B) {
-	type approach struct {
-		name   string
-		remove func(b *testing.B, dir string, expired []string, now time.Time)
-	}
-	approaches := []approach{
-		{"cleanup", func(b *testing.B, dir string, expired []string, now time.Time) {
-			store, err := sessionstore.New(sessionstore.Config{Backend: sessionstore.BackendFilesystem, Dir: dir})
-			if err != nil {
+// fsBenchApproach removes the expired files of a filled directory.
+type fsBenchApproach struct {
+	name   string
+	remove func(b *testing.B, dir string, files int, expired []string)
+}
+
+var fsBenchApproaches = []fsBenchApproach{
+	{"cleanup", func(b *testing.B, dir string, files int, expired []string) {
+		store, err := sessionstore.New(sessionstore.Config{Backend: sessionstore.BackendFilesystem, Dir: dir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rep, err := store.Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: 1000})
+		if err != nil || rep.Deleted != int64(len(expired)) || rep.Scanned != int64(files) {
+			b.Fatalf("Cleanup: %+v, %v", rep, err)
+		}
+	}},
+	{"remove-list", func(b *testing.B, dir string, _ int, expired []string) {
+		for _, name := range expired {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
 				b.Fatal(err)
 			}
-			rep, err := store.Cleanup(context.Background(), sessionstore.CleanupOptions{Now: now, BatchSize: 1000})
-			if err != nil || rep.Deleted != int64(len(expired)) || rep.Scanned != fsBenchFiles {
-				b.Fatalf("Cleanup: %+v, %v", rep, err)
-			}
-		}},
-		{"remove-list", func(b *testing.B, dir string, expired []string, _ time.Time) {
-			for _, name := range expired {
-				if err := os.Remove(filepath.Join(dir, name)); err != nil {
-					b.Fatal(err)
+		}
+	}},
+	{"xargs-rm", func(b *testing.B, dir string, _ int, expired []string) {
+		cmd := exec.Command("xargs", "-0", "rm", "-f", "--")
+		cmd.Dir = dir
+		cmd.Stdin = strings.NewReader(strings.Join(expired, "\x00"))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("xargs rm: %v: %s", err, stderr.String())
+		}
+	}},
+}
+
+// BenchmarkFilesystemCleanup runs Cleanup on directories of session files,
+// half expired (40,000 and 200,000 files unless SESSIONSTORE_BENCH_FS_FILES
+// says otherwise), beside the baselines: unlinking the same expired files
+// from a precomputed list, with os.Remove in a loop and with `xargs rm`.
+// Each round fills a directory alike for each (not timed) and runs them on
+// those in turn, starting with a different one each round, so that load
+// drift on the machine touches all alike. ns/op is meaningless; the metrics
+// give each one's median seconds and the median of Cleanup's per-round
+// ratio to each baseline. Run with -benchtime 1x.
+func BenchmarkFilesystemCleanup(b *testing.B) {
+	for _, files := range fsBenchSizes(b) {
+		b.Run(fmt.Sprintf("files=%d", files), func(b *testing.B) {
+			rounds := fsBenchRounds(b)
+			seconds := make([][]float64, len(fsBenchApproaches))
+			for range b.N {
+				for round := range rounds {
+					for k := range fsBenchApproaches {
+						i := (k + round) % len(fsBenchApproaches)
+						seconds[i] = append(seconds[i], fsBenchTime(b, fsBenchApproaches[i], files))
+					}
 				}
 			}
-		}},
-		// Not the baseline the target is set against, but shown beside it:
-		// Cleanup removes with workerCount goroutines, so here is the unlink
-		// rate of that many.
-		{"remove-list-parallel", func(b *testing.B, dir string, expired []string, _ time.Time) {
-			var wg sync.WaitGroup
-			errs := make([]error, workerCount)
-			for w := range workerCount {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := w; i < len(expired) && errs[w] == nil; i += workerCount {
-						errs[w] = os.Remove(filepath.Join(dir, expired[i]))
-					}
-				}()
-			}
-			wg.Wait()
-			if err := errors.Join(errs...); err != nil {
-				b.Fatal(err)
-			}
-		}},
-		{"xargs-rm", func(b *testing.B, dir string, expired []string, _ time.Time) {
-			cmd := exec.Command("xargs", "-0", "rm", "-f", "--")
-			cmd.Dir = dir
-			cmd.Stdin = strings.NewReader(strings.Join(expired, "\x00"))
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			if err := cmd.Run(); err != nil {
-				b.Fatalf("xargs rm: %v: %s", err, stderr.String())
-			}
-		}},
+			fsBenchReport(b, seconds)
+		})
 	}
-	seconds := make([]float64, len(approaches))
+}
+
+// fsBenchTime fills a fresh directory and times one approach on it.
+func fsBenchTime(b *testing.B, a fsBenchApproach, files int) float64 {
 	b.StopTimer()
-	for range b.N {
-		// Each op starts with the next approach, so that none always runs
-		// right after another's removal of the leftover files.
-		fsBenchRound++
-		for k := range approaches {
-			i := (k + fsBenchRound) % len(approaches)
-			a := approaches[i]
-			dir, err := os.MkdirTemp(b.TempDir(), a.name)
-			if err != nil {
-				b.Fatal(err)
-			}
-			now := time.Now()
-			expired := fsBenchFill(b, dir, now)
-			if i == 0 {
-				b.StartTimer()
-			}
-			start := time.Now()
-			a.remove(b, dir, expired, now)
-			seconds[i] += time.Since(start).Seconds()
-			b.StopTimer()
-			if n := fsBenchCount(b, dir); n != fsBenchFiles/2 {
-				b.Fatalf("%s: %d files left, want %d", a.name, n, fsBenchFiles/2)
-			}
-			if err := os.RemoveAll(dir); err != nil {
-				b.Fatal(err)
-			}
-		}
+	dir, err := os.MkdirTemp(b.TempDir(), a.name)
+	if err != nil {
+		b.Fatal(err)
 	}
-	for i, a := range approaches {
-		b.ReportMetric(seconds[i]/float64(b.N), a.name+"-s/op")
-		if i > 0 {
-			b.ReportMetric(seconds[0]/seconds[i], "x-"+a.name)
-		}
+	defer os.RemoveAll(dir)
+	now := time.Now()
+	expired := fsBenchFill(b, dir, files, now)
+	start := time.Now()
+	a.remove(b, dir, files, expired)
+	elapsed := time.Since(start).Seconds()
+	if n := fsBenchCount(b, dir); n != files-files/2 {
+		b.Fatalf("%s: %d files left, want %d", a.name, n, files-files/2)
 	}
+	b.Logf("%s: %.2f s", a.name, elapsed)
+	return elapsed
+}
+
+func fsBenchReport(b *testing.B, seconds [][]float64) {
+	for i, a := range fsBenchApproaches {
+		b.ReportMetric(fsMedian(seconds[i]), a.name+"-s")
+		if i == 0 {
+			continue
+		}
+		ratios := make([]float64, len(seconds[0]))
+		for r := range ratios {
+			ratios[r] = seconds[0][r] / seconds[i][r]
+		}
+		b.Logf("cleanup / %s per round: %.2f", a.name, ratios)
+		b.ReportMetric(fsMedian(ratios), "x-"+a.name)
+	}
+}
+
+func fsMedian(values []float64) float64 {
+	sorted := slices.Sorted(slices.Values(values))
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
 }
 
 func fsBenchCount(b *testing.B, dir string) int {
