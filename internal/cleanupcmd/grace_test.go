@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
@@ -96,5 +97,38 @@ func TestClockSkewEndsTheRun(t *testing.T) {
 	r := run(t, t.Context(), Main, fsEnv(dir), nil, "--clock-offset=20m", "--grace=30m")
 	if r.code != ExitOK || countExisting(expired) != 0 || countExisting([]string{live}) != 1 {
 		t.Fatalf("skew within the grace: want exit 0, the expired files gone and the live one kept:\n%s", r)
+	}
+}
+
+// The same on PostgreSQL, whose cut-off comes from the server's clock: a
+// row that expired a minute ago stays with the default grace and goes with
+// --grace 0.
+func TestGraceReachesPostgreSQL(t *testing.T) {
+	ctx := t.Context()
+	conn, table, env := pgTestTable(t, "cmd_grace_")
+	quoted := pgx.Identifier{table}.Sanitize()
+	if r := run(t, ctx, Main, env, nil); r.code != ExitOK {
+		t.Fatalf("cleanup creating the table:\n%s", r)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO `+quoted+` (session_id, data, expiry) VALUES
+		('session:just', '\x00', (now() AT TIME ZONE 'UTC') - interval '1 minute'),
+		('session:long', '\x00', (now() AT TIME ZONE 'UTC') - interval '1 hour')`); err != nil {
+		t.Fatal(err)
+	}
+	left := func() string {
+		var ids []string
+		rows, _ := conn.Query(ctx, "SELECT session_id FROM "+quoted+" ORDER BY session_id")
+		for rows.Next() {
+			var id string
+			rows.Scan(&id)
+			ids = append(ids, id)
+		}
+		return strings.Join(ids, ",")
+	}
+	if r := run(t, ctx, Main, env, nil); r.code != ExitOK || left() != "session:just" {
+		t.Fatalf("default grace: want only the row expired an hour ago deleted (left: %s):\n%s", left(), r)
+	}
+	if r := run(t, ctx, Main, env, nil, "--grace=0"); r.code != ExitOK || left() != "" {
+		t.Fatalf("--grace 0: want the row expired a minute ago deleted (left: %s):\n%s", left(), r)
 	}
 }
