@@ -102,3 +102,31 @@ func TestDryRunCreatesNoIndexOnFerretDB(t *testing.T) {
 		t.Fatalf("dry run: want only the _id index, 1 expired and none deleted (%d indexes, %d documents):\n%s", len(indexes), n, r)
 	}
 }
+
+// What a dry run says from a look-only EnsureSchema's answer, for the
+// cases the servers here cannot show (an existing TTL index needs MongoDB).
+func TestDryRunSchemaMessages(t *testing.T) {
+	pg := sessionstore.Config{Backend: "postgresql", Table: "sessions", CreateTable: true}
+	mongo := sessionstore.Config{Backend: "mongodb", TTLIndex: true}
+	for _, tc := range []struct {
+		cfg    sessionstore.Config
+		looked sessionstore.SchemaResult
+		want   string
+	}{
+		{pg, sessionstore.SchemaResult{Message: "table app.sessions does not exist; the app creates it, or set createTable"},
+			"dry run: would create table app.sessions"},
+		{pg, sessionstore.SchemaResult{Present: true, Message: "table public.sessions is present"},
+			"dry run: nothing to create; table public.sessions is present"},
+		{func() sessionstore.Config { c := pg; c.CreateExpiryIndex = true; return c }(),
+			sessionstore.SchemaResult{Present: true, Message: "table public.sessions is present"},
+			"dry run: would create expiry index sessions_expiry_idx unless it exists"},
+		{mongo, sessionstore.SchemaResult{Present: true, Message: "a TTL index on expiration exists; MongoDB removes expired sessions by itself"},
+			"dry run: nothing to create; a TTL index on expiration exists; MongoDB removes expired sessions by itself"},
+		{mongo, sessionstore.SchemaResult{Present: true, Message: "no TTL index asked for; the cleanup job removes expired sessions"},
+			"dry run: would create the TTL index on expiration (where the server has TTL indexes)"},
+	} {
+		if got := dryRunSchema(tc.cfg, tc.looked); got.Message != tc.want || len(got.Created) != 0 {
+			t.Errorf("%s %q:\n got %+v\nwant %q", tc.cfg.Backend, tc.looked.Message, got, tc.want)
+		}
+	}
+}
