@@ -34,8 +34,21 @@ func kstatusOf(t *testing.T, store *v1.SessionStore) status.Status {
 	return res.Status
 }
 
+// expectHealth checks what kstatus and the shipped Argo CD health check
+// make of store.
+func expectHealth(t *testing.T, store *v1.SessionStore, kstatus status.Status, argo string) {
+	t.Helper()
+	if got := kstatusOf(t, store); got != kstatus {
+		t.Errorf("kstatus: got %s, want %s", got, kstatus)
+	}
+	if got := argoHealthOf(t, store); got != argo {
+		t.Errorf("Argo CD health: got %s, want %s", got, argo)
+	}
+}
+
 // TestKstatusReadsEachState feeds real SessionStores, in each state the
-// controller puts them in, to kstatus. The contract, as the README says:
+// controller puts them in, to kstatus and to the Argo CD health check in
+// docs/argocd. The contract, as the README says:
 // Ready is Current; a spec not yet observed is InProgress; an unreachable
 // store is InProgress (the operator keeps probing and it may come back by
 // itself); a spec or Secret only a person can fix is Failed (Stalled).
@@ -44,21 +57,21 @@ func TestKstatusReadsEachState(t *testing.T) {
 	ns := newNamespace(t)
 	createStore(t, localRedisStore(ns, "up", 6379, false))
 	ready := waitReady(t, ns, "up")
-	g.Expect(kstatusOf(t, ready)).To(Equal(status.CurrentStatus))
+	expectHealth(t, ready, status.CurrentStatus, "Healthy")
 
 	// The object the API server returns for a spec change carries the new
 	// generation beside the status of the old one.
 	ready.Spec.KeyPrefix = "app:"
 	g.Expect(k8sClient.Update(ctx(), ready)).To(Succeed())
 	g.Expect(ready.Status.ObservedGeneration).To(BeNumerically("<", ready.Generation))
-	g.Expect(kstatusOf(t, ready)).To(Equal(status.InProgressStatus))
+	expectHealth(t, ready, status.InProgressStatus, "Progressing")
 	g.Eventually(func(g Gomega) {
 		g.Expect(kstatusOf(t, getStore(g, ns, "up"))).To(Equal(status.CurrentStatus))
 	}, eventually, poll).Should(Succeed())
 
 	createStore(t, localRedisStore(ns, "down", testservers.FreePort(t), false))
 	down := waitCondition(t, ns, "down", ConditionStoreReachable, metav1.ConditionFalse, "ConnectionRefused")
-	g.Expect(kstatusOf(t, down)).To(Equal(status.InProgressStatus))
+	expectHealth(t, down, status.InProgressStatus, "Progressing")
 
 	// A time zone the CRD's pattern lets through but the CronJob API refuses.
 	bad := filesystemStore(ns, "badzone")
@@ -66,7 +79,7 @@ func TestKstatusReadsEachState(t *testing.T) {
 	createStore(t, bad)
 	stalled := waitCondition(t, ns, "badzone", ConditionStalled, metav1.ConditionTrue, ReasonApplyFailed)
 	g.Expect(condition(stalled, ConditionReady).Status).To(Equal(metav1.ConditionFalse))
-	g.Expect(kstatusOf(t, stalled)).To(Equal(status.FailedStatus))
+	expectHealth(t, stalled, status.FailedStatus, "Degraded")
 
 	createSecret(t, ns, "mongo", map[string]string{"uri": "http://not-mongo.example"})
 	createStore(t, &v1.SessionStore{
@@ -75,7 +88,7 @@ func TestKstatusReadsEachState(t *testing.T) {
 			MongoDB: &v1.MongoDBSpec{URISecretRef: v1.SecretKeySelector{Name: "mongo", Key: "uri"}}},
 	})
 	stalled = waitCondition(t, ns, "badsecret", ConditionStalled, metav1.ConditionTrue, ReasonInvalidSecretValue)
-	g.Expect(kstatusOf(t, stalled)).To(Equal(status.FailedStatus))
+	expectHealth(t, stalled, status.FailedStatus, "Degraded")
 }
 
 // A failed API call is not a fact about the store: Ready and its gauge hold,
@@ -100,7 +113,7 @@ func TestTransientAPIErrorDoesNotFlipReady(t *testing.T) {
 	g.Expect(ready.Status).To(Equal(metav1.ConditionTrue), "Ready flipped on an API error")
 	g.Expect(ready.LastTransitionTime).To(Equal(readySince))
 	g.Expect(metricValue(t, "sessionstore_ready", ns, "files")).To(Equal(1.0))
-	g.Expect(kstatusOf(t, failing)).To(Equal(status.InProgressStatus))
+	expectHealth(t, failing, status.InProgressStatus, "Progressing")
 	expectGenerationsAgree(g, failing)
 
 	g.Expect(k8sClient.Delete(ctx(), &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "no-cronjobs"}})).To(Succeed())
@@ -109,6 +122,7 @@ func TestTransientAPIErrorDoesNotFlipReady(t *testing.T) {
 		s := getStore(g, ns, "files")
 		g.Expect(condition(s, ConditionReconciling).Type).To(BeEmpty(), "Reconciling cleared")
 		g.Expect(kstatusOf(t, s)).To(Equal(status.CurrentStatus))
+		g.Expect(argoHealthOf(t, s)).To(Equal("Healthy"))
 		expectGenerationsAgree(g, s)
 	}, eventually, poll).Should(Succeed())
 }

@@ -115,7 +115,16 @@ func (m *Metrics) forget(key types.NamespacedName) {
 	m.lastSuccess.DeletePartialMatch(l)
 	m.lastDeleted.DeletePartialMatch(l)
 	m.runs.DeletePartialMatch(l)
-	m.probeLatency.DeletePartialMatch(l)
+	m.forgetProbes(key)
+}
+
+// forgetProbes drops a store's probe series, for a store the prober no
+// longer probes.
+func (m *Metrics) forgetProbes(key types.NamespacedName) {
+	if m == nil {
+		return
+	}
+	m.probeLatency.DeletePartialMatch(prometheus.Labels{"namespace": key.Namespace, "name": key.Name})
 }
 
 func boolGauge(b bool) float64 {

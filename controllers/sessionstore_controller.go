@@ -120,7 +120,10 @@ func (r *SessionStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !store.DeletionTimestamp.IsZero() {
-		// Owner references let the garbage collector remove what we own.
+		// Owner references let the garbage collector remove what we own;
+		// while others' finalizers hold the store, it is no longer probed.
+		r.Prober.Forget(req.NamespacedName)
+		r.Metrics.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 

@@ -141,13 +141,18 @@ func (p *Prober) Outcome(store *v1.SessionStore, env map[string]string) (outcome
 	return outcome, false
 }
 
-// Forget drops what the prober knows of a deleted store.
+// Forget drops what the prober knows of a store, the credentials it probes
+// with included, and its probe series; a queued probe of it then does
+// nothing. For a store that is gone, being deleted, or whose credentials
+// Secret is gone.
 func (p *Prober) Forget(key types.NamespacedName) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	delete(p.requests, key)
 	delete(p.outcomes, key)
+	p.mu.Unlock()
+	p.Metrics.forgetProbes(key)
 }
+
 
 // Reconcile probes one store; it is the probe controller's reconcile.
 func (p *Prober) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -160,18 +165,25 @@ func (p *Prober) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	}
 
 	outcome := p.probe(ctx, request, previous)
-	p.Metrics.observeProbe(request.store, outcome.Latency)
 
 	p.mu.Lock()
 	if current, still := p.requests[req.NamespacedName]; !still || current.envHash != request.envHash {
 		p.mu.Unlock()
-		return reconcile.Result{}, nil // superseded meanwhile; the new request is queued
+		return reconcile.Result{}, nil // forgotten or superseded meanwhile
 	}
 	p.outcomes[req.NamespacedName] = outcome
+	// Under the lock, so a Forget cannot come between and leave a series.
+	p.Metrics.observeProbe(request.store, outcome.Latency)
 	p.mu.Unlock()
 
 	if !outcome.sameAs(previous) {
-		p.changed <- event.TypedGenericEvent[*v1.SessionStore]{Object: request.store}
+		// The main controller drains this channel; at shutdown it no longer
+		// does, and a probe worker must not hang on it.
+		select {
+		case p.changed <- event.TypedGenericEvent[*v1.SessionStore]{Object: request.store}:
+		case <-ctx.Done():
+			return reconcile.Result{}, nil
+		}
 	}
 	return reconcile.Result{RequeueAfter: p.nextProbe(outcome)}, nil
 }

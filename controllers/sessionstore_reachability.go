@@ -5,6 +5,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
@@ -20,6 +21,8 @@ func (r *SessionStoreReconciler) observeStore(_ context.Context, s *reconcileSco
 		}
 		setCondition(s, ConditionStoreReachable, metav1.ConditionFalse, reason, message)
 		setCondition(s, ConditionSchemaReady, metav1.ConditionUnknown, reason, "the store cannot be reached without its connection settings")
+		// Nothing to probe with: drop the credentials the prober still holds.
+		r.Prober.Forget(types.NamespacedName{Namespace: s.store.Namespace, Name: s.store.Name})
 		return nil
 	}
 	if s.store.Spec.Backend == v1.BackendFilesystem {
