@@ -86,8 +86,10 @@ func TestClockSkewEndsTheRun(t *testing.T) {
 				t.Errorf("clock %s off: %s: want errorKind ClockSkew and where the grace is set: %s", offset, what, data)
 			}
 		}
-		if !strings.HasPrefix(r.stderr, "cleanup: ClockSkew: ") || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "grace period (5m0s)") {
-			t.Errorf("clock %s off: want one stderr line naming the skew and the grace period: %q", offset, r.stderr)
+		wantShift := "cleanup: the clock is shifted by " + strings.Replace(offset, "h", "h0m0s", 1) + " (SESSION_STORE_TEST_CLOCK_OFFSET, for tests only)\n"
+		shift, skewLine, _ := strings.Cut(r.stderr, "\n")
+		if shift+"\n" != wantShift || !strings.HasPrefix(skewLine, "cleanup: ClockSkew: ") || strings.Count(skewLine, "\n") != 1 || !strings.Contains(skewLine, "grace period (5m0s)") {
+			t.Errorf("clock %s off: want the shift said, then one line naming the skew and the grace period: %q", offset, r.stderr)
 		}
 		if countExisting(expired) != 3 || countExisting([]string{live}) != 1 {
 			t.Fatalf("clock %s off: files were deleted", offset)

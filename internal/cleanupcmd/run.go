@@ -26,6 +26,10 @@ func (inv *invocation) cleanup(parent context.Context) int {
 	}
 	defer store.Close()
 
+	if inv.clockOffset != 0 {
+		// Never meant for a real run: say so where the Job's log shows it.
+		fmt.Fprintf(inv.stderr, "%s: the clock is shifted by %s (%s, for tests only)\n", inv.name, inv.clockOffset, EnvTestClockOffset)
+	}
 	var res sessionstore.RunResult
 	if code, done := inv.prepare(stopCtx, store, &res); done {
 		return code
