@@ -3,9 +3,12 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -120,25 +123,60 @@ func readReferencedSecrets(ctx context.Context, apiReader client.Reader, store *
 }
 
 // removeStaleConnectionSecrets deletes connection Secrets this store wrote
-// under a name it no longer uses (after spec.connectionSecretName changed).
+// under a name it no longer uses (after spec.connectionSecretName changed),
+// but only once the Secret under the new name is written and current: until
+// then apps, and restarted app pods above all, still load the old one.
 func (r *SessionStoreReconciler) removeStaleConnectionSecrets(ctx context.Context, s *reconcileScope) error {
-	owned := &corev1.SecretList{}
-	if err := r.Client.List(ctx, owned, client.InNamespace(s.store.Namespace),
-		client.MatchingLabels{specs.StoreLabel: s.store.Name, specs.ComponentLabel: "connection"}); err != nil {
+	stale, err := r.staleConnectionSecrets(ctx, s.store)
+	if err != nil || len(stale) == 0 {
 		return err
 	}
-	current := specs.ConnectionSecretName(s.store)
-	for i := range owned.Items {
-		secret := &owned.Items[i]
-		if secret.Name == current || !metav1.IsControlledBy(secret, s.store) {
-			continue
-		}
+	if !s.connectionSecretReady {
+		keepStaleSecretsMeanwhile(s, stale)
+		return nil
+	}
+	for i := range stale {
+		secret := &stale[i]
 		if err := r.Client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); ignoreNotFound(err) != nil {
 			return err
 		}
 		ctrlLog(ctx).Info("stale connection Secret deleted", "secret", secret.Name)
 	}
 	return nil
+}
+
+// staleConnectionSecrets lists the connection Secrets store controls under a
+// name other than its current one.
+func (r *SessionStoreReconciler) staleConnectionSecrets(ctx context.Context, store *v1.SessionStore) ([]corev1.Secret, error) {
+	owned := &corev1.SecretList{}
+	if err := r.Client.List(ctx, owned, client.InNamespace(store.Namespace),
+		client.MatchingLabels{specs.StoreLabel: store.Name, specs.ComponentLabel: "connection"}); err != nil {
+		return nil, err
+	}
+	current := specs.ConnectionSecretName(store)
+	var stale []corev1.Secret
+	for _, secret := range owned.Items {
+		if secret.Name != current && metav1.IsControlledBy(&secret, store) {
+			stale = append(stale, secret)
+		}
+	}
+	return stale, nil
+}
+
+// keepStaleSecretsMeanwhile says on the ConnectionSecretReady condition that
+// the old Secrets are kept while the new one cannot be written.
+func keepStaleSecretsMeanwhile(s *reconcileScope, stale []corev1.Secret) {
+	c := meta.FindStatusCondition(s.status.Conditions, ConditionConnectionSecretReady)
+	if c == nil || c.Status == metav1.ConditionTrue {
+		return
+	}
+	names := make([]string, 0, len(stale))
+	for _, secret := range stale {
+		names = append(names, secret.Name)
+	}
+	sort.Strings(names)
+	setCondition(s, ConditionConnectionSecretReady, c.Status, c.Reason,
+		fmt.Sprintf("%s; the previous Secret %s is kept until then", c.Message, strings.Join(names, ", ")))
 }
 
 // indexReferencedSecrets lets a Secret event find the stores it matters to.
