@@ -3,7 +3,6 @@
 package filesystem
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/md5"
@@ -12,16 +11,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -36,13 +30,21 @@ import (
 // fsTestValue is pickle.dumps({}, 5): a value pickle as cachelib writes it.
 var fsTestValue = []byte("\x80\x05}\x94.")
 
+// fsTestStore is a store on dir. It looks at a rewritten count file again
+// after shorter pauses than in production, so that the tests that do not
+// race it do not wait a second each.
 func fsTestStore(t *testing.T, dir string) *dirStore {
 	t.Helper()
 	store, err := sessionstore.New(sessionstore.Config{Backend: sessionstore.BackendFilesystem, Dir: dir})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	return store.(*dirStore)
+	s := store.(*dirStore)
+	if len(s.countRechecks) == 0 {
+		t.Fatal("the store looks at a rewritten count file no more")
+	}
+	s.countRechecks = []time.Duration{5 * time.Millisecond, 20 * time.Millisecond}
+	return s
 }
 
 func fsTestName(key string) string {
@@ -200,7 +202,7 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 		t.Fatalf("Flask-Session wrote no count file: %v", err)
 	}
 	if n := fsCachelibCount(t, dir); n == nil || *n != 38 {
-		t.Fatalf("test setup: cachelib counts %v files, want the 38 sessions the app wrote", n)
+		t.Fatalf("test setup: cachelib counts %s files, want the 38 sessions the app wrote", fsTestShow(n))
 	}
 
 	store := fsTestStore(t, dir)
@@ -232,11 +234,35 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 	}
 	fsTestNoneAside(t, dir)
 
-	// The count file: cachelib reads the true count, 26 entries it lists
-	// (20 live, 3 never, and the 3 other files it would count too), in its own
-	// layout and mode.
+	fsCheckInteropCountFile(t, dir, store, countBefore)
+	fsCheckReadBack(t, dir, append(live, never...), expired)
+}
+
+// fsCheckReadBack reads sessions back through the app: kept ones with
+// their values, gone ones as no session.
+func fsCheckReadBack(t *testing.T, dir string, kept, gone []storetest.FlaskSession) {
+	t.Helper()
+	got := fsFlaskRead(t, dir, append(append([]storetest.FlaskSession{}, kept...), gone...))
+	for _, s := range kept {
+		if v := got[s.SID]; v == nil || *v != s.Value {
+			t.Errorf("live session %s reads back as %v, want %q", s.SID, v, s.Value)
+		}
+	}
+	for _, s := range gone {
+		if v := got[s.SID]; v != nil {
+			t.Errorf("expired session %s reads back as %q", s.SID, *v)
+		}
+	}
+}
+
+// fsCheckInteropCountFile checks the count file after
+// TestFilesystemFlaskInterop's run: cachelib reads the true count, 26
+// entries it lists (20 live, 3 never, and the 3 other files it would count
+// too), in its own layout and mode; a second run leaves it alone.
+func fsCheckInteropCountFile(t *testing.T, dir string, store *dirStore, countBefore []byte) {
+	t.Helper()
 	if n := fsCachelibCount(t, dir); n == nil || *n != 26 {
-		t.Errorf("cachelib reads a count of %v, want 26", n)
+		t.Errorf("cachelib reads a count of %s, want 26", fsTestShow(n))
 	}
 	if got := fsTestCountEntries(t, dir); got != 26 {
 		t.Errorf("directory holds %d counted entries, want 26", got)
@@ -259,27 +285,13 @@ func TestFilesystemFlaskInterop(t *testing.T) {
 
 	// A second run finds nothing to do and leaves the count alone.
 	countInode := fsTestInode(t, dir, cachelib.CountFiles[0])
-	rep = fsTestCleanup(t, store, sessionstore.CleanupOptions{})
+	rep := fsTestCleanup(t, store, sessionstore.CleanupOptions{})
 	if rep.Expired != 0 || rep.Deleted != 0 || rep.Scanned != 26 {
 		t.Errorf("second run: %+v", rep)
 	}
 	if fsTestInode(t, dir, cachelib.CountFiles[0]) != countInode {
 		t.Errorf("second run rewrote a count file that was right")
 	}
-
-	all := append(append(append([]storetest.FlaskSession{}, live...), never...), expired...)
-	got := fsFlaskRead(t, dir, all)
-	for _, s := range append(append([]storetest.FlaskSession{}, live...), never...) {
-		if v := got[s.SID]; v == nil || *v != s.Value {
-			t.Errorf("live session %s reads back as %v, want %q", s.SID, v, s.Value)
-		}
-	}
-	for _, s := range expired {
-		if v := got[s.SID]; v != nil {
-			t.Errorf("expired session %s reads back as %q", s.SID, *v)
-		}
-	}
-
 }
 
 func fsTestInode(t *testing.T, dir, name string) uint64 {
@@ -291,241 +303,24 @@ func fsTestInode(t *testing.T, dir, name string) uint64 {
 	return fi.Sys().(*syscall.Stat_t).Ino
 }
 
-// Files in the layout of cachelib < 0.7 and werkzeug.contrib.cache, written
-// by Python's own pickle: int headers in each opcode pickle protocol 1 uses
-// for them, floats, and 0 for never; the count file in that layout too.
-func TestFilesystemOldPickledHeaders(t *testing.T) {
-	dir := t.TempDir()
-	now := time.Now().Unix()
-	type entry struct {
-		Key     string `json:"key"`
-		Expires any    `json:"expires"`
-		Value   any    `json:"value"`
-		Proto   int    `json:"proto,omitempty"`
-	}
-	expired := []entry{
-		{Key: "session:k1", Expires: 1},                                   // BININT1
-		{Key: "session:m300", Expires: 300},                               // BININT2
-		{Key: "session:j-past", Expires: now - 100},                       // BININT
-		{Key: "session:negative", Expires: -5},                            // BININT, signed
-		{Key: "session:float-past", Expires: float64(now) - 100.5},        // BINFLOAT
-		{Key: "session:py2", Expires: now - 1000, Proto: 2},               // a Python 2 app's value pickle
-		{Key: "session:float-just-past", Expires: float64(now) - 0.00001}, // still before the cut-off
-	}
-	live := []entry{
-		{Key: "session:j-future", Expires: now + 3600},
-		{Key: "session:long-2038", Expires: int64(math.MaxInt32) + 5}, // LONG, text
-		{Key: "session:float-future", Expires: float64(now) + 3600.25},
-		{Key: "session:float-huge", Expires: 1e12},
-	}
-	never := []entry{
-		{Key: "session:never-int", Expires: 0},
-		{Key: "session:never-float", Expires: 0.0},
-	}
-	var all []entry
-	for i, group := range [][]entry{expired, live, never} {
-		for j := range group {
-			group[j].Value = map[string]any{"_permanent": true, "value": fmt.Sprintf("%d-%s", i, group[j].Key)}
-			all = append(all, group[j])
-		}
-	}
-	// 1e12 and 0.0 would reach python as ints through JSON: force floats.
-	in, _ := json.Marshal(all)
-	in = bytes.ReplaceAll(in, []byte(`"expires":1000000000000,`), []byte(`"expires":1e12,`))
-	in = bytes.Replace(in, []byte(`"key":"session:never-float","expires":0,`), []byte(`"key":"session:never-float","expires":0.0,`), 1)
-	var raw json.RawMessage = in
-	fsTestPython(t, raw, "oldwrite", dir)
-	// An old count file: header pickle.dump(0, f, 1), value from Python 2.
-	fsTestPython(t, []entry{{Key: "__wz_cache_count", Expires: 0, Value: 99, Proto: 2}}, "oldwrite", dir)
-
-	for _, e := range all {
-		data, err := os.ReadFile(filepath.Join(dir, fsTestName(e.Key)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		// 'M' 300 '.' PROTO also reads as a 4-byte header (of 1994).
-		if _, ok := cachelib.ParseStructHeader(data); ok && e.Key != "session:m300" {
-			t.Fatalf("test setup: %s (%x) is not in the pickled layout", e.Key, data[:8])
-		}
-	}
-	if data, _ := os.ReadFile(filepath.Join(dir, fsTestName("session:float-huge"))); data[0] != 'G' {
-		t.Fatalf("test setup: 1e12 was not written as a float: %x", data)
-	}
-	if data, _ := os.ReadFile(filepath.Join(dir, fsTestName("session:long-2038"))); data[0] != 'L' {
-		t.Fatalf("test setup: 2**31+5 was not written as a LONG: %x", data)
-	}
-
-	store := fsTestStore(t, dir)
-	rep := fsTestCleanup(t, store, sessionstore.CleanupOptions{BatchSize: 3})
-	t.Logf("report: %+v", rep)
-	if rep.Scanned != int64(len(all)) || rep.Expired != int64(len(expired)) || rep.Deleted != int64(len(expired)) {
-		t.Errorf("scanned %d, expired %d, deleted %d; want %d, %d, %d", rep.Scanned, rep.Expired, rep.Deleted, len(all), len(expired), len(expired))
-	}
-	if len(rep.Kept) != 1 || rep.Kept["noExpiry"] != 2 {
-		t.Errorf("kept %v, want 2 with no expiry", rep.Kept)
-	}
-	if !strings.Contains(rep.Message, fmt.Sprintf("%d files have the pickled header", len(all)-1)) {
-		t.Errorf("message does not count the old layout: %s", rep.Message)
-	}
-
-	keys := make([]string, len(all))
-	for i, e := range all {
-		keys[i] = e.Key
-	}
-	var got map[string]any
-	fsTestPythonJSON(t, &got, keys, "oldget", dir)
-	for _, e := range expired {
-		if fsTestExists(t, dir, fsTestName(e.Key)) {
-			t.Errorf("expired %s (expires %v) is still there", e.Key, e.Expires)
-		}
-	}
-	for _, e := range append(append([]entry{}, live...), never...) {
-		if fmt.Sprint(got[e.Key]) != fmt.Sprint(e.Value) {
-			t.Errorf("%s (expires %v) reads back as %v, want %v", e.Key, e.Expires, got[e.Key], e.Value)
-		}
-	}
-	// The count: 6 files, written back in the old layout with the value's
-	// protocol 2, as old cachelib reads it.
-	var count map[string]any
-	fsTestPythonJSON(t, &count, []string{"__wz_cache_count"}, "oldget", dir)
-	if fmt.Sprint(count["__wz_cache_count"]) != "6" {
-		t.Errorf("old cachelib reads the count as %v, want 6", count["__wz_cache_count"])
-	}
-	data, err := os.ReadFile(filepath.Join(dir, cachelib.CountFiles[0]))
-	if err != nil {
+// fsWriteSpecialEntries puts a directory, a symlink to an expired file
+// (returned) and a FIFO under session names.
+func fsWriteSpecialEntries(t *testing.T, dir string) (target string) {
+	t.Helper()
+	if err := os.Mkdir(filepath.Join(dir, fsTestName("dir")), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	var pickled []string
-	fsTestPythonJSON(t, &pickled, [][2]any{{0, 1}, {6, 2}}, "pickle")
-	if want := pickled[0] + pickled[1]; hex.EncodeToString(data) != want {
-		t.Errorf("count file is %x, want pickle.dumps(0, 1) + pickle.dumps(6, 2) = %s", data, want)
+	target = filepath.Join(t.TempDir(), "target")
+	if err := os.WriteFile(target, fsTestContent(1), 0o600); err != nil {
+		t.Fatal(err)
 	}
-}
-
-// Header forms, checked against Python's own pickle.dumps(x, 1), and the
-// forms Python 2 wrote (INT text for ints beyond 32 bits, longs with an L).
-func TestFilesystemHeaderParsing(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	values := []any{0, 1, 255, 256, 65535, 65536, 1_699_999_999, 1_700_000_000, 1_700_000_001, math.MaxInt32,
-		int64(math.MaxInt32) + 1, int64(1) << 40, -1, -300, -(int64(1) << 40), 1_699_999_999.5, 1_700_000_000.5, 0.0, 1e300, -1e300}
-	var in [][2]any
-	for _, v := range values {
-		in = append(in, [2]any{v, 1})
+	if err := os.Symlink(target, filepath.Join(dir, fsTestName("symlink"))); err != nil {
+		t.Fatal(err)
 	}
-	raw, _ := json.Marshal(in)
-	// JSON would hand python the float zero as an int.
-	raw = bytes.Replace(raw, []byte("[0,1],[1e+300"), []byte("[0.0,1],[1e+300"), 1)
-	var pickled []string
-	fsTestPythonJSON(t, &pickled, json.RawMessage(raw), "pickle")
-	want := []cachelib.State{cachelib.Never, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Live, cachelib.Live, cachelib.Live,
-		cachelib.Live, cachelib.Live, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Expired, cachelib.Live, cachelib.Never, cachelib.Live, cachelib.Expired}
-	for i, h := range pickled {
-		header, _ := hex.DecodeString(h)
-		file := append(header, fsTestValue...)
-		state, format := cachelib.Classify(file, now)
-		// 'M' x x '.' PROTO also reads as a 4-byte header; both say expired.
-		if state != want[i] || format != cachelib.FormatPickle && header[0] != 'M' {
-			t.Errorf("pickle.dumps(%v, 1) = %x: state %v format %v, want %v in the pickled layout", values[i], header, state, format, want[i])
-		}
-		// Cut anywhere before the value's protocol byte: unreadable.
-		for cut := 0; cut < len(header)+2; cut++ {
-			if state, _ := cachelib.Classify(file[:cut], now); state != cachelib.Unreadable {
-				t.Errorf("pickle.dumps(%v, 1) cut to %d bytes reads as %v", values[i], cut, state)
-			}
-		}
+	if err := syscall.Mkfifo(filepath.Join(dir, fsTestName("fifo")), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.HasPrefix(pickled[10], hex.EncodeToString([]byte("L2147483648L\n"))) {
-		t.Errorf("python wrote 2**31 as %s; the test expects the LONG text form", pickled[10])
-	}
-
-	for _, c := range []struct {
-		name   string
-		header string
-		want   cachelib.State
-	}{
-		{"python 2 int beyond 32 bits", "I1700000001\n.", cachelib.Live},
-		{"python 2 int beyond 32 bits, past", "I1699999999\n.", cachelib.Expired},
-		{"python 2 long", "L1700000001L\n.", cachelib.Live},
-		{"python 2 bool (protocol 1 INT)", "I01\n.", cachelib.Expired},
-		{"no STOP", "J\x01\x02\x03\x04", cachelib.Unreadable},
-		{"LONG without newline", "L17000000017000000000000000000000000000", cachelib.Unreadable},
-		{"LONG out of range", "L99999999999999999999999L\n.", cachelib.Unreadable},
-		{"NaN", "G\x7f\xf8\x00\x00\x00\x00\x00\x00.", cachelib.Unreadable},
-		{"None", "N.", cachelib.Unreadable},
-	} {
-		state, _ := cachelib.Classify(append([]byte(c.header), fsTestValue...), now)
-		if state != c.want {
-			t.Errorf("%s: %v, want %v", c.name, state, c.want)
-		}
-	}
-
-	// cachelib >= 0.7: the cut-off is strict, as cachelib serves a file
-	// while expires >= time().
-	for _, c := range []struct {
-		expires uint32
-		now     time.Time
-		want    cachelib.State
-	}{
-		{1_700_000_000, now, cachelib.Live},
-		{1_700_000_000, now.Add(time.Nanosecond), cachelib.Expired},
-		{1_699_999_999, now, cachelib.Expired},
-		{0, now.Add(100 * 365 * 24 * time.Hour), cachelib.Never},
-		{math.MaxUint32, now, cachelib.Live},
-	} {
-		state, format := cachelib.Classify(fsTestContent(c.expires), c.now)
-		if state != c.want || format != cachelib.FormatStruct {
-			t.Errorf("expires %d at %v: %v (format %v), want %v", c.expires, c.now, state, format, c.want)
-		}
-	}
-	for _, b := range [][]byte{nil, {1}, {1, 2, 3, 4}, {1, 2, 3, 4, 0x80}, {1, 2, 3, 4, 0x80, 1}, {1, 2, 3, 4, '}', '.'}} {
-		if state, _ := cachelib.Classify(b, now); state != cachelib.Unreadable {
-			t.Errorf("%x reads as %v, want unreadable", b, state)
-		}
-	}
-
-	// Both layouts fit: 'M' x x '.' then PROTO is also a 4-byte header. They
-	// agree (both long past): the file is expired.
-	both := []byte{'M', 0x10, 0x20, '.', 0x80, 5, '}', '.'}
-	if state, format := cachelib.Classify(both, now); state != cachelib.Expired || format != cachelib.FormatStruct {
-		t.Errorf("%x: %v %v, want expired", both, state, format)
-	}
-	// A float header whose bytes also read as a 4-byte header: they
-	// disagree (the float is in the future, the 4 bytes in 2015), so the
-	// file is kept as unreadable.
-	float := make([]byte, 0, 16)
-	float = append(float, 'G')
-	float = binary.BigEndian.AppendUint64(float, math.Float64bits(1_700_000_000+30*86400))
-	float[4], float[5] = 0x80, 5 // make bytes 4 and 5 look like PROTO 5
-	f := math.Float64frombits(binary.BigEndian.Uint64(float[1:]))
-	float = append(float, '.', 0x80, 5, '}', '.')
-	if f < 1_700_000_000 || f > 1_800_000_000 {
-		t.Fatalf("test setup: float %v is not a plausible future time", f)
-	}
-	if state, _ := cachelib.Classify(float, now); state != cachelib.Unreadable {
-		t.Errorf("ambiguous float header %x reads as %v, want unreadable", float, state)
-	}
-}
-
-func TestFilesystemPickleIntMatchesPython(t *testing.T) {
-	values := []int64{0, 1, 26, 255, 256, 65535, 65536, 200_000, math.MaxInt32, int64(math.MaxInt32) + 1, 1 << 32, 1<<40 + 3, 1<<63 - 1}
-	var in [][2]int64
-	for _, v := range values {
-		for proto := int64(2); proto <= 5; proto++ {
-			in = append(in, [2]int64{v, proto})
-		}
-	}
-	var want []string
-	fsTestPythonJSON(t, &want, in, "pickle")
-	for i, c := range in {
-		got := cachelib.PickleInt(c[0], byte(c[1]))
-		if hex.EncodeToString(got) != want[i] {
-			t.Errorf("pickle.dumps(%d, %d): python %s, cachelib.PickleInt %x", c[0], c[1], want[i], got)
-		}
-		back, ok := cachelib.UnpickleInt(got)
-		if !ok || back != c[0] {
-			t.Errorf("cachelib.UnpickleInt(%x) = %d, %v; want %d", got, back, ok, c[0])
-		}
-	}
+	return target
 }
 
 // The count file and cachelib's temporaries are never touched, whatever
@@ -552,20 +347,7 @@ func TestFilesystemHostileAndBookkeepingFiles(t *testing.T) {
 	for name, data := range keep {
 		fsTestWrite(t, dir, name, data)
 	}
-	// A directory, a symlink to an expired file and a FIFO under session names.
-	if err := os.Mkdir(filepath.Join(dir, fsTestName("dir")), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	target := filepath.Join(t.TempDir(), "target")
-	if err := os.WriteFile(target, fsTestContent(1), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(target, filepath.Join(dir, fsTestName("symlink"))); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mkfifo(filepath.Join(dir, fsTestName("fifo")), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	target := fsWriteSpecialEntries(t, dir)
 	fsTestWrite(t, dir, fsTestName("expired"), fsTestContent(1))
 
 	store := fsTestStore(t, dir)
@@ -604,281 +386,6 @@ func TestFilesystemHostileAndBookkeepingFiles(t *testing.T) {
 	if !bytes.Equal(data[:4], fsTestContent(0)[:4]) {
 		t.Errorf("count file header is %x, want 0 (never expires)", data[:4])
 	}
-}
-
-// A session refreshed between the read and the delete is kept, whether the
-// refresh lands before the file is taken (a new inode), rewrites it in place,
-// or comes right after it was taken (a newer file at the name).
-func TestFilesystemReplacedAfterReadIsKept(t *testing.T) {
-	now := uint32(time.Now().Unix())
-	expired, live, newer := fsTestContent(now-10), fsTestContent(now+3600), append(fsTestContent(now+7200), 'n')
-	name := fsTestName("session:refreshed")
-	cases := []struct {
-		name        string
-		beforeTake  func(t *testing.T, dir string)
-		afterTake   func(t *testing.T, dir string)
-		wantDeleted int64
-		want        []byte // nil: gone
-	}{
-		{
-			name:       "replaced by a refresh before it is taken",
-			beforeTake: func(t *testing.T, dir string) { fsTestReplace(t, dir, name, live) },
-			want:       live,
-		},
-		{
-			name: "rewritten in place before it is taken",
-			beforeTake: func(t *testing.T, dir string) {
-				// Hooks run on a worker goroutine: no t.Fatal.
-				f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY, 0)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				defer f.Close()
-				if _, err := f.WriteAt(live[:4], 0); err != nil {
-					t.Error(err)
-				}
-			},
-			want: live,
-		},
-		{
-			name:       "replaced before it is taken, then again right after",
-			beforeTake: func(t *testing.T, dir string) { fsTestReplace(t, dir, name, live) },
-			afterTake:  func(t *testing.T, dir string) { fsTestReplace(t, dir, name, newer) },
-			want:       newer,
-		},
-		{
-			name:        "taken while expired, a new session written right after",
-			afterTake:   func(t *testing.T, dir string) { fsTestReplace(t, dir, name, newer) },
-			wantDeleted: 1,
-			want:        newer,
-		},
-		{
-			name: "deleted by the app before it is taken",
-			beforeTake: func(t *testing.T, dir string) {
-				if err := os.Remove(filepath.Join(dir, name)); err != nil {
-					t.Error(err)
-				}
-			},
-		},
-		{
-			name:        "nothing happens",
-			wantDeleted: 1,
-		},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			fsTestWrite(t, dir, name, expired)
-			store := fsTestStore(t, dir)
-			var calls int
-			if c.beforeTake != nil {
-				store.beforeTake = func(got string) {
-					calls++
-					if got != name {
-						t.Errorf("hook called for %s", got)
-					}
-					c.beforeTake(t, dir)
-				}
-			}
-			if c.afterTake != nil {
-				store.afterTake = func(string) { calls++; c.afterTake(t, dir) }
-			}
-			rep := fsTestCleanup(t, store, sessionstore.CleanupOptions{})
-			if rep.Expired != 1 || rep.Deleted != c.wantDeleted {
-				t.Errorf("report %+v: want 1 expired, %d deleted", rep, c.wantDeleted)
-			}
-			if want := btoi(c.beforeTake != nil) + btoi(c.afterTake != nil); calls != want {
-				t.Fatalf("hooks called %d times, want %d", calls, want)
-			}
-			got, err := os.ReadFile(filepath.Join(dir, name))
-			switch {
-			case c.want == nil && !errors.Is(err, os.ErrNotExist):
-				t.Errorf("session file is still there (%x, %v)", got, err)
-			case c.want != nil && !bytes.Equal(got, c.want):
-				t.Errorf("session file holds %x (%v), want %x", got, err, c.want)
-			}
-			fsTestNoneAside(t, dir)
-		})
-	}
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// Writers keep refreshing sessions, expired ones included (a user coming
-// back after expiry gets a new session under the same name), while cleanups
-// run in batches of 10: every session written live survives, and every
-// session never refreshed is deleted. Most refreshes aim at the batch the
-// cleanup is working on, so that some land between a file's read and its
-// removal.
-func TestFilesystemConcurrentRefreshes(t *testing.T) {
-	const (
-		files   = 2000
-		writers = 3
-		rounds  = 3
-		batch   = 10
-	)
-	var raced int64
-	for round := range rounds {
-		dir := t.TempDir()
-		now := time.Now()
-		for i := range files {
-			expires := uint32(now.Unix() - 60)
-			if i%3 == 0 {
-				expires = uint32(now.Unix() + 3600)
-			}
-			fsTestWrite(t, dir, fsTestName(fmt.Sprintf("session:%d-%d", round, i)), fsTestContent(expires))
-		}
-		// The order the cleanup lists them in.
-		d, err := os.Open(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		names, err := d.Readdirnames(-1)
-		d.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		initiallyLive := map[string]bool{}
-		for _, name := range names {
-			data, err := os.ReadFile(filepath.Join(dir, name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			initiallyLive[name] = binary.NativeEndian.Uint32(data) > uint32(now.Unix())
-		}
-
-		var refreshed sync.Map
-		var stop atomic.Bool
-		var position atomic.Int64 // entries the cleanup has listed so far
-		var wg sync.WaitGroup
-		for w := range writers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(uint64(round), uint64(w)))
-				for !stop.Load() {
-					i := rng.IntN(files)
-					if rng.IntN(4) != 0 {
-						i = min(files-1, int(position.Load())+rng.IntN(2*batch))
-					}
-					fsTestReplace(t, dir, names[i], fsTestContent(uint32(time.Now().Unix()+3600)))
-					refreshed.Store(names[i], true)
-				}
-			}()
-		}
-		store := fsTestStore(t, dir)
-		rep, err := store.Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: batch, Progress: func(p sessionstore.Report) {
-			position.Store(int64(p.Batches * batch))
-		}})
-		stop.Store(true)
-		wg.Wait()
-		if err != nil {
-			t.Fatalf("Cleanup: %v", err)
-		}
-		var lost, left, live int
-		for _, name := range names {
-			_, wasRefreshed := refreshed.Load(name)
-			data, err := os.ReadFile(filepath.Join(dir, name))
-			switch {
-			case wasRefreshed || initiallyLive[name]:
-				live++
-				if err != nil || len(data) < 4 || binary.NativeEndian.Uint32(data) < uint32(now.Unix()+3600) {
-					lost++
-					t.Errorf("live session %s lost (%x, %v)", name, data, err)
-				}
-			case err == nil:
-				left++
-			}
-		}
-		if left > 0 {
-			t.Errorf("round %d: %d expired sessions never refreshed are still there", round, left)
-		}
-		fsTestNoneAside(t, dir)
-		raced += rep.Expired - rep.Deleted
-		t.Logf("round %d: %d live or refreshed, %d lost; report %+v", round, live, lost, rep)
-	}
-	t.Logf("%d expired files were refreshed or replaced between their read and their removal, all kept", raced)
-}
-
-// The same with the real cachelib refreshing sessions from Python.
-func TestFilesystemConcurrentCachelibRefreshes(t *testing.T) {
-	const files = 3000
-	dir := t.TempDir()
-	now := time.Now()
-	keys := make([]string, files)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("session:%d", i)
-		fsTestWrite(t, dir, fsTestName(keys[i]), fsTestContent(uint32(now.Unix()-60)))
-	}
-	cmd := exec.Command(storetest.Python, storetest.Script(fsFlaskScript), "refresh", dir)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdoutPipe, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start python (run hack/start-services.sh flask): %v", err)
-	}
-	stdout := bufio.NewReader(stdoutPipe)
-	keysJSON, _ := json.Marshal(keys)
-	if _, err := stdin.Write(append(keysJSON, '\n')); err != nil {
-		t.Fatal(err)
-	}
-	if line, err := stdout.ReadString('\n'); err != nil || line != "ready\n" {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatalf("cachelib refresher did not start (%q, %v); run hack/start-services.sh flask\n%s", line, err, stderr.String())
-	}
-
-	store := fsTestStore(t, dir)
-	rep, cleanupErr := store.Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: 10})
-	stdin.Close()
-	rest, _ := io.ReadAll(stdout)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("cachelib refresher: %v\n%s", err, stderr.String())
-	}
-	if cleanupErr != nil {
-		t.Fatalf("Cleanup: %v", cleanupErr)
-	}
-	var last map[string]map[string]any
-	if err := json.Unmarshal(rest, &last); err != nil {
-		t.Fatalf("refresher printed %q: %v", rest, err)
-	}
-	t.Logf("cachelib refreshed %d sessions during the run; report %+v", len(last), rep)
-	if len(last) < 10 {
-		t.Fatalf("only %d sessions refreshed during the cleanup: the test did not race", len(last))
-	}
-	var got map[string]map[string]any
-	fsTestPythonJSON(t, &got, keys, "get", dir)
-	var gone int
-	for _, key := range keys {
-		want, refreshed := last[key]
-		switch {
-		case refreshed && fmt.Sprint(got[key]) != fmt.Sprint(want):
-			t.Errorf("refreshed session %s reads back as %v, want %v", key, got[key], want)
-		case !refreshed:
-			if fsTestExists(t, dir, fsTestName(key)) {
-				t.Errorf("expired session %s, never refreshed, is still there", key)
-			}
-			gone++
-		}
-	}
-	// Sessions deleted and then written anew by cachelib count as deleted too.
-	if rep.Deleted < int64(gone) {
-		t.Errorf("deleted %d, but %d never-refreshed sessions are gone", rep.Deleted, gone)
-	}
-	fsTestNoneAside(t, dir)
 }
 
 func TestFilesystemDryRunChangesNothing(t *testing.T) {

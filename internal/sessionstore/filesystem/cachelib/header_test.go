@@ -3,6 +3,7 @@ package cachelib
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"math"
 	"testing"
 	"time"
 )
@@ -108,5 +109,22 @@ func TestNames(t *testing.T) {
 	}
 	if CountFiles[0] != "2029240f6d1128be89ddc32729463129" || CountFiles[3] != "79bc207ee04a581ab2348ca1f3494e64cd0ec36128735b8c6bc85ddd8fe1938c" {
 		t.Errorf("count files %v", CountFiles)
+	}
+}
+
+// A float header whose bytes also read as a 4-byte header: the two
+// disagree (the float is in the future, the 4 bytes in 2015), so the file
+// is unreadable rather than judged by either.
+func TestClassifyAmbiguousFloat(t *testing.T) {
+	float := []byte{'G'}
+	float = binary.BigEndian.AppendUint64(float, math.Float64bits(1_700_000_000+30*86400))
+	float[4], float[5] = 0x80, 5 // make bytes 4 and 5 look like PROTO 5
+	f := math.Float64frombits(binary.BigEndian.Uint64(float[1:]))
+	float = append(float, '.', 0x80, 5, '}', '.')
+	if f < 1_700_000_000 || f > 1_800_000_000 {
+		t.Fatalf("test setup: float %v is not a plausible future time", f)
+	}
+	if state, _ := Classify(float, time.Unix(1_700_000_000, 0)); state != Unreadable {
+		t.Errorf("ambiguous float header %x reads as %v, want unreadable", float, state)
 	}
 }
