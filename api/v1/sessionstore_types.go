@@ -330,6 +330,49 @@ type CleanupSpec struct {
 	// Resources of the cleanup container.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	// PodTemplate places the cleanup pod and gives it an identity: next to
+	// the app on a ReadWriteOnce claim (affinity), on tainted nodes, under a
+	// ServiceAccount bound to a cloud database identity. Its security
+	// settings stay the operator's (the restricted Pod Security profile).
+	// +optional
+	PodTemplate *CleanupPodTemplate `json:"podTemplate,omitempty"`
+}
+
+// CleanupPodTemplate is what may be set on the cleanup pod, in the style of
+// CloudNativePG's and cert-manager's pod overrides.
+type CleanupPodTemplate struct {
+	// Metadata adds labels and annotations to the pod; the operator's own
+	// labels win over any of the same name.
+	// +optional
+	Metadata CleanupPodMetadata `json:"metadata,omitempty"`
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// +optional
+	// +listType=atomic
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+	// +optional
+	// +listType=atomic
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+	// ServiceAccountName runs the pod under that ServiceAccount, for
+	// workload identity to a cloud database; its token is then mounted as
+	// the ServiceAccount says. Unset, the pod gets no token at all.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+}
+
+// CleanupPodMetadata is the labels and annotations added to the cleanup pod.
+type CleanupPodMetadata struct {
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // SessionStoreStatus is what the operator last saw of a SessionStore.

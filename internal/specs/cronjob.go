@@ -70,10 +70,7 @@ func CleanupCronJob(store *v1.SessionStore, image string) *batchv1.CronJob {
 				Spec: batchv1.JobSpec{
 					ActiveDeadlineSeconds: ptr.To(activeDeadline(cleanup)),
 					BackoffLimit:          ptr.To[int32](cleanupBackoffLimit),
-					Template: corev1.PodTemplateSpec{
-						ObjectMeta: metav1.ObjectMeta{Labels: labels},
-						Spec:       cleanupPodSpec(store, image),
-					},
+					Template: cleanupPodTemplate(store, image, labels),
 				},
 			},
 		},
@@ -85,6 +82,38 @@ func activeDeadline(cleanup v1.CleanupSpec) int64 {
 		return cleanup.ActiveDeadlineSeconds
 	}
 	return 3600
+}
+
+// cleanupPodTemplate is the cleanup pod with what spec.cleanup.podTemplate
+// adds: placement and identity, never security settings, and labels of its
+// own only where they do not clash with the operator's.
+func cleanupPodTemplate(store *v1.SessionStore, image string, labels map[string]string) corev1.PodTemplateSpec {
+	tmpl := corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		Spec:       cleanupPodSpec(store, image),
+	}
+	custom := store.Spec.Cleanup.PodTemplate
+	if custom == nil {
+		return tmpl
+	}
+	if len(custom.Metadata.Labels) > 0 {
+		merged := maps.Clone(custom.Metadata.Labels)
+		maps.Copy(merged, labels)
+		tmpl.Labels = merged
+	}
+	tmpl.Annotations = maps.Clone(custom.Metadata.Annotations)
+	pod := &tmpl.Spec
+	pod.NodeSelector = maps.Clone(custom.NodeSelector)
+	pod.Tolerations = custom.Tolerations
+	pod.Affinity = custom.Affinity
+	pod.ImagePullSecrets = custom.ImagePullSecrets
+	pod.PriorityClassName = custom.PriorityClassName
+	if custom.ServiceAccountName != "" {
+		pod.ServiceAccountName = custom.ServiceAccountName
+		// Workload identity may need the token: the ServiceAccount decides.
+		pod.AutomountServiceAccountToken = nil
+	}
+	return tmpl
 }
 
 func cleanupPodSpec(store *v1.SessionStore, image string) corev1.PodSpec {

@@ -3,6 +3,7 @@ package specs
 import (
 	"fmt"
 	"net/url"
+	"reflect"
 	"testing"
 	"time"
 
@@ -132,7 +133,7 @@ func TestSecretIsWhatCleanupReads(t *testing.T) {
 				Lifetime: 2 * time.Hour, Table: "web_sessions", Schema: "web", CreateTable: true, CreateExpiryIndex: false}},
 		{"postgresql-url", v1.SessionStoreSpec{Backend: v1.BackendPostgreSQL, KeyPrefix: "session:", Lifetime: lifetime,
 			PostgreSQL: &v1.PostgreSQLSpec{URLSecretRef: &v1.SecretKeySelector{Name: "pg-url", Key: "url"}, Table: "sessions", Sequence: "sessions_id_seq"},
-			Cleanup: v1.CleanupSpec{GracePeriod: &metav1.Duration{}}},
+			Cleanup:    v1.CleanupSpec{GracePeriod: &metav1.Duration{}}},
 			sessionstore.Config{Backend: "postgresql", URL: "postgres://app:pw@db/app", KeyPrefix: "session:",
 				Lifetime: 2 * time.Hour, Table: "sessions", Sequence: "sessions_id_seq", CreateTable: true, CreateExpiryIndex: false}},
 		{"filesystem", v1.SessionStoreSpec{Backend: v1.BackendFilesystem, KeyPrefix: "session:", Lifetime: lifetime,
@@ -195,5 +196,60 @@ func TestSecretIsWhatCleanupReads(t *testing.T) {
 				t.Errorf("cleanup reads\n  %+v\nwant\n  %+v", got, want)
 			}
 		})
+	}
+}
+
+// spec.cleanup.podTemplate places the pod and names its identity, and can
+// neither replace the operator's labels nor loosen its security settings.
+func TestCleanupPodTemplateOverrides(t *testing.T) {
+	store := &v1.SessionStore{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "files"},
+		Spec: v1.SessionStoreSpec{Backend: v1.BackendFilesystem,
+			Filesystem: &v1.FilesystemSpec{ClaimName: "rwo", Path: "/s", Mode: "0600"}},
+	}
+	plain := CleanupCronJob(store, "img").Spec.JobTemplate.Spec.Template
+	if *plain.Spec.AutomountServiceAccountToken || plain.Spec.ServiceAccountName != "" {
+		t.Fatalf("without a podTemplate the pod must get no token: %+v", plain.Spec)
+	}
+
+	affinity := &corev1.Affinity{PodAffinity: &corev1.PodAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+			LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			TopologyKey:   corev1.LabelHostname,
+		}},
+	}}
+	store.Spec.Cleanup.PodTemplate = &v1.CleanupPodTemplate{
+		Metadata: v1.CleanupPodMetadata{
+			Labels:      map[string]string{"team": "shop", StoreLabel: "someone-else"},
+			Annotations: map[string]string{"cluster-autoscaler.kubernetes.io/safe-to-evict": "true"},
+		},
+		NodeSelector:       map[string]string{"pool": "db"},
+		Tolerations:        []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "db", Effect: corev1.TaintEffectNoSchedule}},
+		Affinity:           affinity,
+		ImagePullSecrets:   []corev1.LocalObjectReference{{Name: "registry"}},
+		PriorityClassName:  "low",
+		ServiceAccountName: "cloudsql-client",
+	}
+	tmpl := CleanupCronJob(store, "img").Spec.JobTemplate.Spec.Template
+	if tmpl.Labels["team"] != "shop" || tmpl.Labels[StoreLabel] != "files" {
+		t.Errorf("labels: want team=shop added and the store label kept, got %v", tmpl.Labels)
+	}
+	if tmpl.Annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] != "true" {
+		t.Errorf("annotations: %v", tmpl.Annotations)
+	}
+	pod := tmpl.Spec
+	if pod.NodeSelector["pool"] != "db" || len(pod.Tolerations) != 1 || pod.Affinity != affinity ||
+		len(pod.ImagePullSecrets) != 1 || pod.PriorityClassName != "low" {
+		t.Errorf("placement not applied: %+v", pod)
+	}
+	if pod.ServiceAccountName != "cloudsql-client" || pod.AutomountServiceAccountToken != nil {
+		t.Errorf("identity: want the ServiceAccount to decide on its token, got %q %v", pod.ServiceAccountName, pod.AutomountServiceAccountToken)
+	}
+	if !reflect.DeepEqual(pod.SecurityContext, plain.Spec.SecurityContext) ||
+		!reflect.DeepEqual(pod.Containers[0].SecurityContext, plain.Spec.Containers[0].SecurityContext) {
+		t.Errorf("the restricted security settings changed")
+	}
+	if pod.Volumes[0].PersistentVolumeClaim.ClaimName != "rwo" {
+		t.Errorf("the claim is still mounted: %+v", pod.Volumes)
 	}
 }
