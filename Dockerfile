@@ -8,7 +8,10 @@ RUN go mod download
 COPY . .
 ARG TARGETOS=linux
 ARG TARGETARCH=amd64
-RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags="-s -w" -o /out/sessionstore-operator .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath \
+    -ldflags="-s -w -X github.com/sessionstore/sessionstore-operator/internal/version.Version=$VERSION" \
+    -o /out/sessionstore-operator .
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/sessionstore-operator /sessionstore-operator

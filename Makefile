@@ -1,6 +1,11 @@
 # sessionstore-operator. `make help` lists the targets.
 
-IMG ?= ghcr.io/sessionstore/sessionstore-operator:latest
+# The build's version: the git tag, or the commit, marked -dirty when the tree
+# has changes. It is stamped into the binary (--version) and tags the image,
+# which the cleanup CronJobs run: never :latest.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/sessionstore/sessionstore-operator/internal/version.Version=$(VERSION)
+IMG ?= ghcr.io/sessionstore/sessionstore-operator:$(VERSION)
 BIN_DIR := $(CURDIR)/bin
 CONTROLLER_GEN := $(BIN_DIR)/controller-gen
 ENVTEST_ASSETS := $(BIN_DIR)/k8s
@@ -56,7 +61,7 @@ demo: ## Start a local control plane, the operator and the samples; print what i
 
 .PHONY: build
 build: manifests generate fmt vet ## Build the operator binary into bin/manager.
-	go build -o bin/manager .
+	go build -trimpath -ldflags '$(LDFLAGS)' -o bin/manager .
 
 .PHONY: run
 run: manifests generate ## Run the operator against the cluster of your kubeconfig.
@@ -64,7 +69,7 @@ run: manifests generate ## Run the operator against the cluster of your kubeconf
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
-	docker build -t $(IMG) .
+	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
 
 ##@ Deployment
 

@@ -24,7 +24,9 @@ trap cleanup EXIT
 
 step "building the tools (first run only) and the operator"
 hack/install-tools.sh etcd kube-apiserver
-go build -o bin/manager .
+VERSION="$(git describe --tags --always --dirty 2>/dev/null || echo dev)"
+go build -ldflags "-X github.com/sessionstore/sessionstore-operator/internal/version.Version=$VERSION" -o bin/manager .
+echo "operator $(bin/manager --version)"
 go build -o bin/controlplane ./hack/controlplane
 go build -o bin/runcronjob ./hack/runcronjob
 

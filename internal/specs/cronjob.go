@@ -3,6 +3,7 @@ package specs
 import (
 	"maps"
 	"strconv"
+	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -70,7 +71,7 @@ func CleanupCronJob(store *v1.SessionStore, image string) *batchv1.CronJob {
 				Spec: batchv1.JobSpec{
 					ActiveDeadlineSeconds: ptr.To(activeDeadline(cleanup)),
 					BackoffLimit:          ptr.To[int32](cleanupBackoffLimit),
-					Template: cleanupPodTemplate(store, image, labels),
+					Template:              cleanupPodTemplate(store, image, labels),
 				},
 			},
 		},
@@ -82,6 +83,19 @@ func activeDeadline(cleanup v1.CleanupSpec) int64 {
 		return cleanup.ActiveDeadlineSeconds
 	}
 	return 3600
+}
+
+// pullPolicy pulls a moving tag (latest, or none) every time, so nodes do not
+// run whatever :latest they once cached; a pinned tag or digest once.
+func pullPolicy(image string) corev1.PullPolicy {
+	if strings.Contains(image, "@") {
+		return corev1.PullIfNotPresent
+	}
+	name := image[strings.LastIndex(image, "/")+1:]
+	if _, tag, ok := strings.Cut(name, ":"); ok && tag != "latest" {
+		return corev1.PullIfNotPresent
+	}
+	return corev1.PullAlways
 }
 
 // cleanupPodTemplate is the cleanup pod with what spec.cleanup.podTemplate
@@ -132,7 +146,7 @@ func cleanupPodSpec(store *v1.SessionStore, image string) corev1.PodSpec {
 		Containers: []corev1.Container{{
 			Name:            CleanupContainerName,
 			Image:           image,
-			ImagePullPolicy: corev1.PullIfNotPresent,
+			ImagePullPolicy: pullPolicy(image),
 			Args:            []string{"cleanup"},
 			EnvFrom: []corev1.EnvFromSource{{
 				SecretRef: &corev1.SecretEnvSource{

@@ -253,3 +253,23 @@ func TestCleanupPodTemplateOverrides(t *testing.T) {
 		t.Errorf("the claim is still mounted: %+v", pod.Volumes)
 	}
 }
+
+// A cleanup image on a moving tag is pulled every time; a pinned one once.
+func TestCleanupImagePullPolicy(t *testing.T) {
+	cases := map[string]corev1.PullPolicy{
+		"ghcr.io/sessionstore/sessionstore-operator:v0.2.0":          corev1.PullIfNotPresent,
+		"ghcr.io/sessionstore/sessionstore-operator:latest":          corev1.PullAlways,
+		"ghcr.io/sessionstore/sessionstore-operator":                 corev1.PullAlways,
+		"localhost:5000/sessionstore-operator":                       corev1.PullAlways,
+		"localhost:5000/sessionstore-operator:dev":                   corev1.PullIfNotPresent,
+		"ghcr.io/sessionstore/sessionstore-operator@sha256:0123abcd": corev1.PullIfNotPresent,
+	}
+	store := &v1.SessionStore{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s"},
+		Spec: v1.SessionStoreSpec{Backend: v1.BackendFilesystem, Filesystem: &v1.FilesystemSpec{ClaimName: "c", Path: "/s", Mode: "0600"}}}
+	for image, want := range cases {
+		c := CleanupCronJob(store, image).Spec.JobTemplate.Spec.Template.Spec.Containers[0]
+		if c.ImagePullPolicy != want {
+			t.Errorf("%s: pull policy %s, want %s", image, c.ImagePullPolicy, want)
+		}
+	}
+}
