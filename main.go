@@ -27,14 +27,15 @@ import (
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/controllers"
+	"github.com/sessionstore/sessionstore-operator/internal/version"
 )
-
-// defaultImage is the image cleanup CronJobs run when neither --cleanup-image
-// nor OPERATOR_IMAGE says otherwise.
-const defaultImage = "ghcr.io/sessionstore/sessionstore-operator:latest"
 
 func main() {
 	if len(os.Args) > 1 {
+		if os.Args[1] == "--version" || os.Args[1] == "version" {
+			fmt.Println(version.Version)
+			os.Exit(0)
+		}
 		if sub, ok := subcommands[os.Args[1]]; ok {
 			os.Exit(sub(os.Args[2:]))
 		}
@@ -68,8 +69,8 @@ func runManager(args []string) int {
 		"elect a leader, so that only one of several replicas reconciles")
 	fs.StringVar(&watchNamespaces, "watch-namespaces", os.Getenv("WATCH_NAMESPACES"),
 		"comma-separated namespaces to watch (env WATCH_NAMESPACES); empty watches all")
-	fs.StringVar(&cleanupImage, "cleanup-image", envOr("OPERATOR_IMAGE", defaultImage),
-		"image the cleanup CronJobs run, the operator's own (env OPERATOR_IMAGE)")
+	fs.StringVar(&cleanupImage, "cleanup-image", envOr("OPERATOR_IMAGE", version.Image()),
+		"image the cleanup CronJobs run, the operator's own (env OPERATOR_IMAGE; default this build's, tagged by its version)")
 	fs.StringVar(&kubeconfig, "kubeconfig", "",
 		"kubeconfig file; default $KUBECONFIG, then in-cluster, then ~/.kube/config")
 	fs.DurationVar(&probeInterval, "probe-interval", controllers.DefaultProbeInterval,
@@ -127,7 +128,7 @@ func runManager(args []string) int {
 		setupLog.Error(err, "unable to set up the ready check")
 		return 1
 	}
-	setupLog.Info("starting the manager", "namespaces", namespacesForLog(namespaces), "cleanupImage", cleanupImage)
+	setupLog.Info("starting the manager", "version", version.Version, "namespaces", namespacesForLog(namespaces), "cleanupImage", cleanupImage)
 	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "the manager stopped")
 		return 1
