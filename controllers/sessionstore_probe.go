@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -42,6 +43,8 @@ type Prober struct {
 	Concurrency int
 	// Metrics records probe latencies.
 	Metrics *Metrics
+	// Clock times the probes and the backoff; tests step a fake one.
+	Clock clock.PassiveClock
 
 	mu       sync.Mutex
 	requests map[types.NamespacedName]probeRequest
@@ -96,6 +99,7 @@ func NewProber(interval, timeout, minBackoff time.Duration, concurrency int) *Pr
 		Timeout:     timeout,
 		MinBackoff:  minBackoff,
 		Concurrency: concurrency,
+		Clock:       clock.RealClock{},
 		requests:    map[types.NamespacedName]probeRequest{},
 		outcomes:    map[types.NamespacedName]*ProbeOutcome{},
 		probeQueue:  make(chan event.TypedGenericEvent[*v1.SessionStore], 1024),
@@ -153,7 +157,6 @@ func (p *Prober) Forget(key types.NamespacedName) {
 	p.Metrics.forgetProbes(key)
 }
 
-
 // Reconcile probes one store; it is the probe controller's reconcile.
 func (p *Prober) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	p.mu.Lock()
@@ -206,10 +209,10 @@ func (p *Prober) nextProbe(o *ProbeOutcome) time.Duration {
 }
 
 func (p *Prober) probe(ctx context.Context, req probeRequest, previous *ProbeOutcome) *ProbeOutcome {
-	start := time.Now()
+	start := p.Clock.Now()
 	outcome := &ProbeOutcome{EnvHash: req.envHash, At: start}
 	defer func() {
-		outcome.Latency = time.Since(start)
+		outcome.Latency = p.Clock.Since(start)
 		if outcome.Reachable {
 			return
 		}
