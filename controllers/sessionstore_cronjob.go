@@ -3,20 +3,32 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	batchv1ac "k8s.io/client-go/applyconfigurations/batch/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
 
 // reconcileCleanupCronJob keeps the cleanup CronJob as the spec says, for
-// backends that need one.
+// backends that need one, and announces a problem that needs a person.
 func (r *SessionStoreReconciler) reconcileCleanupCronJob(ctx context.Context, s *reconcileScope) error {
+	err := r.scheduleCleanup(ctx, s)
+	r.announceCleanupProblem(ctx, s)
+	return err
+}
+
+// scheduleCleanup writes the CronJob and sets CleanupScheduled.
+func (r *SessionStoreReconciler) scheduleCleanup(ctx context.Context, s *reconcileScope) error {
 	store := s.store
 	if specs.HasNativeExpiry(store.Spec.Backend) {
 		s.status.Cleanup.CronJobName = ""
@@ -28,7 +40,7 @@ func (r *SessionStoreReconciler) reconcileCleanupCronJob(ctx context.Context, s 
 
 	schedule := specs.EffectiveSchedule(store)
 	s.status.Cleanup.EffectiveSchedule = schedule
-	if err := specs.ValidateSchedule(schedule); err != nil {
+	if err := validateCleanupSchedule(schedule, time.Now()); err != nil {
 		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonInvalidSchedule, err.Error())
 		return nil
 	}
@@ -39,29 +51,67 @@ func (r *SessionStoreReconciler) reconcileCleanupCronJob(ctx context.Context, s 
 			"waiting for the connection Secret before scheduling the cleanup")
 		return nil
 	}
-
-	desired := specs.CleanupCronJob(store, r.CleanupImage)
-	if err := controllerutil.SetControllerReference(store, desired, r.Scheme); err != nil {
+	written, err := r.applyCleanupCronJob(ctx, s)
+	if !written {
 		return err
 	}
-	existing := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Namespace: desired.Namespace, Name: desired.Name}}
-	owner, err := r.lookupOwned(ctx, store, existing)
+	name := specs.CleanupCronJobName(store)
+	s.status.Cleanup.CronJobName = name
+	if store.Spec.Cleanup.Suspend {
+		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonSuspended,
+			fmt.Sprintf("CronJob %s is suspended by spec.cleanup.suspend", name))
+		return nil
+	}
+	setCondition(s, ConditionCleanupScheduled, metav1.ConditionTrue, ReasonScheduled,
+		fmt.Sprintf("CronJob %s runs the cleanup at %q", name, schedule))
+	return nil
+}
+
+// validateCleanupSchedule parses schedule as the CronJob controller will and
+// refuses one that never comes due (such as "0 0 31 2 *", the 31st of
+// February): Kubernetes accepts it, and the cleanup would silently never run.
+func validateCleanupSchedule(schedule string, now time.Time) error {
+	if err := specs.ValidateSchedule(schedule); err != nil {
+		return err
+	}
+	parsed, err := specs.ParseSchedule(schedule)
 	if err != nil {
 		return err
 	}
+	if parsed.Next(now).IsZero() {
+		return fmt.Errorf("spec.cleanup.schedule %q never comes due: no such date", schedule)
+	}
+	return nil
+}
+
+// applyCleanupCronJob writes the CronJob unless a foreign one has its name,
+// and reports whether the CronJob is now as the spec says. A CronJob the API
+// server rejects as invalid is a condition, not an error: only a change of
+// spec fixes it, and the watch brings that change, so retrying in between
+// would only repeat the rejection.
+func (r *SessionStoreReconciler) applyCleanupCronJob(ctx context.Context, s *reconcileScope) (bool, error) {
+	desired := specs.CleanupCronJob(s.store, r.CleanupImage)
+	if err := controllerutil.SetControllerReference(s.store, desired, r.Scheme); err != nil {
+		return false, err
+	}
+	existing := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Namespace: desired.Namespace, Name: desired.Name}}
+	owner, err := r.lookupOwned(ctx, s.store, existing)
+	if err != nil {
+		return false, err
+	}
 	if owner == foreign {
 		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonCronJobConflict,
-			fmt.Sprintf("CronJob %s exists and is not managed by this SessionStore", desired.Name))
-		return nil
+			fmt.Sprintf("CronJob %s exists and is not managed by this SessionStore; delete it or rename the SessionStore", desired.Name))
+		return false, nil
 	}
 	want := &batchv1ac.CronJobApplyConfiguration{}
 	if err := toApplyConfiguration(desired, want); err != nil {
-		return err
+		return false, err
 	}
 	var owned runtime.ApplyConfiguration
 	if owner == ours {
 		if owned, err = batchv1ac.ExtractCronJob(existing, specs.FieldManager); err != nil {
-			return err
+			return false, err
 		}
 	}
 	applied, err := applyIfDrifted(ctx, r.Client, want, owned)
@@ -69,21 +119,46 @@ func (r *SessionStoreReconciler) reconcileCleanupCronJob(ctx context.Context, s 
 		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonApplyFailed,
 			fmt.Sprintf("writing CronJob %s: %v", desired.Name, err))
 		if apierrors.IsInvalid(err) {
-			// Only a change of spec can fix it: report, do not retry in a loop.
-			return nil
+			return false, nil
 		}
-		return err
+		return false, err
 	}
 	if applied {
-		ctrlLog(ctx).Info("cleanup CronJob written", "cronJob", desired.Name, "schedule", schedule)
+		ctrlLog(ctx).Info("cleanup CronJob written", "cronJob", desired.Name, "schedule", desired.Spec.Schedule)
 	}
-	s.status.Cleanup.CronJobName = desired.Name
-	if store.Spec.Cleanup.Suspend {
-		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonSuspended,
-			fmt.Sprintf("CronJob %s is suspended by spec.cleanup.suspend", desired.Name))
-		return nil
+	return true, nil
+}
+
+// cleanupProblems are the CleanupScheduled reasons that need a person: each
+// is announced by one event when it begins, never once per reconcile.
+var cleanupProblems = map[string]bool{
+	ReasonCronJobConflict: true, ReasonInvalidSchedule: true, ReasonApplyFailed: true,
+}
+
+// announceCleanupProblem emits one Warning event, named by the condition's
+// reason, when CleanupScheduled turns to one of cleanupProblems. The cached
+// store can predate the status the last reconcile wrote (a reconcile that an
+// owned object's event started), so before announcing, the status is read
+// from the API server: a problem already reported there is not announced
+// again. That read happens only at a change, never in a steady state.
+func (r *SessionStoreReconciler) announceCleanupProblem(ctx context.Context, s *reconcileScope) {
+	now := meta.FindStatusCondition(s.status.Conditions, ConditionCleanupScheduled)
+	if r.Recorder == nil || now == nil || !cleanupProblems[now.Reason] ||
+		hasConditionReason(s.store.Status.Conditions, ConditionCleanupScheduled, now.Reason) {
+		return
 	}
-	setCondition(s, ConditionCleanupScheduled, metav1.ConditionTrue, ReasonScheduled,
-		fmt.Sprintf("CronJob %s runs the cleanup at %q", desired.Name, schedule))
-	return nil
+	// A list by name: the role grants list on SessionStores, not get.
+	fresh := &v1.SessionStoreList{}
+	err := r.APIReader.List(ctx, fresh, client.InNamespace(s.store.Namespace),
+		client.MatchingFields{"metadata.name": s.store.Name})
+	if err == nil && len(fresh.Items) == 1 &&
+		hasConditionReason(fresh.Items[0].Status.Conditions, ConditionCleanupScheduled, now.Reason) {
+		return
+	}
+	r.Recorder.Eventf(s.store, nil, corev1.EventTypeWarning, now.Reason, "ScheduleCleanup", "%s", now.Message)
+}
+
+func hasConditionReason(conditions []metav1.Condition, condType, reason string) bool {
+	c := meta.FindStatusCondition(conditions, condType)
+	return c != nil && c.Reason == reason
 }
