@@ -56,7 +56,7 @@ func expectNoRetries(t *testing.T, ns string) {
 	g := NewWithT(t)
 	mark, reconciles := writeCount.Load(), reconcileTotal(t)
 	g.Consistently(func() []string { return writesSince(mark, ns) }, problemWindow, poll).Should(BeEmpty())
-	g.Expect(reconcileTotal(t) - reconciles).To(BeZero(), "reconciles in %s", problemWindow)
+	g.Expect(reconcileTotal(t)-reconciles).To(BeZero(), "reconciles in %s", problemWindow)
 }
 
 // patchStore changes a configured store's spec and returns the write count
