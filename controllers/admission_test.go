@@ -63,6 +63,8 @@ mongodb: {uriSecretRef: {name: m, key: uri}, database: 'admin/x'}
 		{"negative threshold", "", "backend: filesystem\nfilesystem: {claimName: c, threshold: -1}", []string{"spec.filesystem.threshold"}},
 		{"grace not a duration", "", pg("cleanup: {gracePeriod: 5 minutes}"), []string{"spec.cleanup.gracePeriod"}},
 		{"grace over a day", "", pg("cleanup: {gracePeriod: 25h}"), []string{"spec.cleanup.gracePeriod must be at most 24h"}},
+		{"memcached port 0", "", "backend: memcached\nmemcached: {servers: ['a:11211', 'b:0']}", []string{"spec.memcached.servers: each port must be from 1 to 65535"}},
+		{"redis port over 65535", "", "backend: redis\nredis: {address: 'r:70000'}", []string{"spec.redis.address: the port must be from 1 to 65535"}},
 		{"hostile sequence", "", pg("  sequence: 'seq; DROP TABLE users'"), []string{"spec.postgresql.sequence"}},
 	}
 	for _, tc := range cases {
@@ -95,7 +97,7 @@ func TestAdmissionAcceptsGoodInput(t *testing.T) {
 	}
 	// threshold 0 (cachelib's pruning off) and a zero grace are allowed.
 	NewWithT(t).Expect(k8sClient.Create(ctx(), storeFromYAML(t, ns, "zeroes",
-		"backend: filesystem\nfilesystem: {claimName: c, threshold: 0}\ncleanup: {gracePeriod: 0s}"))).To(Succeed())
+		"backend: filesystem\nfilesystem: {claimName: c, threshold: 0}\ncleanup: {gracePeriod: '0'}"))).To(Succeed())
 	// Exactly 44 characters fits.
 	NewWithT(t).Expect(k8sClient.Create(ctx(), storeFromYAML(t, ns, strings.Repeat("b", 44),
 		"backend: filesystem\nfilesystem: {claimName: c}"))).To(Succeed())

@@ -111,6 +111,7 @@ type RedisSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=261
 	// +kubebuilder:validation:Pattern="^[^\\s/@]+:[0-9]{1,5}$"
+	// +kubebuilder:validation:XValidation:rule="int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535",message="spec.redis.address: the port must be from 1 to 65535"
 	Address string `json:"address,omitempty"`
 	// URLSecretRef points at a key holding a whole redis:// or rediss:// URL,
 	// used as given.
@@ -142,6 +143,7 @@ type MemcachedSpec struct {
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MaxLength=261
 	// +kubebuilder:validation:items:Pattern="^[^\\s/@,]+:[0-9]{1,5}$"
+	// +kubebuilder:validation:XValidation:rule="self.all(s, int(s.substring(s.lastIndexOf(':') + 1)) >= 1 && int(s.substring(s.lastIndexOf(':') + 1)) <= 65535)",message="spec.memcached.servers: each port must be from 1 to 65535"
 	Servers []string `json:"servers"`
 }
 
@@ -308,8 +310,8 @@ type CleanupSpec struct {
 	// +optional
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
-	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('24h')",message="spec.cleanup.gracePeriod must be at most 24h"
+	// +kubebuilder:validation:Pattern="^(0|([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$"
+	// +kubebuilder:validation:XValidation:rule="self == '0' || duration(self) <= duration('24h')",message="spec.cleanup.gracePeriod must be at most 24h"
 	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
 	// ActiveDeadlineSeconds bounds one cleanup run; it stops after its
 	// current batch when the deadline comes.
