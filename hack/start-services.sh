@@ -5,6 +5,7 @@
 #   PostgreSQL  127.0.0.1:5432 (trust auth on these machines)
 #   memcached   127.0.0.1:11211
 #   FerretDB    127.0.0.1:27017 (MongoDB wire protocol, SQLite handler)
+#   MariaDB     127.0.0.1:3306 (root with an empty password, database test)
 # and Debian's python3 packages for a real Flask-Session (/usr/bin/python3),
 # and Debian's pgbouncer (installed only: the tests start their own).
 set -euo pipefail
@@ -81,20 +82,40 @@ start_ferretdb() {
   wait_port ferretdb 127.0.0.1 27017
 }
 
+start_mariadb() {
+  listening 127.0.0.1 3306 && return 0
+  [[ -x /usr/sbin/mariadbd ]] || apt_install mariadb-server
+  log "starting mariadb"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+  if [[ ! -d /var/lib/mysql/mysql ]]; then
+    mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+  fi
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- \
+    --user=mysql --bind-address=127.0.0.1 --port=3306
+  wait_port mariadb 127.0.0.1 3306
+  # The tests connect as root over TCP with no password (Debian's root
+  # authenticates by unix socket only) and expect a database test.
+  mariadb -uroot -e "ALTER USER root@localhost IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('');
+    CREATE USER IF NOT EXISTS root@'127.0.0.1' IDENTIFIED BY '';
+    GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION;
+    CREATE DATABASE IF NOT EXISTS test;"
+}
+
 install_pgbouncer() {
   command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || apt_install pgbouncer
 }
 
 install_flask() {
   apt_install python3-flask python3-flask-session python3-cachelib python3-redis \
-    python3-pymongo python3-flask-sqlalchemy python3-psycopg2 python3-memcache
+    python3-pymongo python3-flask-sqlalchemy python3-psycopg2 python3-memcache python3-pymysql
 }
 
-want="${*:-redis postgres memcached ferretdb flask pgbouncer}"
+want="${*:-redis postgres mariadb memcached ferretdb flask pgbouncer}"
 for svc in $want; do
   case "$svc" in
     redis) start_redis ;;
     postgres) start_postgres ;;
+    mariadb) start_mariadb ;;
     memcached) start_memcached ;;
     ferretdb) start_ferretdb ;;
     flask) install_flask ;;
