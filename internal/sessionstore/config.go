@@ -179,9 +179,24 @@ func (c Config) Validate() error {
 		if c.Sequence != "" {
 			return validateName(EnvSequence, c.Sequence, plainIdentifier, "a plain identifier")
 		}
+	case BackendMySQL:
+		return validateMySQL(c)
 	case BackendFilesystem:
 		_, err := c.FilesystemDir()
 		return err
+	}
+	return nil
+}
+
+func validateMySQL(c Config) error {
+	if _, err := ParseMySQLURL(c.URL); err != nil {
+		return err
+	}
+	if err := ValidateMySQLNames(c.Table, c.Schema); err != nil {
+		return err
+	}
+	if c.Sequence != "" {
+		return validateName(EnvSequence, c.Sequence, plainIdentifier, "a plain identifier")
 	}
 	return nil
 }
@@ -225,6 +240,88 @@ func ValidatePostgresNames(table, schema string) error {
 		return nil
 	}
 	return validateName(EnvSchema, schema, plainIdentifier, "a plain identifier")
+}
+
+// ValidateMySQLNames accepts a plain table name and no schema: a MySQL
+// schema is its database, which the URL names.
+func ValidateMySQLNames(table, schema string) error {
+	if schema != "" {
+		return configError(EnvSchema, "not used by mysql, whose schema is the database the URL names (mysql://host:3306/database)")
+	}
+	return validateName(EnvTable, table, plainIdentifier, "a plain identifier")
+}
+
+// MySQL TLS modes, as spec.mysql.tls and the tls parameter of a mysql://
+// URL name them (MySQL's own --ssl-mode values, in lower case).
+const (
+	MySQLTLSDisabled       = "disabled"
+	MySQLTLSPreferred      = "preferred"
+	MySQLTLSRequired       = "required"
+	MySQLTLSVerifyIdentity = "verify-identity"
+)
+
+// MySQLTLSModes lists the TLS modes a mysql:// URL may ask for.
+var MySQLTLSModes = []string{MySQLTLSDisabled, MySQLTLSPreferred, MySQLTLSRequired, MySQLTLSVerifyIdentity}
+
+// MySQLURL is what a mysql://user:password@host:port/database?tls=mode URL
+// says, decoded.
+type MySQLURL struct {
+	User, Password string
+	HasPassword    bool
+	Host           string
+	Port           int
+	Database       string
+	// TLS is one of MySQLTLSModes; preferred when the URL does not say.
+	TLS string
+}
+
+// mysqlDatabaseName is the safe subset of MySQL's database names.
+var mysqlDatabaseName = regexp.MustCompile(`^[A-Za-z0-9_$-]+$`)
+
+// ParseMySQLURL reads mysql://user:password@host[:port]/database[?tls=mode],
+// credentials percent-encoded. It is strict, since the Go driver and
+// SQLAlchemy must read the same thing from it: one host, a database, and no
+// parameter but tls. Messages never quote the URL.
+func ParseMySQLURL(raw string) (MySQLURL, error) {
+	u, err := ParseURL(raw, "mysql://user:password@host:3306/database", "mysql")
+	if err != nil {
+		return MySQLURL{}, err
+	}
+	m := MySQLURL{Host: u.Hostname(), Port: 3306, TLS: MySQLTLSPreferred}
+	if m.Host == "" || strings.Contains(u.Host, ",") {
+		return MySQLURL{}, configError(EnvURL, "want one host in the mysql:// URL")
+	}
+	if port := u.Port(); port != "" {
+		if m.Port, err = strconv.Atoi(port); err != nil || m.Port < 1 || m.Port > 65535 {
+			return MySQLURL{}, configError(EnvURL, "the port of the mysql:// URL is not from 1 to 65535")
+		}
+	}
+	if u.User != nil {
+		m.User = u.User.Username()
+		m.Password, m.HasPassword = u.User.Password()
+	}
+	m.Database = strings.TrimPrefix(u.Path, "/")
+	if m.Database == "" {
+		return MySQLURL{}, configError(EnvURL, "no database in the mysql:// URL (mysql://host:3306/database)")
+	}
+	if len(m.Database) > 64 || !mysqlDatabaseName.MatchString(m.Database) {
+		return MySQLURL{}, configError(EnvURL, "the database of the mysql:// URL is not a plain name (letters, digits, _, $ and -, at most 64)")
+	}
+	return m, mysqlURLQuery(u.Query(), &m)
+}
+
+func mysqlURLQuery(query url.Values, m *MySQLURL) error {
+	for key, values := range query {
+		if key != "tls" {
+			// The parameter is not named: a URL's every part may be a secret.
+			return configError(EnvURL, "the mysql:// URL takes no parameter but tls (%s)", strings.Join(MySQLTLSModes, ", "))
+		}
+		if len(values) != 1 || !slices.Contains(MySQLTLSModes, values[0]) {
+			return configError(EnvURL, "the tls parameter of the mysql:// URL must be one of %s", strings.Join(MySQLTLSModes, ", "))
+		}
+		m.TLS = values[0]
+	}
+	return nil
 }
 
 // FilesystemDir is the session directory c names: SESSION_STORE_DIR, or

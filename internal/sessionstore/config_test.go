@@ -155,6 +155,10 @@ func TestValidateAcceptsGoodConfigs(t *testing.T) {
 		base("postgresql", "postgres://u:pw@127.0.0.1:5432/test?sslmode=disable"),
 		base("postgresql", "postgresql:///test?host=/run/postgresql"),
 		base("filesystem", "file:///var/lib/flask_session"),
+		base("mysql", "mysql://root@127.0.0.1:3306/test"),
+		base("mysql", "mysql://u:p%40ss%3Aw%2Frd%3F%23@db.example/app_sessions-1?tls=verify-identity"),
+		base("mysql", "mysql://u@[::1]:3307/test?tls=disabled"),
+		{Backend: "mysql", URL: "mysql://h/db?tls=required", Table: "_t1", Sequence: "seq_1", Lifetime: time.Hour},
 		{Backend: "filesystem", Dir: "/tmp/x", Lifetime: time.Minute},
 		{Backend: "postgresql", URL: "postgres://h/db", Table: "_t1", Schema: "Public_2", Lifetime: time.Hour},
 		{Backend: "postgresql", URL: "postgres://h/db", Table: strings.Repeat("t", 63), Lifetime: time.Hour},
@@ -169,6 +173,7 @@ func TestValidateAcceptsGoodConfigs(t *testing.T) {
 func TestValidateRejectsAndNamesTheKey(t *testing.T) {
 	pg := Config{Backend: "postgresql", URL: "postgres://h/db", Table: "sessions", Lifetime: time.Hour}
 	mongo := Config{Backend: "mongodb", URL: "mongodb://h", Database: "flask_session", Collection: "sessions", Lifetime: time.Hour}
+	my := Config{Backend: "mysql", URL: "mysql://h:3306/db", Table: "sessions", Lifetime: time.Hour}
 	with := func(c Config, edit func(*Config)) Config { edit(&c); return c }
 	for _, tc := range []struct {
 		name    string
@@ -205,6 +210,19 @@ func TestValidateRejectsAndNamesTheKey(t *testing.T) {
 		{"pg long table", with(pg, func(c *Config) { c.Table = strings.Repeat("t", 64) }), EnvTable, "63"},
 		{"pg empty table", with(pg, func(c *Config) { c.Table = "" }), EnvTable, "empty"},
 		{"pg bad schema", with(pg, func(c *Config) { c.Schema = "public.x" }), EnvSchema, "plain identifier"},
+		{"mysql no url", with(my, func(c *Config) { c.URL = "" }), EnvURL, "not set"},
+		{"mysql wrong scheme", with(my, func(c *Config) { c.URL = "mariadb://h/db" }), EnvURL, "mariadb"},
+		{"mysql sqlalchemy scheme", with(my, func(c *Config) { c.URL = "mysql+pymysql://h/db" }), EnvURL, "mysql+pymysql"},
+		{"mysql upper-case scheme", with(my, func(c *Config) { c.URL = "MYSQL://h/db" }), EnvURL, "lower case"},
+		{"mysql no host", with(my, func(c *Config) { c.URL = "mysql:///db" }), EnvURL, "host"},
+		{"mysql bad port", with(my, func(c *Config) { c.URL = "mysql://h:70000/db" }), EnvURL, "65535"},
+		{"mysql no database", with(my, func(c *Config) { c.URL = "mysql://h:3306" }), EnvURL, "no database"},
+		{"mysql bad database", with(my, func(c *Config) { c.URL = "mysql://h/a.b" }), EnvURL, "plain name"},
+		{"mysql bad tls", with(my, func(c *Config) { c.URL = "mysql://h/db?tls=true" }), EnvURL, "verify-identity"},
+		{"mysql other parameter", with(my, func(c *Config) { c.URL = "mysql://h/db?parseTime=true" }), EnvURL, "no parameter but tls"},
+		{"mysql schema", with(my, func(c *Config) { c.Schema = "app" }), EnvSchema, "database"},
+		{"mysql bad table", with(my, func(c *Config) { c.Table = "x`y" }), EnvTable, "plain identifier"},
+		{"mysql bad sequence", with(my, func(c *Config) { c.Sequence = "s;drop" }), EnvSequence, "plain identifier"},
 		{"fs no dir", Config{Backend: "filesystem", Lifetime: time.Hour}, EnvDir, "not set"},
 		{"fs relative dir", Config{Backend: "filesystem", Dir: "flask_session", Lifetime: time.Hour}, EnvDir, "absolute"},
 		{"fs foreign url", Config{Backend: "filesystem", URL: "redis://h", Dir: "/x", Lifetime: time.Hour}, EnvURL, "file:///path"},
@@ -233,6 +251,12 @@ func TestValidateNeverEchoesURLCredentials(t *testing.T) {
 		{"memcached", "memcache://u:" + secret + "@h:1"},
 		{"memcached", "memcached://" + secret},
 		{"filesystem", "s3://u:" + secret + "@bucket"},
+		{"mysql", "mariadb://u:" + secret + "@h/db"},
+		{"mysql", "mysql://u:" + secret + "@h:99999/db"},
+		{"mysql", "mysql://u:" + secret + "@h/db?tls=" + secret},
+		{"mysql", "mysql://u:" + secret + "@h/db?" + secret + "=1"},
+		{"mysql", "mysql://u:" + secret + "@h/" + secret + ".x"},
+		{"mysql", "mysql://u:" + secret + "%zz@h/db"},
 	} {
 		cfg := Config{Backend: tc.backend, URL: tc.url, Lifetime: time.Hour, Table: "t", Database: "d", Collection: "c", Dir: "/d"}
 		err := cfg.Validate()

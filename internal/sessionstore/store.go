@@ -22,11 +22,12 @@ const (
 	BackendMemcached  = "memcached"
 	BackendMongoDB    = "mongodb"
 	BackendPostgreSQL = "postgresql"
+	BackendMySQL      = "mysql"
 	BackendFilesystem = "filesystem"
 )
 
 // Backends lists every supported backend name.
-var Backends = []string{BackendRedis, BackendMemcached, BackendMongoDB, BackendPostgreSQL, BackendFilesystem}
+var Backends = []string{BackendRedis, BackendMemcached, BackendMongoDB, BackendPostgreSQL, BackendMySQL, BackendFilesystem}
 
 // Config says which store to reach and how its sessions are laid out. It is
 // read from the connection Secret's keys (see env.go) by the cleanup command,
@@ -45,7 +46,8 @@ type Config struct {
 	Collection string
 	TTLIndex   bool
 
-	// PostgreSQL.
+	// PostgreSQL and MySQL (Schema, CreateExpiryIndex and DeferIndexBuild
+	// are PostgreSQL's only: a MySQL database is named in its URL).
 	Table             string
 	Schema            string
 	CreateTable       bool
@@ -239,11 +241,13 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // WantsSchema says whether cfg asks EnsureSchema to create anything; only
-// PostgreSQL and MongoDB have a schema to prepare.
+// PostgreSQL, MySQL and MongoDB have a schema to prepare.
 func (c Config) WantsSchema() bool {
 	switch c.Backend {
 	case BackendPostgreSQL:
 		return c.CreateTable || c.CreateExpiryIndex
+	case BackendMySQL:
+		return c.CreateTable
 	case BackendMongoDB:
 		return c.TTLIndex
 	}
