@@ -1,12 +1,10 @@
 package mongodb
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,46 +26,50 @@ import (
 // on expiration; older versions, and servers without TTL indexes (FerretDB
 // 1.x), leave expired documents until the app happens to read them.
 
-func init() { sessionstore.Register(sessionstore.BackendMongoDB, newMongoDB) }
+func init() { sessionstore.Register(sessionstore.BackendMongoDB, newStore) }
 
 const (
-	mongoDefaultBatchSize = 1000
+	defaultBatchSize = 1000
 	// FerretDB deletes the matched documents with one SQL statement that
 	// binds one variable per _id, and SQLite refuses more than 32766 of them
 	// (PostgreSQL 65535): a larger BatchSize is lowered to this.
-	mongoMaxBatchSize = 30000
+	maxBatchSize = 30000
 	// A delete once sent is let finish after a stop; this bounds it.
-	mongoBatchTimeout = 5 * time.Minute
+	batchTimeout = 5 * time.Minute
 	// Flask-Session 0.7's create_index("expiration", expireAfterSeconds=0)
 	// names the index this; using the same name keeps both idempotent.
-	mongoTTLIndexName = "expiration_1"
+	ttlIndexName = "expiration_1"
 
-	mongoCodeUnauthorized         = 13
-	mongoCodeAuthenticationFailed = 18
-	mongoCodeNamespaceNotFound    = 26
-	mongoCodeNotImplemented       = 238
+	codeUnauthorized         = 13
+	codeAuthenticationFailed = 18
+	codeNamespaceNotFound    = 26
+	codeNotImplemented       = 238
 )
 
-type mongoStore struct {
+type store struct {
 	cfg sessionstore.Config
 
 	mu     sync.Mutex
 	client *mongo.Client
+
+	// forceMode, set by tests only, overrides how Cleanup deletes, so that
+	// the MongoDB way is tested on FerretDB too.
+	forceMode deleteMode
 }
 
-func newMongoDB(cfg sessionstore.Config) (sessionstore.Store, error) {
+func newStore(cfg sessionstore.Config) (sessionstore.Store, error) {
 	if err := sessionstore.ValidateMongoURL(cfg.URL); err != nil {
 		return nil, err
 	}
 	if err := sessionstore.ValidateMongoNames(cfg.Database, cfg.Collection); err != nil {
 		return nil, err
 	}
-	return &mongoStore{cfg: cfg}, nil
+	return &store{cfg: cfg}, nil
 }
 
 // connect makes the client on first use, so that New does not resolve
 // names (mongodb+srv:// looks up SRV records while parsing).
-func (s *mongoStore) connect() (*mongo.Client, error) {
+func (s *store) connect() (*mongo.Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.client != nil {
@@ -91,7 +93,7 @@ func (s *mongoStore) connect() (*mongo.Client, error) {
 	return client, nil
 }
 
-func (s *mongoStore) collection() (*mongo.Collection, error) {
+func (s *store) collection() (*mongo.Collection, error) {
 	client, err := s.connect()
 	if err != nil {
 		return nil, err
@@ -99,18 +101,18 @@ func (s *mongoStore) collection() (*mongo.Collection, error) {
 	return client.Database(s.cfg.Database).Collection(s.cfg.Collection), nil
 }
 
-func (s *mongoStore) Ping(ctx context.Context) error {
+func (s *store) Ping(ctx context.Context) error {
 	client, err := s.connect()
 	if err != nil {
 		return err
 	}
-	return mongoError("ping mongodb", client.Ping(ctx, nil))
+	return storeError("ping mongodb", client.Ping(ctx, nil))
 }
 
 // EnsureSchema creates the TTL index on expiration when Config.TTLIndex asks
 // for it. A server without TTL indexes is not an error: the cleanup job
 // removes expired sessions there.
-func (s *mongoStore) EnsureSchema(ctx context.Context) (sessionstore.SchemaResult, error) {
+func (s *store) EnsureSchema(ctx context.Context) (sessionstore.SchemaResult, error) {
 	coll, err := s.collection()
 	if err != nil {
 		return sessionstore.SchemaResult{}, err
@@ -136,10 +138,10 @@ func (s *mongoStore) EnsureSchema(ctx context.Context) (sessionstore.SchemaResul
 
 	_, err = coll.Indexes().CreateOne(ctx, mongo.IndexModel{
 		Keys:    bson.D{{Key: "expiration", Value: 1}},
-		Options: options.Index().SetName(mongoTTLIndexName).SetExpireAfterSeconds(0),
+		Options: options.Index().SetName(ttlIndexName).SetExpireAfterSeconds(0),
 	})
 	var serverErr mongo.ServerError
-	if errors.As(err, &serverErr) && serverErr.HasErrorCode(mongoCodeNotImplemented) {
+	if errors.As(err, &serverErr) && serverErr.HasErrorCode(codeNotImplemented) {
 		return sessionstore.SchemaResult{
 			Present:        true,
 			TTLUnsupported: true,
@@ -147,35 +149,35 @@ func (s *mongoStore) EnsureSchema(ctx context.Context) (sessionstore.SchemaResul
 		}, nil
 	}
 	if err != nil {
-		return sessionstore.SchemaResult{}, mongoError("ensure mongodb ttl index", err)
+		return sessionstore.SchemaResult{}, storeError("ensure mongodb ttl index", err)
 	}
 	return sessionstore.SchemaResult{Present: true, Created: []string{"ttl index"}, Message: "created the TTL index on expiration (expireAfterSeconds 0)"}, nil
 }
 
 // expirationIndex returns the index whose key is exactly {expiration: 1},
 // or nil.
-func (s *mongoStore) expirationIndex(ctx context.Context, coll *mongo.Collection) (*mongo.IndexSpecification, error) {
+func (s *store) expirationIndex(ctx context.Context, coll *mongo.Collection) (*mongo.IndexSpecification, error) {
 	specs, err := coll.Indexes().ListSpecifications(ctx)
 	var serverErr mongo.ServerError
-	if errors.As(err, &serverErr) && serverErr.HasErrorCode(mongoCodeNamespaceNotFound) {
+	if errors.As(err, &serverErr) && serverErr.HasErrorCode(codeNamespaceNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, mongoError("list mongodb indexes", err)
+		return nil, storeError("list mongodb indexes", err)
 	}
 	for _, spec := range specs {
 		var keys bson.D
 		if bson.Unmarshal(spec.KeysDocument, &keys) != nil || len(keys) != 1 || keys[0].Key != "expiration" {
 			continue
 		}
-		if dir, ok := mongoAsInt(keys[0].Value); ok && dir == 1 {
+		if dir, ok := asInt(keys[0].Value); ok && dir == 1 {
 			return &spec, nil
 		}
 	}
 	return nil, nil
 }
 
-func mongoAsInt(v any) (int64, bool) {
+func asInt(v any) (int64, bool) {
 	switch n := v.(type) {
 	case int32:
 		return int64(n), true
@@ -187,210 +189,10 @@ func mongoAsInt(v any) (int64, bool) {
 	return 0, false
 }
 
-// Cleanup deletes the documents whose expiration is at or before opts.Now.
-//
-// One cursor, sorted by _id, reads the collection once and returns _id and
-// expiration of the documents that are expired or have no date to expire by.
-// Each run of up to BatchSize expired ids in that order is one delete:
-//
-//	deleteMany({expiration: {$lte: now}, _id: {$gte: first, $lte: last}})
-//
-// The expiry is checked again by the server at the moment of the delete, so a
-// session the app refreshed after the cursor saw it is kept; every document
-// between first and last that the cursor did not return had not expired, and
-// the same check keeps it. A range, not a list of ids: FerretDB tests $in by
-// walking the list for every document it reads, so lists cost time that grows
-// with the square of the expired count. Documents whose expiration is null,
-// missing or not a date are counted and never deleted.
-func (s *mongoStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptions) (sessionstore.Report, error) {
-	start := time.Now()
-	now := opts.Now
-	if now.IsZero() {
-		now = start
-	}
-	// BSON dates hold milliseconds; rounding down keeps the cut-off early.
-	now = now.UTC().Truncate(time.Millisecond)
-	rep := sessionstore.Report{Backend: sessionstore.BackendMongoDB, DryRun: opts.DryRun, Now: now}
-	batchSize := min(opts.BatchSizeOr(mongoDefaultBatchSize), mongoMaxBatchSize)
-	ttl := false
-	done := func(err error) (sessionstore.Report, error) {
-		rep.Duration = time.Since(start)
-		rep.NativeExpiry = ttl && rep.Expired == 0
-		rep.Message = mongoMessage(rep, ttl, err)
-		return rep, err
-	}
-
-	coll, err := s.collection()
-	if err != nil {
-		return done(err)
-	}
-	// Only for the report's note: a user allowed to delete but not to list
-	// indexes still gets the cleanup done.
-	index, _ := s.expirationIndex(ctx, coll)
-	ttl = index != nil && index.ExpireAfterSeconds != nil
-	if rep.Scanned, err = mongoCount(ctx, coll); err != nil {
-		return done(err)
-	}
-
-	filter := bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: "expiration", Value: bson.D{{Key: "$lte", Value: now}}}},
-		bson.D{{Key: "expiration", Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$type", Value: "date"}}}}}},
-	}}}
-	cursor, err := coll.Find(ctx, filter, options.Find().
-		SetSort(bson.D{{Key: "_id", Value: 1}}).
-		SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "expiration", Value: 1}}).
-		SetBatchSize(int32(batchSize)))
-	if err != nil {
-		return done(mongoError("cleanup mongodb: find expired sessions", err))
-	}
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		cursor.Close(closeCtx)
-	}()
-
-	ids := make([]bson.RawValue, 0, batchSize)
-	flush := func() error {
-		if len(ids) == 0 {
-			return nil
-		}
-		if !opts.DryRun {
-			deleted, err := s.deleteExpired(ctx, coll, now, ids)
-			rep.Deleted += deleted
-			if err != nil {
-				return err
-			}
-		}
-		ids = ids[:0]
-		rep.Batches++
-		opts.ReportProgress(rep, start)
-		return nil
-	}
-	// Mid-scan, a batch is deleted and then a stop asked for is honoured.
-	flushOrStop := func() error {
-		if err := flush(); err != nil {
-			return err
-		}
-		return ctx.Err()
-	}
-
-	for cursor.Next(ctx) {
-		id, expiration := cursor.Current.Lookup("_id"), cursor.Current.Lookup("expiration")
-		switch expiration.Type {
-		case bson.TypeDateTime:
-			if expiration.Time().After(now) {
-				continue // not asked for; a server bug must not delete it
-			}
-		case 0, bson.TypeNull: // 0: no such field
-			rep.AddKept("noExpiry", 1)
-			continue
-		default:
-			rep.AddKept("unreadable", 1)
-			continue
-		}
-		// A range holds one type: MongoDB compares _ids of different types
-		// by type order, and $gte/$lte match only their own type.
-		if len(ids) > 0 && id.Type != ids[0].Type {
-			if err := flushOrStop(); err != nil {
-				return done(err)
-			}
-		}
-		rep.Expired++
-		// The cursor reuses its buffer.
-		ids = append(ids, bson.RawValue{Type: id.Type, Value: bytes.Clone(id.Value)})
-		if len(ids) == batchSize {
-			if err := flushOrStop(); err != nil {
-				return done(err)
-			}
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return done(err)
-	}
-	if err := cursor.Err(); err != nil {
-		return done(mongoError("cleanup mongodb: read expired sessions", err))
-	}
-	return done(flush())
-}
-
-// mongoRangeable reports whether _ids of type t are compared in the same
-// order by the sort and by $gte/$lte: the types Flask-Session and most apps
-// use. Other _ids are deleted by $in.
-func mongoRangeable(t bson.Type) bool {
-	return t == bson.TypeObjectID || t == bson.TypeString
-}
-
-// mongoCount returns the number of documents from the collection's
-// statistics: the count command reads every document on FerretDB.
-func mongoCount(ctx context.Context, coll *mongo.Collection) (int64, error) {
-	cursor, err := coll.Aggregate(ctx, mongo.Pipeline{{{Key: "$collStats", Value: bson.D{{Key: "count", Value: bson.D{}}}}}})
-	if err == nil {
-		var stats []struct {
-			Count int64 `bson:"count"`
-		}
-		// One result per shard.
-		if err = cursor.All(ctx, &stats); err == nil {
-			var total int64
-			for _, s := range stats {
-				total += s.Count
-			}
-			return total, nil
-		}
-	}
-	n, err := coll.EstimatedDocumentCount(ctx)
-	if err != nil {
-		return 0, mongoError("cleanup mongodb: count sessions", err)
-	}
-	return n, nil
-}
-
-// deleteExpired deletes, of ids (one type, in _id order), those whose
-// expiration is still at or before now. The delete is let finish when ctx
-// ends, so a stop comes between batches.
-func (s *mongoStore) deleteExpired(ctx context.Context, coll *mongo.Collection, now time.Time, ids []bson.RawValue) (int64, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mongoBatchTimeout)
-	defer cancel()
-	// expiration first: FerretDB checks filter fields in order, and most
-	// documents fail that test before the _id one is evaluated. $lte alone
-	// would also match an array holding an old date, which the cursor
-	// reported as unreadable and a range may cover.
-	expired := bson.E{Key: "expiration", Value: bson.D{
-		{Key: "$lte", Value: now},
-		{Key: "$not", Value: bson.D{{Key: "$type", Value: "array"}}},
-	}}
-	filter := bson.D{expired, {Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}
-	if mongoRangeable(ids[0].Type) {
-		filter = bson.D{expired, {Key: "_id", Value: bson.D{{Key: "$gte", Value: ids[0]}, {Key: "$lte", Value: ids[len(ids)-1]}}}}
-	}
-	res, err := coll.DeleteMany(ctx, filter)
-	if err != nil {
-		return 0, mongoError("cleanup mongodb: delete expired sessions", err)
-	}
-	return res.DeletedCount, nil
-}
-
-func mongoMessage(rep sessionstore.Report, ttl bool, err error) string {
-	var b strings.Builder
-	sessionstore.WriteOutcome(&b, rep, "sessions", "of about", err)
-	if err != nil {
-		b.WriteString("; stopped by an error, rerun to finish")
-	}
-	if n := rep.Kept["noExpiry"]; n > 0 {
-		fmt.Fprintf(&b, "; %d without an expiration (non-permanent sessions) kept", n)
-	}
-	if n := rep.Kept["unreadable"]; n > 0 {
-		fmt.Fprintf(&b, "; %d whose expiration is not a date kept", n)
-	}
-	if ttl {
-		b.WriteString("; a TTL index on expiration also removes expired sessions (MongoDB checks every 60 s)")
-	}
-	return b.String()
-}
-
-// mongoError classifies a driver error. A failed server selection carries
+// storeError classifies a driver error. A failed server selection carries
 // the reason each server could not be reached; a connection lost during an
 // operation is reported as the server being unreachable.
-func mongoError(op string, err error) error {
+func storeError(op string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -407,7 +209,7 @@ func mongoError(op string, err error) error {
 		return sessionstore.NewError(sessionstore.ErrTimeout, op, fmt.Errorf("no MongoDB server reachable in time: %w", err))
 	}
 	var serverErr mongo.ServerError
-	if errors.As(err, &serverErr) && (serverErr.HasErrorCode(mongoCodeAuthenticationFailed) || serverErr.HasErrorCode(mongoCodeUnauthorized)) {
+	if errors.As(err, &serverErr) && (serverErr.HasErrorCode(codeAuthenticationFailed) || serverErr.HasErrorCode(codeUnauthorized)) {
 		return sessionstore.NewError(sessionstore.ErrAuth, op, err)
 	}
 	classified := sessionstore.Classify(op, err)
@@ -417,7 +219,7 @@ func mongoError(op string, err error) error {
 	return classified
 }
 
-func (s *mongoStore) Close() error {
+func (s *store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.client == nil {

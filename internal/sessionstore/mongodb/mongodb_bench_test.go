@@ -15,7 +15,7 @@ import (
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
-// BenchmarkMongoCleanup times Cleanup beside the baseline, one
+// BenchmarkCleanup times Cleanup beside the baseline, one
 // deleteMany({expiration: {$lte: now}}), each on its own collection filled
 // with the same documents, half of them expired. The data is written inside
 // the benchmark, outside the timer, so `go test` without -bench stays fast.
@@ -31,17 +31,17 @@ import (
 // deleteMany of more than 32766 documents (SQLite's limit on bound
 // variables): at the default size that baseline cannot run and is skipped
 // with the server's answer.
-func BenchmarkMongoCleanup(b *testing.B) {
-	docs := mongoBenchInts(b, "SESSIONSTORE_BENCH_MONGO_DOCS", "200000")[0]
-	batches := mongoBenchInts(b, "SESSIONSTORE_BENCH_MONGO_BATCH", "1000,30000")
-	client := mongoTestClient(b, mongoTestURL)
+func BenchmarkCleanup(b *testing.B) {
+	docs := benchInts(b, "SESSIONSTORE_BENCH_MONGO_DOCS", "200000")[0]
+	batches := benchInts(b, "SESSIONSTORE_BENCH_MONGO_BATCH", "1000,30000")
+	client := testClient(b, testURL)
 	expired := int64(docs / 2)
 
 	for _, batch := range batches {
 		b.Run(fmt.Sprintf("docs=%d/cleanup/batch=%d", docs, batch), func(b *testing.B) {
 			for range b.N {
-				db, now := mongoBenchFill(b, client, docs)
-				store := mongoTestStore(b, sessionstore.Config{Database: db})
+				db, now := benchFill(b, client, docs)
+				store := testStore(b, sessionstore.Config{Database: db})
 				b.StartTimer()
 				rep, err := store.Cleanup(context.Background(), sessionstore.CleanupOptions{Now: now, BatchSize: batch})
 				b.StopTimer()
@@ -55,7 +55,7 @@ func BenchmarkMongoCleanup(b *testing.B) {
 
 	b.Run(fmt.Sprintf("docs=%d/deleteMany", docs), func(b *testing.B) {
 		for range b.N {
-			db, now := mongoBenchFill(b, client, docs)
+			db, now := benchFill(b, client, docs)
 			coll := client.Database(db).Collection(sessionstore.DefaultCollection)
 			b.StartTimer()
 			res, err := coll.DeleteMany(context.Background(), bson.D{{Key: "expiration", Value: bson.D{{Key: "$lte", Value: now}}}})
@@ -70,7 +70,7 @@ func BenchmarkMongoCleanup(b *testing.B) {
 	})
 }
 
-func mongoBenchInts(b *testing.B, key, dflt string) []int {
+func benchInts(b *testing.B, key, dflt string) []int {
 	b.Helper()
 	v := os.Getenv(key)
 	if v == "" {
@@ -87,13 +87,13 @@ func mongoBenchInts(b *testing.B, key, dflt string) []int {
 	return out
 }
 
-// mongoBenchFill writes docs sessions in Flask-Session's layout into a new
+// benchFill writes docs sessions in Flask-Session's layout into a new
 // database, every other one expired, and returns it with the cut-off. The
 // timer is stopped on return.
-func mongoBenchFill(b *testing.B, client *mongo.Client, docs int) (string, time.Time) {
+func benchFill(b *testing.B, client *mongo.Client, docs int) (string, time.Time) {
 	b.Helper()
 	b.StopTimer()
-	db := mongoTestDatabase(b, client)
+	db := testDatabase(b, client)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	val := bson.Binary{Data: make([]byte, 80)} // about a small pickled session
 	batch := make([]any, 0, 5000)

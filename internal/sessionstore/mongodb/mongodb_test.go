@@ -29,9 +29,9 @@ import (
 
 // The tests use the FerretDB (MongoDB wire protocol) that
 // hack/start-services.sh starts; each one works in a database of its own.
-const mongoTestURL = "mongodb://127.0.0.1:27017/"
+const testURL = "mongodb://127.0.0.1:27017/"
 
-func mongoTestClient(t testing.TB, url string) *mongo.Client {
+func testClient(t testing.TB, url string) *mongo.Client {
 	t.Helper()
 	client, err := mongo.Connect(options.Client().ApplyURI(url))
 	if err != nil {
@@ -46,9 +46,9 @@ func mongoTestClient(t testing.TB, url string) *mongo.Client {
 	return client
 }
 
-// mongoTestDatabase returns a database name of the test's own, dropped when
+// testDatabase returns a database name of the test's own, dropped when
 // the test ends.
-func mongoTestDatabase(t testing.TB, client *mongo.Client) string {
+func testDatabase(t testing.TB, client *mongo.Client) string {
 	t.Helper()
 	b := make([]byte, 5)
 	rand.Read(b)
@@ -57,11 +57,11 @@ func mongoTestDatabase(t testing.TB, client *mongo.Client) string {
 	return name
 }
 
-func mongoTestStore(t testing.TB, cfg sessionstore.Config) sessionstore.Store {
+func testStore(t testing.TB, cfg sessionstore.Config) sessionstore.Store {
 	t.Helper()
 	cfg.Backend = sessionstore.BackendMongoDB
 	if cfg.URL == "" {
-		cfg.URL = mongoTestURL
+		cfg.URL = testURL
 	}
 	if cfg.Collection == "" {
 		cfg.Collection = sessionstore.DefaultCollection
@@ -72,21 +72,37 @@ func mongoTestStore(t testing.TB, cfg sessionstore.Config) sessionstore.Store {
 	return storetest.NewStore(t, cfg)
 }
 
-// mongoFlaskWrite has the real Flask-Session write count sessions that
-// expire after lifetime (negative: already expired).
-func mongoFlaskWrite(t *testing.T, db string, lifetime time.Duration, count int, extra ...string) []storetest.FlaskSession {
+// rangeStore is a store that deletes the way it does on MongoDB (by _id
+// range) though its server is FerretDB, so that this way is tested too.
+func rangeStore(t testing.TB, cfg sessionstore.Config) sessionstore.Store {
 	t.Helper()
-	args := append([]string{mongoTestURL, db, sessionstore.DefaultCollection, sessionstore.DefaultKeyPrefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count)}, extra...)
+	s := testStore(t, cfg)
+	s.(*store).forceMode = modeRanges
+	return s
+}
+
+// bothModes runs test once per way of deleting: one document per command
+// (what FerretDB gets) and by _id range (what MongoDB gets).
+func bothModes(t *testing.T, test func(t *testing.T, newStore func(testing.TB, sessionstore.Config) sessionstore.Store)) {
+	t.Run("one by one", func(t *testing.T) { test(t, testStore) })
+	t.Run("ranges", func(t *testing.T) { test(t, rangeStore) })
+}
+
+// flaskWrite has the real Flask-Session write count sessions that
+// expire after lifetime (negative: already expired).
+func flaskWrite(t *testing.T, db string, lifetime time.Duration, count int, extra ...string) []storetest.FlaskSession {
+	t.Helper()
+	args := append([]string{testURL, db, sessionstore.DefaultCollection, sessionstore.DefaultKeyPrefix, fmt.Sprint(int(lifetime.Seconds())), fmt.Sprint(count)}, extra...)
 	return storetest.FlaskWrite(t, "flask_mongodb_sessions.py", count, args...)
 }
 
-func mongoFlaskRead(t *testing.T, db string, sessions []storetest.FlaskSession) map[string]*string {
+func flaskRead(t *testing.T, db string, sessions []storetest.FlaskSession) map[string]*string {
 	t.Helper()
-	return storetest.FlaskRead(t, "flask_mongodb_sessions.py", sessions, mongoTestURL, db, sessionstore.DefaultCollection, sessionstore.DefaultKeyPrefix)
+	return storetest.FlaskRead(t, "flask_mongodb_sessions.py", sessions, testURL, db, sessionstore.DefaultCollection, sessionstore.DefaultKeyPrefix)
 }
 
-// mongoIDs returns the storage ids of the documents in coll.
-func mongoIDs(t testing.TB, coll *mongo.Collection) map[string]bool {
+// storedIDs returns the storage ids of the documents in coll.
+func storedIDs(t testing.TB, coll *mongo.Collection) map[string]bool {
 	t.Helper()
 	cur, err := coll.Find(context.Background(), bson.D{}, options.Find().SetProjection(bson.D{{Key: "id", Value: 1}}))
 	if err != nil {
@@ -105,10 +121,10 @@ func mongoIDs(t testing.TB, coll *mongo.Collection) map[string]bool {
 	return ids
 }
 
-func TestMongoPing(t *testing.T) {
-	mongoTestClient(t, mongoTestURL)
+func TestPing(t *testing.T) {
+	testClient(t, testURL)
 	ctx := context.Background()
-	if err := mongoTestStore(t, sessionstore.Config{Database: "sstest_ping"}).Ping(ctx); err != nil {
+	if err := testStore(t, sessionstore.Config{Database: "sstest_ping"}).Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 
@@ -116,7 +132,7 @@ func TestMongoPing(t *testing.T) {
 		t.Parallel() // each waits for its deadline
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		err := mongoTestStore(t, sessionstore.Config{URL: "mongodb://sess:s3cr%40t@" + testservers.FreeAddr(t) + "/", Database: "d"}).Ping(ctx)
+		err := testStore(t, sessionstore.Config{URL: "mongodb://sess:s3cr%40t@" + testservers.FreeAddr(t) + "/", Database: "d"}).Ping(ctx)
 		storetest.WantKind(t, err, sessionstore.ErrRefused)
 		if strings.Contains(err.Error(), "s3cr") {
 			t.Fatalf("error quotes the password: %v", err)
@@ -126,7 +142,7 @@ func TestMongoPing(t *testing.T) {
 		t.Parallel() // each waits for its deadline
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		err := mongoTestStore(t, sessionstore.Config{URL: "mongodb://no-such-host.invalid:27017/", Database: "d"}).Ping(ctx)
+		err := testStore(t, sessionstore.Config{URL: "mongodb://no-such-host.invalid:27017/", Database: "d"}).Ping(ctx)
 		storetest.WantKind(t, err, sessionstore.ErrDNS)
 	})
 	t.Run("timeout", func(t *testing.T) {
@@ -139,7 +155,7 @@ func TestMongoPing(t *testing.T) {
 		defer ln.Close()
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		err = mongoTestStore(t, sessionstore.Config{URL: "mongodb://" + ln.Addr().String() + "/", Database: "d"}).Ping(ctx)
+		err = testStore(t, sessionstore.Config{URL: "mongodb://" + ln.Addr().String() + "/", Database: "d"}).Ping(ctx)
 		storetest.WantKind(t, err, sessionstore.ErrTimeout)
 	})
 	t.Run("tls certificate not trusted", func(t *testing.T) {
@@ -149,25 +165,25 @@ func TestMongoPing(t *testing.T) {
 		defer srv.Close()
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		err := mongoTestStore(t, sessionstore.Config{URL: "mongodb://" + srv.Listener.Addr().String() + "/?tls=true", Database: "d"}).Ping(ctx)
+		err := testStore(t, sessionstore.Config{URL: "mongodb://" + srv.Listener.Addr().String() + "/?tls=true", Database: "d"}).Ping(ctx)
 		storetest.WantKind(t, err, sessionstore.ErrTLS)
 	})
 }
 
-func TestMongoConfigErrors(t *testing.T) {
+func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cfg  sessionstore.Config
 		key  string
 	}{
 		{"wrong scheme", sessionstore.Config{URL: "postgres://h/", Database: "d", Collection: "c"}, sessionstore.EnvURL},
-		{"database with a dot", sessionstore.Config{URL: mongoTestURL, Database: "a.b", Collection: "c"}, sessionstore.EnvDatabase},
-		{"database with a dollar", sessionstore.Config{URL: mongoTestURL, Database: "a$b", Collection: "c"}, sessionstore.EnvDatabase},
-		{"empty database", sessionstore.Config{URL: mongoTestURL, Collection: "c"}, sessionstore.EnvDatabase},
-		{"long database", sessionstore.Config{URL: mongoTestURL, Database: strings.Repeat("d", 64), Collection: "c"}, sessionstore.EnvDatabase},
-		{"collection with a dot", sessionstore.Config{URL: mongoTestURL, Database: "d", Collection: "system.x"}, sessionstore.EnvCollection},
-		{"collection with a dollar", sessionstore.Config{URL: mongoTestURL, Database: "d", Collection: "c$"}, sessionstore.EnvCollection},
-		{"empty collection", sessionstore.Config{URL: mongoTestURL, Database: "d"}, sessionstore.EnvCollection},
+		{"database with a dot", sessionstore.Config{URL: testURL, Database: "a.b", Collection: "c"}, sessionstore.EnvDatabase},
+		{"database with a dollar", sessionstore.Config{URL: testURL, Database: "a$b", Collection: "c"}, sessionstore.EnvDatabase},
+		{"empty database", sessionstore.Config{URL: testURL, Collection: "c"}, sessionstore.EnvDatabase},
+		{"long database", sessionstore.Config{URL: testURL, Database: strings.Repeat("d", 64), Collection: "c"}, sessionstore.EnvDatabase},
+		{"collection with a dot", sessionstore.Config{URL: testURL, Database: "d", Collection: "system.x"}, sessionstore.EnvCollection},
+		{"collection with a dollar", sessionstore.Config{URL: testURL, Database: "d", Collection: "c$"}, sessionstore.EnvCollection},
+		{"empty collection", sessionstore.Config{URL: testURL, Database: "d"}, sessionstore.EnvCollection},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Backend = sessionstore.BackendMongoDB
@@ -181,7 +197,7 @@ func TestMongoConfigErrors(t *testing.T) {
 	}
 
 	t.Run("unparsable URL is not quoted", func(t *testing.T) {
-		err := mongoTestStore(t, sessionstore.Config{URL: "mongodb://u:pa%zzword@h:27017/", Database: "d"}).Ping(context.Background())
+		err := testStore(t, sessionstore.Config{URL: "mongodb://u:pa%zzword@h:27017/", Database: "d"}).Ping(context.Background())
 		storetest.WantKind(t, err, sessionstore.ErrConfig)
 		if strings.Contains(err.Error(), "zzword") {
 			t.Fatalf("error quotes the URL: %v", err)
@@ -189,12 +205,12 @@ func TestMongoConfigErrors(t *testing.T) {
 	})
 }
 
-func TestMongoEnsureSchemaReportsTTLUnsupported(t *testing.T) {
-	client := mongoTestClient(t, mongoTestURL)
-	db := mongoTestDatabase(t, client)
+func TestEnsureSchemaReportsTTLUnsupported(t *testing.T) {
+	client := testClient(t, testURL)
+	db := testDatabase(t, client)
 	ctx := context.Background()
 
-	store := mongoTestStore(t, sessionstore.Config{Database: db, TTLIndex: true})
+	store := testStore(t, sessionstore.Config{Database: db, TTLIndex: true})
 	for i := range 2 { // the second call finds the same answer
 		res, err := store.EnsureSchema(ctx)
 		if err != nil {
@@ -205,7 +221,7 @@ func TestMongoEnsureSchemaReportsTTLUnsupported(t *testing.T) {
 		}
 	}
 
-	res, err := mongoTestStore(t, sessionstore.Config{Database: db}).EnsureSchema(ctx)
+	res, err := testStore(t, sessionstore.Config{Database: db}).EnsureSchema(ctx)
 	if err != nil || !res.Present || res.TTLUnsupported || len(res.Created) != 0 {
 		t.Fatalf("EnsureSchema without TTLIndex = %+v, %v; want present, nothing created", res, err)
 	}
@@ -219,15 +235,17 @@ func TestMongoEnsureSchemaReportsTTLUnsupported(t *testing.T) {
 	}
 }
 
-func TestMongoCleanupFlaskSessions(t *testing.T) {
-	client := mongoTestClient(t, mongoTestURL)
-	db := mongoTestDatabase(t, client)
+func TestCleanupFlaskSessions(t *testing.T) { bothModes(t, testCleanupFlaskSessions) }
+
+func testCleanupFlaskSessions(t *testing.T, newStore func(testing.TB, sessionstore.Config) sessionstore.Store) {
+	client := testClient(t, testURL)
+	db := testDatabase(t, client)
 	coll := client.Database(db).Collection(sessionstore.DefaultCollection)
 	ctx := context.Background()
 
-	live := mongoFlaskWrite(t, db, time.Hour, 6)
-	expired := mongoFlaskWrite(t, db, -time.Hour, 5)
-	nonPermanent := mongoFlaskWrite(t, db, time.Hour, 3, "non-permanent")
+	live := flaskWrite(t, db, time.Hour, 6)
+	expired := flaskWrite(t, db, -time.Hour, 5)
+	nonPermanent := flaskWrite(t, db, time.Hour, 3, "non-permanent")
 
 	// What Flask-Session 0.3.2 writes, read back as stored.
 	var doc bson.M
@@ -258,12 +276,12 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	store := mongoTestStore(t, sessionstore.Config{Database: db})
+	store := newStore(t, sessionstore.Config{Database: db})
 	rep, err := store.Cleanup(ctx, sessionstore.CleanupOptions{Now: time.Now(), BatchSize: 2, DryRun: true})
 	if err != nil {
 		t.Fatalf("dry run: %v", err)
 	}
-	if rep.Expired != 5 || rep.Deleted != 0 || len(mongoIDs(t, coll)) != 16 {
+	if rep.Expired != 5 || rep.Deleted != 0 || len(storedIDs(t, coll)) != 16 {
 		t.Fatalf("dry run %+v: want 5 expired found and nothing deleted", rep)
 	}
 
@@ -280,7 +298,7 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 		t.Fatalf("kept %v: want 4 without expiration (3 null, 1 missing) and 1 unreadable", rep.Kept)
 	}
 
-	ids := mongoIDs(t, coll)
+	ids := storedIDs(t, coll)
 	for _, s := range expired {
 		if ids[sessionstore.DefaultKeyPrefix+s.SID] {
 			t.Errorf("expired session %s was not deleted", s.SID)
@@ -295,7 +313,7 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 		t.Errorf("a document without a date expiration was deleted")
 	}
 
-	read := mongoFlaskRead(t, db, live)
+	read := flaskRead(t, db, live)
 	for _, s := range live {
 		if got := read[s.SID]; got == nil || *got != s.Value {
 			t.Errorf("the app reads %v for live session %s, want %q", got, s.SID, s.Value)
@@ -311,9 +329,11 @@ func TestMongoCleanupFlaskSessions(t *testing.T) {
 // Deletes go by _id ranges of one type; _ids of several types, as a
 // collection written by other tools may hold, must neither be missed nor
 // widen a range onto a live session.
-func TestMongoCleanupMixedIDTypes(t *testing.T) {
-	client := mongoTestClient(t, mongoTestURL)
-	db := mongoTestDatabase(t, client)
+func TestCleanupMixedIDTypes(t *testing.T) { bothModes(t, testCleanupMixedIDTypes) }
+
+func testCleanupMixedIDTypes(t *testing.T, newStore func(testing.TB, sessionstore.Config) sessionstore.Store) {
+	client := testClient(t, testURL)
+	db := testDatabase(t, client)
 	coll := client.Database(db).Collection(sessionstore.DefaultCollection)
 	ctx := context.Background()
 	now := time.Now()
@@ -338,20 +358,20 @@ func TestMongoCleanupMixedIDTypes(t *testing.T) {
 				}
 				wantLeft[key] = true
 			}
-			docs = append(docs, append(bson.D{{Key: "_id", Value: docID}}, mongoSession(key, expiration)...))
+			docs = append(docs, append(bson.D{{Key: "_id", Value: docID}}, sessionDoc(key, expiration)...))
 		}
 	}
 	// Inside the range of the expired "a" and "b": not Flask's layout, so
 	// never deleted, though $lte alone matches an array holding an old date.
-	docs = append(docs, append(bson.D{{Key: "_id", Value: "a1"}}, mongoSession("session:array", bson.A{now.Add(-time.Hour)})...))
+	docs = append(docs, append(bson.D{{Key: "_id", Value: "a1"}}, sessionDoc("session:array", bson.A{now.Add(-time.Hour)})...))
 	wantLeft["session:array"] = true
-	mongoInsert(t, coll, docs)
+	insertDocs(t, coll, docs)
 
-	rep, err := mongoTestStore(t, sessionstore.Config{Database: db}).Cleanup(ctx, sessionstore.CleanupOptions{Now: now, BatchSize: 2})
+	rep, err := newStore(t, sessionstore.Config{Database: db}).Cleanup(ctx, sessionstore.CleanupOptions{Now: now, BatchSize: 2})
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
-	left := mongoIDs(t, coll)
+	left := storedIDs(t, coll)
 	if rep.Kept["unreadable"] != 1 || rep.Expired != int64(len(ids)) || rep.Deleted != int64(len(ids)) || len(left) != len(wantLeft) {
 		t.Fatalf("report %+v, %d left: want the %d expired deleted and the live kept", rep, len(left), len(ids))
 	}
@@ -362,19 +382,19 @@ func TestMongoCleanupMixedIDTypes(t *testing.T) {
 	}
 }
 
-// mongoSession is a document as Flask-Session writes it.
-func mongoSession(id string, expiration any) bson.D {
+// sessionDoc is a document as Flask-Session writes it.
+func sessionDoc(id string, expiration any) bson.D {
 	return bson.D{{Key: "id", Value: id}, {Key: "val", Value: bson.Binary{Data: []byte(id)}}, {Key: "expiration", Value: expiration}}
 }
 
-// mongoRefresh writes a session the way Flask-Session 0.3.2 does:
+// replaceSession writes a session the way Flask-Session 0.3.2 does:
 // update({'id': id}, {id, val, expiration}, upsert=True).
-func mongoRefresh(ctx context.Context, coll *mongo.Collection, id string, expiration time.Time) error {
-	_, err := coll.ReplaceOne(ctx, bson.D{{Key: "id", Value: id}}, mongoSession(id, expiration), options.Replace().SetUpsert(true))
+func replaceSession(ctx context.Context, coll *mongo.Collection, id string, expiration time.Time) error {
+	_, err := coll.ReplaceOne(ctx, bson.D{{Key: "id", Value: id}}, sessionDoc(id, expiration), options.Replace().SetUpsert(true))
 	return err
 }
 
-func mongoInsert(t testing.TB, coll *mongo.Collection, docs []any) {
+func insertDocs(t testing.TB, coll *mongo.Collection, docs []any) {
 	t.Helper()
 	for chunk := range func(yield func([]any) bool) {
 		for len(docs) > 0 {
@@ -391,104 +411,132 @@ func mongoInsert(t testing.TB, coll *mongo.Collection, docs []any) {
 	}
 }
 
-// Writers keep refreshing live sessions (some due to expire right after the
-// cut-off) and adding new ones while the cleanup runs in batches of 10; some
-// expired sessions are refreshed after the cleanup has started. None of them
-// may be lost.
-func TestMongoCleanupKeepsSessionsRefreshedMeanwhile(t *testing.T) {
-	client := mongoTestClient(t, mongoTestURL)
-	db := mongoTestDatabase(t, client)
-	coll := client.Database(db).Collection(sessionstore.DefaultCollection)
-	ctx := context.Background()
-	cutoff := time.Now().UTC().Truncate(time.Millisecond)
+// meanwhileLayout is the collection TestCleanupKeepsSessionsRefreshedMeanwhile
+// cleans, in natural (insertion) order: the expired sessions come first, so
+// the refreshed ones are still ahead of the cleanup when they are refreshed.
+type meanwhileLayout struct {
+	expired, refreshed, live []string
+	// soonest is the earliest expiry of the live sessions.
+	soonest time.Time
+}
 
-	// Natural order is insertion order: the expired sessions come first, so
-	// the refreshed ones are still ahead of the cleanup when they are refreshed.
+// writeMeanwhileLayout writes sessions around a cut-off of about now less
+// grace: the live ones are due to cross it within a second or so after the
+// cleanup starts.
+func writeMeanwhileLayout(t *testing.T, coll *mongo.Collection, grace time.Duration) meanwhileLayout {
+	cutoff := time.Now().Add(-grace)
+	var l meanwhileLayout
 	var docs []any
-	var expired, refreshed, live []string
 	for i := range 300 {
-		expired = append(expired, fmt.Sprintf("session:expired-%d", i))
-		docs = append(docs, mongoSession(expired[i], cutoff.Add(-time.Hour)))
+		l.expired = append(l.expired, fmt.Sprintf("session:expired-%d", i))
+		docs = append(docs, sessionDoc(l.expired[i], cutoff.Add(-time.Hour)))
 	}
 	for i := range 40 {
-		refreshed = append(refreshed, fmt.Sprintf("session:refreshed-%d", i))
-		docs = append(docs, mongoSession(refreshed[i], cutoff.Add(-time.Second)))
+		l.refreshed = append(l.refreshed, fmt.Sprintf("session:refreshed-%d", i))
+		docs = append(docs, sessionDoc(l.refreshed[i], cutoff.Add(-time.Second)))
 	}
+	l.soonest = cutoff.Add(5 * time.Second)
 	for i := range 100 {
-		live = append(live, fmt.Sprintf("session:live-%d", i))
-		// Due to expire just after the cut-off, while the cleanup runs.
-		docs = append(docs, mongoSession(live[i], cutoff.Add(time.Duration(i+1)*10*time.Millisecond)))
+		l.live = append(l.live, fmt.Sprintf("session:live-%d", i))
+		docs = append(docs, sessionDoc(l.live[i], l.soonest.Add(time.Duration(i)*10*time.Millisecond)))
 	}
-	mongoInsert(t, coll, docs)
+	insertDocs(t, coll, docs)
+	return l
+}
 
-	writerCtx, stopWriters := context.WithCancel(ctx)
-	var writers sync.WaitGroup
+// appWriters re-save live sessions and add new ones until stop is called,
+// which returns how many writes were made and the ids of the new sessions.
+func appWriters(t *testing.T, coll *mongo.Collection, live []string) (stop func() (int64, []string)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
 	var writes atomic.Int64
-	var created sync.Map // ids of the sessions the writers added
-	var writerErr atomic.Value
+	var mu sync.Mutex
+	var created []string
 	for w := range 3 {
-		writers.Add(1)
+		wg.Add(1)
 		go func() {
-			defer writers.Done()
-			for i := w; writerCtx.Err() == nil; i += 3 {
+			defer wg.Done()
+			for i := w; ctx.Err() == nil; i += 3 {
 				id, isNew := live[i%len(live)], i%10 == 0
 				if isNew {
 					id = fmt.Sprintf("session:new-%d-%d", w, i)
 				}
-				if err := mongoRefresh(writerCtx, coll, id, time.Now().Add(time.Hour)); err != nil {
-					if writerCtx.Err() == nil {
-						writerErr.Store(err)
+				if err := replaceSession(ctx, coll, id, time.Now().Add(time.Hour)); err != nil {
+					if ctx.Err() == nil {
+						t.Errorf("writer: %v", err)
 					}
 					return
 				}
 				writes.Add(1)
 				if isNew {
-					created.Store(id, true)
+					mu.Lock()
+					created = append(created, id)
+					mu.Unlock()
 				}
 			}
 		}()
 	}
+	return func() (int64, []string) {
+		cancel()
+		wg.Wait()
+		return writes.Load(), created
+	}
+}
 
+// Writers keep refreshing live sessions (some due to expire right after the
+// cut-off) and adding new ones while the cleanup runs in batches of 10; some
+// expired sessions are refreshed between two batches. None of them may be
+// lost.
+func TestCleanupKeepsSessionsRefreshedMeanwhile(t *testing.T) {
+	bothModes(t, testCleanupKeepsSessionsRefreshedMeanwhile)
+}
+
+func testCleanupKeepsSessionsRefreshedMeanwhile(t *testing.T, newStore func(testing.TB, sessionstore.Config) sessionstore.Store) {
+	client := testClient(t, testURL)
+	db := testDatabase(t, client)
+	coll := client.Database(db).Collection(sessionstore.DefaultCollection)
+	ctx := context.Background()
+	const grace = time.Hour
+	l := writeMeanwhileLayout(t, coll, grace)
+
+	stopWriters := appWriters(t, coll, l.live)
 	var once sync.Once
-	rep, err := mongoTestStore(t, sessionstore.Config{Database: db}).Cleanup(ctx, sessionstore.CleanupOptions{
-		Now:       cutoff,
+	rep, err := newStore(t, sessionstore.Config{Database: db}).Cleanup(ctx, sessionstore.CleanupOptions{
+		Grace:     grace,
 		BatchSize: 10,
 		Progress: func(sessionstore.Report) {
 			// After the first batch: the app refreshes sessions that had
 			// expired by the cut-off and that the cleanup has not reached.
 			once.Do(func() {
-				for _, id := range refreshed {
-					if err := mongoRefresh(ctx, coll, id, time.Now().Add(time.Hour)); err != nil {
+				for _, id := range l.refreshed {
+					if err := replaceSession(ctx, coll, id, time.Now().Add(time.Hour)); err != nil {
 						t.Errorf("refresh %s: %v", id, err)
 					}
 				}
 			})
 		},
 	})
-	stopWriters()
-	writers.Wait()
+	writes, created := stopWriters()
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
-	if err, _ := writerErr.Load().(error); err != nil {
-		t.Fatalf("writer: %v", err)
+	t.Logf("report %+v; %d writes by the app meanwhile", rep, writes)
+	if writes < 50 {
+		t.Fatalf("only %d writes happened during the cleanup; the test did not exercise concurrency", writes)
 	}
-	t.Logf("report %+v; %d writes by the app meanwhile", rep, writes.Load())
-	if writes.Load() < 50 {
-		t.Fatalf("only %d writes happened during the cleanup; the test did not exercise concurrency", writes.Load())
+	if !rep.Cutoff.Before(l.soonest) {
+		t.Fatalf("cut-off %v is not before the live sessions' expiry %v: the setup took too long", rep.Cutoff, l.soonest)
 	}
 
-	ids := mongoIDs(t, coll)
-	mustStay := append(append([]string{}, live...), refreshed...)
-	created.Range(func(id, _ any) bool { mustStay = append(mustStay, id.(string)); return true })
+	ids := storedIDs(t, coll)
 	lost := 0
-	for _, id := range mustStay {
+	for _, id := range append(append(append([]string{}, l.live...), l.refreshed...), created...) {
 		if !ids[id] {
 			lost++
 			t.Errorf("session %s was live or refreshed and is gone", id)
 		}
 	}
-	for _, id := range expired {
+	for _, id := range l.expired {
 		if ids[id] {
 			t.Errorf("expired session %s was not deleted", id)
 		}
@@ -498,19 +546,19 @@ func TestMongoCleanupKeepsSessionsRefreshedMeanwhile(t *testing.T) {
 	}
 }
 
-func TestMongoCleanupStopsOnCancel(t *testing.T) {
-	client := mongoTestClient(t, mongoTestURL)
-	db := mongoTestDatabase(t, client)
+func TestCleanupStopsOnCancel(t *testing.T) {
+	client := testClient(t, testURL)
+	db := testDatabase(t, client)
 	coll := client.Database(db).Collection(sessionstore.DefaultCollection)
 	var docs []any
 	for i := range 50 {
-		docs = append(docs, mongoSession(fmt.Sprintf("session:%d", i), time.Now().Add(-time.Hour)))
+		docs = append(docs, sessionDoc(fmt.Sprintf("session:%d", i), time.Now().Add(-time.Hour)))
 	}
-	mongoInsert(t, coll, docs)
+	insertDocs(t, coll, docs)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rep, err := mongoTestStore(t, sessionstore.Config{Database: db}).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10, Progress: func(sessionstore.Report) { cancel() }})
+	rep, err := testStore(t, sessionstore.Config{Database: db}).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10, Progress: func(sessionstore.Report) { cancel() }})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
@@ -520,20 +568,22 @@ func TestMongoCleanupStopsOnCancel(t *testing.T) {
 }
 
 // The CRD allows batches of 100000; FerretDB refuses to delete more than
-// 32766 documents at once, so larger batches are split.
-func TestMongoCleanupBatchOverFerretDBLimit(t *testing.T) {
-	client := mongoTestClient(t, mongoTestURL)
-	db := mongoTestDatabase(t, client)
+// 32766 documents at once, so larger batches are split. FerretDB gets one
+// delete per document now, but another server may bind one variable per _id
+// too.
+func TestCleanupBatchOverFerretDBLimit(t *testing.T) {
+	client := testClient(t, testURL)
+	db := testDatabase(t, client)
 	coll := client.Database(db).Collection(sessionstore.DefaultCollection)
 	// Over SQLite's limit, so that without the split FerretDB refuses it.
 	expired := 32766 + 10
 	docs := make([]any, expired)
 	for i := range docs {
-		docs[i] = mongoSession(fmt.Sprintf("session:%d", i), time.Now().Add(-time.Hour))
+		docs[i] = sessionDoc(fmt.Sprintf("session:%d", i), time.Now().Add(-time.Hour))
 	}
-	mongoInsert(t, coll, docs)
+	insertDocs(t, coll, docs)
 
-	rep, err := mongoTestStore(t, sessionstore.Config{Database: db}).Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: 100000})
+	rep, err := rangeStore(t, sessionstore.Config{Database: db}).Cleanup(context.Background(), sessionstore.CleanupOptions{BatchSize: 100000})
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
@@ -542,21 +592,21 @@ func TestMongoCleanupBatchOverFerretDBLimit(t *testing.T) {
 	}
 }
 
-// mongoFerretDB is a FerretDB of the test's own, which it can stop and start.
-type mongoFerretDB struct {
+// ferretDB is a FerretDB of the test's own, which it can stop and start.
+type ferretDB struct {
 	t    *testing.T
 	addr string
 	dir  string
 	cmd  *exec.Cmd
 }
 
-func mongoStartFerretDB(t *testing.T, addr, dir string) *mongoFerretDB {
+func startFerretDB(t *testing.T, addr, dir string) *ferretDB {
 	t.Helper()
-	bin, _ := filepath.Abs("../../bin/ferretdb")
+	bin, _ := filepath.Abs("../../../bin/ferretdb")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("no FerretDB binary at %s (%v); run hack/start-services.sh", bin, err)
 	}
-	f := &mongoFerretDB{t: t, addr: addr, dir: dir}
+	f := &ferretDB{t: t, addr: addr, dir: dir}
 	f.cmd = exec.Command(bin, "--handler=sqlite", "--sqlite-url=file:"+dir+"/", "--listen-addr="+addr,
 		"--state-dir="+dir, "--debug-addr=-", "--telemetry=disable", "--log-level=error")
 	f.cmd.Stdout, f.cmd.Stderr = os.Stderr, os.Stderr
@@ -575,33 +625,33 @@ func mongoStartFerretDB(t *testing.T, addr, dir string) *mongoFerretDB {
 	return nil
 }
 
-func (f *mongoFerretDB) kill() {
+func (f *ferretDB) kill() {
 	if f.cmd.ProcessState == nil {
 		f.cmd.Process.Kill()
 		f.cmd.Wait()
 	}
 }
 
-func TestMongoCleanupServerGoesAway(t *testing.T) {
+func TestCleanupServerGoesAway(t *testing.T) {
 	dir := t.TempDir()
 	addr := testservers.FreeAddr(t)
-	server := mongoStartFerretDB(t, addr, dir)
+	server := startFerretDB(t, addr, dir)
 	url := "mongodb://" + addr + "/"
-	client := mongoTestClient(t, url)
+	client := testClient(t, url)
 	coll := client.Database("sessions_db").Collection(sessionstore.DefaultCollection)
 	ctx := context.Background()
 
 	var docs []any
 	for i := range 200 {
-		docs = append(docs, mongoSession(fmt.Sprintf("session:expired-%d", i), time.Now().Add(-time.Hour)))
+		docs = append(docs, sessionDoc(fmt.Sprintf("session:expired-%d", i), time.Now().Add(-time.Hour)))
 	}
 	for i := range 50 {
-		docs = append(docs, mongoSession(fmt.Sprintf("session:live-%d", i), time.Now().Add(time.Hour)))
+		docs = append(docs, sessionDoc(fmt.Sprintf("session:live-%d", i), time.Now().Add(time.Hour)))
 	}
-	mongoInsert(t, coll, docs)
+	insertDocs(t, coll, docs)
 
 	cfg := sessionstore.Config{URL: url, Database: "sessions_db"}
-	rep, err := mongoTestStore(t, cfg).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10, Progress: func(r sessionstore.Report) {
+	rep, err := testStore(t, cfg).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10, Progress: func(r sessionstore.Report) {
 		if r.Batches == 2 {
 			server.kill()
 		}
@@ -617,17 +667,17 @@ func TestMongoCleanupServerGoesAway(t *testing.T) {
 		t.Fatalf("report %+v: want the 2 batches done before the server went away", rep)
 	}
 
-	mongoStartFerretDB(t, addr, dir)
-	client = mongoTestClient(t, url)
+	startFerretDB(t, addr, dir)
+	client = testClient(t, url)
 	coll = client.Database("sessions_db").Collection(sessionstore.DefaultCollection)
-	rep, err = mongoTestStore(t, cfg).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10})
+	rep, err = testStore(t, cfg).Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10})
 	if err != nil {
 		t.Fatalf("rerun: %v", err)
 	}
 	if rep.Deleted != 180 {
 		t.Fatalf("rerun %+v: want the other 180 expired sessions deleted", rep)
 	}
-	ids := mongoIDs(t, coll)
+	ids := storedIDs(t, coll)
 	for i := range 50 {
 		if !ids[fmt.Sprintf("session:live-%d", i)] {
 			t.Errorf("live session %d is gone", i)
