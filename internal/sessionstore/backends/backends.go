@@ -7,6 +7,7 @@ import (
 	_ "github.com/sessionstore/sessionstore-operator/internal/sessionstore/filesystem"
 	_ "github.com/sessionstore/sessionstore-operator/internal/sessionstore/memcached"
 	_ "github.com/sessionstore/sessionstore-operator/internal/sessionstore/mongodb"
+	_ "github.com/sessionstore/sessionstore-operator/internal/sessionstore/mysql"
 	_ "github.com/sessionstore/sessionstore-operator/internal/sessionstore/postgres"
 	_ "github.com/sessionstore/sessionstore-operator/internal/sessionstore/redis"
 )

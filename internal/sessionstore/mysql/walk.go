@@ -1,0 +1,232 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+)
+
+// A walk goes through the table once in the order of its integer primary
+// key, a batch at a time:
+//
+//  1. SELECT id, expiry IS NULL, <expired> FROM t WHERE id > <last>
+//     ORDER BY id LIMIT <batch>: a plain read of the next rows along the
+//     clustered index, which locks nothing and counts every row once;
+//  2. when some had expired, one transaction at READ COMMITTED (asked for
+//     this transaction only):
+//     SELECT id FROM t WHERE id IN (<expired ids>) AND <expired>
+//     FOR UPDATE SKIP LOCKED;
+//     DELETE FROM t WHERE id IN (<locked ids>) AND <expired>;
+//     COMMIT.
+//
+// The locking read sees each row's latest committed version: a session the
+// app refreshed since step 1 no longer matches and is left unlocked, and one
+// the app is refreshing right now (its row lock held) is skipped rather
+// than waited for, so no batch waits on the app and the app waits on a
+// batch only for the milliseconds it holds its few locks. READ COMMITTED
+// drops the lock of every row read that does not match at once and takes no
+// gap locks, so live rows are never held. The DELETE re-checks expiry
+// under those locks. Each batch reads only its own range of the clustered
+// index, with or without an index on expiry: the cost is linear in the
+// table's size.
+
+const (
+	// myLockBudget is how long a batch transaction may hold its locks;
+	// a batch that takes half of it makes the next ones smaller.
+	myLockBudget = 250 * time.Millisecond
+	myMinBatch   = 10
+	// myBatchAttempts: a batch that loses a deadlock (or times out on a
+	// lock) is retried this many times in all, then the run stops.
+	myBatchAttempts = 3
+)
+
+type myWalk struct {
+	store      *myStore
+	conn       *sql.Conn
+	cut        myCutoff
+	key        string // the quoted primary key column
+	skipLocked bool
+	batchSize  int
+	progress   func()
+	rep        *sessionstore.Report
+	// longestHold is the longest a batch transaction held its locks.
+	longestHold time.Duration
+}
+
+// mySnapshot is what step 1 of a batch saw.
+type mySnapshot struct {
+	scanned, noExpiry int64
+	expired           []int64
+	last              int64
+}
+
+func (w *myWalk) run(ctx context.Context) error {
+	size := w.batchSize
+	after := int64(math.MinInt64)
+	for {
+		if err := ctx.Err(); err != nil {
+			return sessionstore.Classify("cleanup", fmt.Errorf("stopped after %d batches: %w", w.rep.Batches, err))
+		}
+		// A batch, once begun, is let finish: it is short, and stopping
+		// between batches leaves nothing half done.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), myBatchTimeout)
+		snap, deleted, hold, err := w.batch(bctx, after, size)
+		cancel()
+		if err != nil {
+			return w.store.myError("cleanup", fmt.Errorf("stopped after %d batches (%d sessions deleted); a rerun finishes the job: %w",
+				w.rep.Batches, w.rep.Deleted, err))
+		}
+		w.rep.Batches++
+		w.rep.Scanned += snap.scanned
+		w.rep.Expired += int64(len(snap.expired))
+		w.rep.Deleted += deleted
+		w.rep.AddKept("noExpiry", snap.noExpiry)
+		w.longestHold = max(w.longestHold, hold)
+		w.store.longestHold = w.longestHold
+		w.progress()
+		if snap.scanned < int64(size) {
+			return nil
+		}
+		after = snap.last
+		size = w.nextSize(size, hold)
+	}
+}
+
+// nextSize halves the batch after one that held its locks for more than
+// half the budget, and grows it back towards BatchSize after quick ones.
+func (w *myWalk) nextSize(size int, hold time.Duration) int {
+	switch {
+	case hold > myLockBudget/2:
+		return max(myMinBatch, size/2)
+	case hold < myLockBudget/8 && size < w.batchSize:
+		return min(w.batchSize, size*2)
+	}
+	return size
+}
+
+func (w *myWalk) batch(ctx context.Context, after int64, size int) (mySnapshot, int64, time.Duration, error) {
+	snap, err := w.snapshot(ctx, after, size)
+	if err != nil || len(snap.expired) == 0 {
+		return snap, 0, 0, err
+	}
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		deleted, err := w.deleteExpired(ctx, snap.expired)
+		hold := time.Since(start)
+		var myErr *mysql.MySQLError
+		retry := errors.As(err, &myErr) && (myErr.Number == myErLockDeadlock || myErr.Number == myErLockWaitTimeout)
+		if !retry || attempt == myBatchAttempts {
+			return snap, deleted, hold, err
+		}
+	}
+}
+
+// snapshot reads the next size rows after the key after, locking nothing.
+func (w *myWalk) snapshot(ctx context.Context, after int64, size int) (mySnapshot, error) {
+	var snap mySnapshot
+	rows, err := w.conn.QueryContext(ctx, `SELECT `+w.key+`, expiry IS NULL, `+w.cut.expired+` FROM `+w.store.myTable()+
+		` WHERE `+w.key+` > ? ORDER BY `+w.key+` LIMIT ?`, after, size)
+	if err != nil {
+		return snap, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var noExpiry bool
+		var expired sql.NullBool
+		if err := rows.Scan(&id, &noExpiry, &expired); err != nil {
+			return snap, err
+		}
+		snap.scanned++
+		snap.last = id
+		if noExpiry {
+			snap.noExpiry++
+		}
+		if expired.Valid && expired.Bool {
+			snap.expired = append(snap.expired, id)
+		}
+	}
+	return snap, rows.Err()
+}
+
+// deleteExpired deletes, in one READ COMMITTED transaction, those of ids
+// that are still expired and not locked by the app.
+func (w *myWalk) deleteExpired(ctx context.Context, ids []int64) (int64, error) {
+	tx, err := w.conn.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	table := w.store.myTable()
+	// skipRecheck is the broken cleanup tests must catch: what the
+	// snapshot saw goes.
+	if !w.store.skipRecheck {
+		if ids, err = w.lock(ctx, tx, ids); err != nil || len(ids) == 0 {
+			return 0, err
+		}
+	}
+	where := w.key + ` IN (` + myIDList(ids) + `)`
+	if !w.store.skipRecheck {
+		where += ` AND ` + w.cut.expired
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE `+where)
+	if err != nil {
+		return 0, err
+	}
+	deleted, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	if w.store.beforeCommit != nil {
+		var connID int64
+		if err := tx.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&connID); err == nil {
+			w.store.beforeCommit(connID)
+		}
+	}
+	return deleted, tx.Commit()
+}
+
+// lock locks those of ids that are still expired, skipping rows the app
+// holds (on servers without SKIP LOCKED, waiting for them), and returns them.
+func (w *myWalk) lock(ctx context.Context, tx *sql.Tx, ids []int64) ([]int64, error) {
+	lockClause := " FOR UPDATE"
+	if w.skipLocked {
+		lockClause += " SKIP LOCKED"
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+w.key+` FROM `+w.store.myTable()+` WHERE `+w.key+` IN (`+myIDList(ids)+`) AND `+
+		w.cut.expired+lockClause)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	locked := make([]int64, 0, len(ids))
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		locked = append(locked, id)
+	}
+	return locked, rows.Err()
+}
+
+// myIDList writes integer keys as an SQL list; integers carry nothing else.
+func myIDList(ids []int64) string {
+	var b strings.Builder
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(id, 10))
+	}
+	return b.String()
+}
