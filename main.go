@@ -104,7 +104,7 @@ func runManager(args []string) int {
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
-		LeaderElectionID:              "3c1e5d7a.sessionstore.dev",
+		LeaderElectionID:              controllers.LeaderElectionID,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         controllers.CacheOptions(namespaces),
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -93,6 +94,9 @@ func newSecretMetadataCache(cfg *rest.Config, scheme *runtime.Scheme, mapper met
 	return cache.New(cfg, opts)
 }
 
+// LeaderElectionID names the Lease the manager's replicas elect a leader with.
+const LeaderElectionID = "3c1e5d7a.sessionstore.dev"
+
 // The probe settings a zero Options field, and the manager's flags, take.
 const (
 	DefaultProbeInterval    = 5 * time.Minute
@@ -115,6 +119,9 @@ type Options struct {
 	ProbeConcurrency int
 	// ProbeMinBackoff is the first retry delay of an unreachable store.
 	ProbeMinBackoff time.Duration
+	// MetricsRegistry takes the per-store series; nil means the manager's
+	// metrics endpoint. A second manager in one process needs its own.
+	MetricsRegistry prometheus.Registerer
 }
 
 // Setup adds the SessionStore controller, and the Secret metadata cache it
@@ -145,7 +152,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreRe
 	// go-redis logs each failed dial to stderr by itself; the probe reports
 	// the same failure once, as a condition.
 	redis.SetLogger(discardRedisLog{})
-	metrics := NewMetrics(ctrlmetrics.Registry)
+	if opts.MetricsRegistry == nil {
+		opts.MetricsRegistry = ctrlmetrics.Registry
+	}
+	metrics := NewMetrics(opts.MetricsRegistry)
 	prober := NewProber(opts.ProbeInterval, opts.ProbeTimeout, opts.ProbeMinBackoff, opts.ProbeConcurrency)
 	prober.Metrics = metrics
 	r := &SessionStoreReconciler{

@@ -93,12 +93,13 @@ type phase struct {
 // +kubebuilder:rbac:groups=sessionstore.dev,resources=sessionstores/finalizers,verbs=update
 // Secrets: get for credential Secrets (APIReader) and for the name check of an
 // uncached Secret (lookupOwned); list and watch for the labelled cache and
-// the names-only metadata watch; patch is server-side apply, which creates
-// too; delete removes a connection Secret left under an old name.
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;patch;delete
-// CronJobs: get for lookupOwned, list and watch for the cache, patch to apply.
-// The garbage collector deletes them with their store, so no delete.
-// +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;patch
+// the names-only metadata watch; patch is server-side apply, and create too
+// because an apply that creates the object is also authorized as create;
+// delete removes a connection Secret left under an old name. Never update.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch;delete
+// CronJobs: get for lookupOwned, list and watch for the cache, patch and
+// create to apply. The garbage collector deletes them with their store.
+// +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;create;patch
 // Jobs and Pods of cleanup runs are read from the cache only.
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch

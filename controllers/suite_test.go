@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,10 +15,12 @@ import (
 	"go.uber.org/zap/zapcore"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -51,9 +54,18 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
+	// Informers LIST then WATCH, as against an API server without streaming
+	// lists (before 1.35, or WatchList off), which needs the list verb.
+	if os.Getenv("KUBE_FEATURE_WatchListClient") == "" {
+		os.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	}
 	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
 	utilruntime.Must(v1.AddToScheme(testScheme))
-	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
+	// Errors are kept in sharedLogLines too, where the RBAC tests look for
+	// permission errors; client-go's klog goes the same way.
+	logger := zap.New(zap.UseDevMode(true), zap.WriteTo(io.MultiWriter(os.Stderr, sharedLogLines)), zap.Level(zapLevel()))
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger)
 
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
@@ -70,6 +82,11 @@ func runSuite(m *testing.M) int {
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
 	}
+	// As on OpenShift: setting an owner reference that blocks the owner's
+	// deletion needs update on the owner's finalizers, so the RBAC tests
+	// show whether the manager's role grants it.
+	testEnv.ControlPlane.GetAPIServer().Configure().
+		Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	var err error
 	testCfg, err = testEnv.Start()
 	if err != nil {
@@ -90,10 +107,13 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "FAIL: manager user: %v\n", err)
 		return 1
 	}
+	// Namespaces of the RBAC tests are served by managers of their own.
+	cacheOpts := CacheOptions(nil)
+	cacheOpts.DefaultFieldSelector = outsideIsolatedNamespaces()
 	testMgr, err = ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:  testScheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   CacheOptions(nil),
+		Cache:   cacheOpts,
 		NewClient: func(cfg *rest.Config, opts client.Options) (client.Client, error) {
 			c, err := client.NewWithWatch(cfg, opts)
 			if err != nil {
@@ -129,6 +149,33 @@ func runSuite(m *testing.M) int {
 	suiteCancel()
 	time.Sleep(200 * time.Millisecond)
 	return code
+}
+
+// isolatedNamespaces are left to the managers the RBAC tests start: the
+// suite's manager does not see them, so it cannot do their work for them.
+var isolatedNamespaces = func() []string {
+	names := []string{"nsmode-a", "nsmode-b", "nsmode-c", policyCheckNamespace}
+	for i := 0; i < maxRBACCases; i++ {
+		names = append(names, rbacCaseNamespace(i))
+	}
+	return names
+}()
+
+// maxRBACCases bounds the rule-removal cases, each in a namespace of its own.
+const maxRBACCases = 40
+
+func rbacCaseNamespace(i int) string { return fmt.Sprintf("rbac-case-%d", i) }
+
+// policyCheckNamespace holds the store that shows the RBAC test's admission
+// policy is in force.
+const policyCheckNamespace = "rbac-policy-check"
+
+func outsideIsolatedNamespaces() fields.Selector {
+	var terms []fields.Selector
+	for _, ns := range isolatedNamespaces {
+		terms = append(terms, fields.OneTermNotEqualSelector("metadata.namespace", ns))
+	}
+	return fields.AndSelectors(terms...)
 }
 
 // zapLevel keeps the manager quiet but for errors; TEST_VERBOSE=1 shows all.
