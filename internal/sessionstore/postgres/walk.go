@@ -42,8 +42,8 @@ import (
 // from a parsed time, keys dollar-quoted): the simple protocol has no
 // parameters, and it is what lets SET LOCAL share the batch's transaction.
 
-// pgMaxRangeGrowth caps how many batches' worth of rows, at the estimated
-// density, a ctid range may grow to where the table is sparse.
+// pgMaxRangeGrowth caps how many batches' worth of rows a ctid range may
+// read where few of them have expired.
 const pgMaxRangeGrowth = 8
 
 type pgWalk struct {
@@ -148,10 +148,6 @@ func (w *pgWalk) ctid(ctx context.Context) error {
 	if rows > 0 && pages > 0 {
 		ranges.rowsPerPage = rows / pages
 	}
-	// Where the estimate is off (the table never analyzed, or rows packed
-	// unevenly), ranges shrink after a batch that held more than
-	// batchSize rows and grow, up to a bound, after one that held fewer
-	// than half that.
 	rangeRows := w.batchSize
 	for {
 		lo, hi, ok := ranges.next(rangeRows)
@@ -162,13 +158,32 @@ func (w *pgWalk) ctid(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		switch {
-		case c.scanned > int64(w.batchSize):
-			rangeRows = max(1, int(int64(rangeRows)*int64(w.batchSize)/c.scanned))
-		case c.scanned < int64(w.batchSize)/2:
-			rangeRows = min(w.batchSize*pgMaxRangeGrowth, rangeRows*2)
-		}
+		ranges.observe(lo, hi, c.scanned)
+		rangeRows = w.nextRangeRows(rangeRows, c)
 	}
+}
+
+// nextRangeRows sizes the next ctid range, in rows at the estimated
+// density, from what the last one held: it grows while the ranges delete
+// fewer than batchSize rows, so each statement's fixed cost is spread over
+// about a batch of deletions where only part of the rows have expired; it
+// shrinks after one that deleted more than batchSize (rows packed tighter
+// than estimated) or read more than pgMaxRangeGrowth batches' worth.
+func (w *pgWalk) nextRangeRows(asked int, c pgBatchCounts) int {
+	batch, limit := int64(w.batchSize), int64(w.batchSize*pgMaxRangeGrowth)
+	switch {
+	case c.deleted > batch:
+		return int(max(1, int64(asked)*batch/c.deleted))
+	case c.scanned > limit:
+		return int(max(1, int64(asked)*limit/c.scanned))
+	case c.deleted < batch*3/4:
+		grow := int64(2)
+		if c.deleted > 0 {
+			grow = min(2, batch/c.deleted)
+		}
+		return int(min(limit, max(1, int64(asked)*grow)))
+	}
+	return asked
 }
 
 // keyset walks the table in the order of a single-column unique key (the
@@ -292,6 +307,16 @@ func pgTID(page int64, offset int) pgtype.TID {
 
 func pgTIDText(t pgtype.TID) string {
 	return "(" + strconv.FormatUint(uint64(t.BlockNumber), 10) + "," + strconv.FormatUint(uint64(t.OffsetNumber), 10) + ")"
+}
+
+// observe raises the density estimate when a range of whole pages held
+// more rows than it assumed; it is never lowered, since a low estimate
+// makes ranges span many pages, which a dense region would then fill.
+func (c *pgRangeCursor) observe(lo, hi pgtype.TID, rows int64) {
+	if lo.OffsetNumber != 0 || hi.OffsetNumber != 0 || hi.BlockNumber <= lo.BlockNumber {
+		return
+	}
+	c.rowsPerPage = max(c.rowsPerPage, float64(rows)/float64(hi.BlockNumber-lo.BlockNumber))
 }
 
 func (c *pgRangeCursor) next(rows int) (lo, hi pgtype.TID, ok bool) {
