@@ -58,3 +58,17 @@ func (r *SessionStoreReconciler) lookupOwned(ctx context.Context, store *v1.Sess
 	}
 	return foreign, nil
 }
+
+// storedStatus reads the store's status from the API server, for the few
+// decisions that the cached store, which can predate the status the last
+// reconcile wrote, could get wrong (announcing a change twice). nil when it
+// cannot be read. A list by name: the role grants list on SessionStores,
+// not get.
+func (r *SessionStoreReconciler) storedStatus(ctx context.Context, store *v1.SessionStore) *v1.SessionStoreStatus {
+	fresh := &v1.SessionStoreList{}
+	if err := r.APIReader.List(ctx, fresh, client.InNamespace(store.Namespace),
+		client.MatchingFields{"metadata.name": store.Name}); err != nil || len(fresh.Items) != 1 {
+		return nil
+	}
+	return &fresh.Items[0].Status
+}

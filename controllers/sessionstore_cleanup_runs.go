@@ -41,8 +41,10 @@ func (r *SessionStoreReconciler) observeCleanupRuns(ctx context.Context, s *reco
 		}
 		cronJob = nil
 	}
-	if cronJob != nil && metav1.IsControlledBy(cronJob, store) {
+	owned := cronJob != nil && metav1.IsControlledBy(cronJob, store)
+	if owned {
 		s.status.Cleanup.LastScheduleTime = cronJob.Status.LastScheduleTime
+		s.status.Cleanup.LastSuccessfulTime = latest(s.status.Cleanup.LastSuccessfulTime, cronJob.Status.LastSuccessfulTime)
 	}
 
 	jobs := &batchv1.JobList{}
@@ -51,10 +53,16 @@ func (r *SessionStoreReconciler) observeCleanupRuns(ctx context.Context, s *reco
 		return err
 	}
 	finished, running := splitJobs(jobs.Items)
-	if len(finished) > 0 {
-		if last := lastSucceeded(finished); last != nil {
-			s.status.Cleanup.LastSuccessfulTime = last.Status.CompletionTime
+	if last := lastSucceeded(finished); last != nil {
+		s.status.Cleanup.LastSuccessfulTime = latest(s.status.Cleanup.LastSuccessfulTime, last.Status.CompletionTime)
+	}
+	if owned {
+		if succeeded, removed := lastRunRemoved(cronJob, jobs.Items); removed {
+			r.reportRemovedRun(ctx, s, cronJob, succeeded)
+			return nil
 		}
+	}
+	if len(finished) > 0 {
 		return r.reportRun(ctx, s, &finished[0])
 	}
 	if running != nil {
@@ -64,6 +72,89 @@ func (r *SessionStoreReconciler) observeCleanupRuns(ctx context.Context, s *reco
 	}
 	r.reportNoRun(s, cronJob)
 	return nil
+}
+
+// lastRunRemoved tells whether the CronJob's last scheduled run has ended
+// and its Job is gone because the history limit for its outcome is 0 (the
+// CronJob controller then deletes it at once), and whether it succeeded,
+// which the CronJob's status still tells: lastSuccessfulTime is at or after
+// lastScheduleTime only when that run succeeded.
+func lastRunRemoved(cronJob *batchv1.CronJob, jobs []batchv1.Job) (succeeded, removed bool) {
+	scheduled := cronJob.Status.LastScheduleTime
+	if scheduled == nil || len(cronJob.Status.Active) > 0 {
+		return false, false
+	}
+	for i := range jobs {
+		if !jobs[i].CreationTimestamp.Before(scheduled) {
+			return false, false // the run's Job is still there to read
+		}
+	}
+	succeeded = cronJob.Status.LastSuccessfulTime != nil && !cronJob.Status.LastSuccessfulTime.Before(scheduled)
+	limit := cronJob.Spec.FailedJobsHistoryLimit
+	if succeeded {
+		limit = cronJob.Spec.SuccessfulJobsHistoryLimit
+	}
+	return succeeded, limit != nil && *limit == 0
+}
+
+// reportRemovedRun reports a run whose Job the history limit removed, from
+// the CronJob's status: its outcome, not its counts or error. A run already
+// reported, from its Job before the Job went, keeps that fuller report.
+func (r *SessionStoreReconciler) reportRemovedRun(ctx context.Context, s *reconcileScope, cronJob *batchv1.CronJob, succeeded bool) {
+	scheduled := cronJob.Status.LastScheduleTime
+	// The CronJob controller names a run's Job by its scheduled minute.
+	jobName := fmt.Sprintf("%s-%d", cronJob.Name, scheduled.Unix()/60)
+	if r.keepReportedRun(ctx, s, jobName) {
+		return
+	}
+	result := &v1.CleanupResult{JobName: jobName, Succeeded: succeeded}
+	countedAt := scheduled // the run ended after that: enough to count it once
+	if succeeded {
+		result.CompletionTime = cronJob.Status.LastSuccessfulTime
+		countedAt = result.CompletionTime
+		result.Message = "succeeded; its Job was removed at once (successfulJobsHistoryLimit 0), so its counts are not known"
+		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded,
+			fmt.Sprintf("Job %s %s", jobName, result.Message))
+	} else {
+		result.Message = fmt.Sprintf("the run scheduled at %s did not succeed, and its Job was removed at once "+
+			"(failedJobsHistoryLimit 0), so its error is not known; set failedJobsHistoryLimit to 1 or more to keep it",
+			scheduled.UTC().Format(time.RFC3339))
+		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonFailed,
+			fmt.Sprintf("Job %s failed: %s", jobName, result.Message))
+	}
+	s.status.Cleanup.LastResult = result
+	counted := *result
+	counted.CompletionTime = countedAt
+	outcome := map[bool]string{true: "succeeded", false: "failed"}[succeeded]
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: jobName, UID: types.UID(string(cronJob.UID) + "/" + jobName)}}
+	r.Metrics.observeRun(s.store, job, &counted, outcome)
+}
+
+// keepReportedRun tells whether the run of jobName is already the last
+// result, and keeps it. The cached store can predate the status the last
+// reconcile wrote, so before a new result replaces the cached one, the
+// status stored on the API server is asked; this happens only at a change.
+func (r *SessionStoreReconciler) keepReportedRun(ctx context.Context, s *reconcileScope, jobName string) bool {
+	if last := s.status.Cleanup.LastResult; last != nil && last.JobName == jobName {
+		return true
+	}
+	stored := r.storedStatus(ctx, s.store)
+	if stored == nil || stored.Cleanup.LastResult == nil || stored.Cleanup.LastResult.JobName != jobName {
+		return false
+	}
+	s.status.Cleanup.LastResult = stored.Cleanup.LastResult
+	if c := meta.FindStatusCondition(stored.Conditions, ConditionLastCleanupSucceeded); c != nil {
+		meta.SetStatusCondition(&s.status.Conditions, *c)
+	}
+	return true
+}
+
+// latest returns the later of two times, either of which may be nil.
+func latest(a, b *metav1.Time) *metav1.Time {
+	if a == nil || (b != nil && a.Before(b)) {
+		return b
+	}
+	return a
 }
 
 // splitJobs returns the finished Jobs, newest first, and the newest running one.

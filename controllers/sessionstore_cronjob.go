@@ -12,10 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	batchv1ac "k8s.io/client-go/applyconfigurations/batch/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
-	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
 
@@ -104,15 +102,9 @@ func (r *SessionStoreReconciler) applyCleanupCronJob(ctx context.Context, s *rec
 			fmt.Sprintf("CronJob %s exists and is not managed by this SessionStore; delete it or rename the SessionStore", desired.Name))
 		return false, nil
 	}
-	want := &batchv1ac.CronJobApplyConfiguration{}
-	if err := toApplyConfiguration(desired, want); err != nil {
+	want, owned, err := cronJobApplyConfigurations(desired, existing, owner)
+	if err != nil {
 		return false, err
-	}
-	var owned runtime.ApplyConfiguration
-	if owner == ours {
-		if owned, err = batchv1ac.ExtractCronJob(existing, specs.FieldManager); err != nil {
-			return false, err
-		}
 	}
 	applied, err := applyIfDrifted(ctx, r.Client, want, owned)
 	if err != nil {
@@ -129,6 +121,20 @@ func (r *SessionStoreReconciler) applyCleanupCronJob(ctx context.Context, s *rec
 	return true, nil
 }
 
+// cronJobApplyConfigurations returns desired as an apply configuration and,
+// when existing is ours, what the operator's field manager owns of it.
+func cronJobApplyConfigurations(desired, existing *batchv1.CronJob, owner ownership) (want, owned runtime.ApplyConfiguration, err error) {
+	w := &batchv1ac.CronJobApplyConfiguration{}
+	if err := toApplyConfiguration(desired, w); err != nil || owner != ours {
+		return w, nil, err
+	}
+	o, err := batchv1ac.ExtractCronJob(existing, specs.FieldManager)
+	if err != nil {
+		return nil, nil, err
+	}
+	return w, o, nil
+}
+
 // cleanupProblems are the CleanupScheduled reasons that need a person: each
 // is announced by one event when it begins, never once per reconcile.
 var cleanupProblems = map[string]bool{
@@ -138,21 +144,16 @@ var cleanupProblems = map[string]bool{
 // announceCleanupProblem emits one Warning event, named by the condition's
 // reason, when CleanupScheduled turns to one of cleanupProblems. The cached
 // store can predate the status the last reconcile wrote (a reconcile that an
-// owned object's event started), so before announcing, the status is read
-// from the API server: a problem already reported there is not announced
-// again. That read happens only at a change, never in a steady state.
+// owned object's event started), so a problem the API server's copy already
+// shows is not announced again.
 func (r *SessionStoreReconciler) announceCleanupProblem(ctx context.Context, s *reconcileScope) {
 	now := meta.FindStatusCondition(s.status.Conditions, ConditionCleanupScheduled)
 	if r.Recorder == nil || now == nil || !cleanupProblems[now.Reason] ||
 		hasConditionReason(s.store.Status.Conditions, ConditionCleanupScheduled, now.Reason) {
 		return
 	}
-	// A list by name: the role grants list on SessionStores, not get.
-	fresh := &v1.SessionStoreList{}
-	err := r.APIReader.List(ctx, fresh, client.InNamespace(s.store.Namespace),
-		client.MatchingFields{"metadata.name": s.store.Name})
-	if err == nil && len(fresh.Items) == 1 &&
-		hasConditionReason(fresh.Items[0].Status.Conditions, ConditionCleanupScheduled, now.Reason) {
+	if stored := r.storedStatus(ctx, s.store); stored != nil &&
+		hasConditionReason(stored.Conditions, ConditionCleanupScheduled, now.Reason) {
 		return
 	}
 	r.Recorder.Eventf(s.store, nil, corev1.EventTypeWarning, now.Reason, "ScheduleCleanup", "%s", now.Message)

@@ -71,15 +71,9 @@ func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, 
 	if err := controllerutil.SetControllerReference(s.store, desired, r.Scheme); err != nil {
 		return err
 	}
-	want := &corev1ac.SecretApplyConfiguration{}
-	if err := toApplyConfiguration(desired, want); err != nil {
+	want, owned, err := secretApplyConfigurations(desired, existing, owner)
+	if err != nil {
 		return err
-	}
-	var owned runtime.ApplyConfiguration
-	if owner == ours {
-		if owned, err = corev1ac.ExtractSecret(existing, specs.FieldManager); err != nil {
-			return err
-		}
 	}
 	applied, err := applyIfDrifted(ctx, r.Client, want, owned)
 	if err != nil {
@@ -88,13 +82,26 @@ func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, 
 		return err
 	}
 	if applied {
-		log := ctrlLog(ctx)
-		log.Info("connection Secret written", "secret", name)
+		ctrlLog(ctx).Info("connection Secret written", "secret", name)
 	}
 	s.connectionSecretReady = true
 	setCondition(s, ConditionConnectionSecretReady, metav1.ConditionTrue, ReasonSecretReady,
 		fmt.Sprintf("Secret %s holds the connection settings", name))
 	return nil
+}
+
+// secretApplyConfigurations returns desired as an apply configuration and,
+// when existing is ours, what the operator's field manager owns of it.
+func secretApplyConfigurations(desired, existing *corev1.Secret, owner ownership) (want, owned runtime.ApplyConfiguration, err error) {
+	w := &corev1ac.SecretApplyConfiguration{}
+	if err := toApplyConfiguration(desired, w); err != nil || owner != ours {
+		return w, nil, err
+	}
+	o, err := corev1ac.ExtractSecret(existing, specs.FieldManager)
+	if err != nil {
+		return nil, nil, err
+	}
+	return w, o, nil
 }
 
 // readReferencedSecrets reads every credential key the spec points at,
