@@ -53,6 +53,9 @@ type myStore struct {
 	// locking them and re-checking expiry: the broken cleanup the
 	// concurrency test must catch. Tests only.
 	skipRecheck bool
+	// afterSnapshot, when set, runs after each batch's lockless read with
+	// the ids it found expired, before they are locked. Tests only.
+	afterSnapshot func(expired []int64)
 	// beforeCommit, when set, runs inside each batch transaction before
 	// its COMMIT, with its connection's id. Tests only.
 	beforeCommit func(connID int64)

@@ -118,6 +118,9 @@ func (w *myWalk) batch(ctx context.Context, after int64, size int) (mySnapshot, 
 	if err != nil || len(snap.expired) == 0 {
 		return snap, 0, 0, err
 	}
+	if w.store.afterSnapshot != nil {
+		w.store.afterSnapshot(snap.expired)
+	}
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		deleted, err := w.deleteExpired(ctx, snap.expired)
