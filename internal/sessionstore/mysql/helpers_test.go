@@ -168,10 +168,11 @@ func myTestUser(t *testing.T, db, password string) string {
 	t.Helper()
 	admin := myTestOpen(t, "")
 	user := "mytest_" + myTestRandom()
-	for _, host := range []string{"%", "localhost"} {
-		myTestExec(t, admin, "CREATE USER ?@? IDENTIFIED BY ?", user, host, password)
-		myTestExec(t, admin, "GRANT ALL ON "+db+".* TO ?@?", user, host)
-		t.Cleanup(func() { admin.Exec("DROP USER IF EXISTS ?@?", user, host) })
+	for _, host := range []string{"'%'", "localhost"} {
+		account := user + "@" + host
+		myTestExec(t, admin, "CREATE USER "+account+" IDENTIFIED BY "+myTestQuote(password))
+		myTestExec(t, admin, "GRANT ALL ON "+db+".* TO "+account)
+		t.Cleanup(func() { admin.Exec("DROP USER IF EXISTS " + account) })
 	}
 	return user
 }
@@ -179,4 +180,9 @@ func myTestUser(t *testing.T, db, password string) string {
 func myTestFlaskWrite(t *testing.T, uri, table string, lifetimeSeconds, count int, permanent bool) []storetest.FlaskSession {
 	t.Helper()
 	return storetest.FlaskWrite(t, myTestFlaskPy, count, uri, table, fmt.Sprint(lifetimeSeconds), fmt.Sprint(count), fmt.Sprint(permanent))
+}
+
+// myTestQuote makes s an SQL string literal (with backslash escapes on).
+func myTestQuote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, "'", "''").Replace(s) + "'"
 }

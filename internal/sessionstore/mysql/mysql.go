@@ -57,8 +57,8 @@ type myStore struct {
 	// the ids it found expired, before they are locked. Tests only.
 	afterSnapshot func(expired []int64)
 	// beforeCommit, when set, runs inside each batch transaction before
-	// its COMMIT, with its connection's id. Tests only.
-	beforeCommit func(connID int64)
+	// its COMMIT. Tests only.
+	beforeCommit func(tx *sql.Tx)
 	// longestHold is the longest a batch transaction of the last Cleanup
 	// held its locks, for tests and the benchmark.
 	longestHold time.Duration
@@ -138,13 +138,14 @@ func (e myScrubbed) Unwrap() error { return e.err }
 
 // MySQL server error numbers the store tells apart.
 const (
-	myErAccessDenied    = 1045 // bad user or password
-	myErDBAccessDenied  = 1044 // no rights on the database
-	myErBadDB           = 1049 // unknown database
-	myErNoSuchTable     = 1146
-	myErTableExists     = 1050
-	myErLockWaitTimeout = 1205
-	myErLockDeadlock    = 1213
+	myErAccessDenied       = 1045 // bad user or password
+	myErDBAccessDenied     = 1044 // no rights on the database
+	myErAccessDeniedNoPass = 1698 // MariaDB: an unknown user, or one its auth plugin refused
+	myErBadDB              = 1049 // unknown database
+	myErNoSuchTable        = 1146
+	myErTableExists        = 1050
+	myErLockWaitTimeout    = 1205
+	myErLockDeadlock       = 1213
 )
 
 // myError classifies err, adding what only the server's error number tells.
@@ -160,7 +161,7 @@ func (s *myStore) myError(op string, err error) error {
 	var myErr *mysql.MySQLError
 	if errors.As(err, &myErr) {
 		switch myErr.Number {
-		case myErAccessDenied, myErDBAccessDenied:
+		case myErAccessDenied, myErDBAccessDenied, myErAccessDeniedNoPass:
 			return sessionstore.NewError(sessionstore.ErrAuth, op, err)
 		case myErBadDB, myErNoSuchTable:
 			return sessionstore.NewError(sessionstore.ErrMissingTable, op, err)

@@ -190,10 +190,7 @@ func (w *myWalk) deleteExpired(ctx context.Context, ids []int64) (int64, error) 
 		return 0, err
 	}
 	if w.store.beforeCommit != nil {
-		var connID int64
-		if err := tx.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&connID); err == nil {
-			w.store.beforeCommit(connID)
-		}
+		w.store.beforeCommit(tx)
 	}
 	return deleted, tx.Commit()
 }
