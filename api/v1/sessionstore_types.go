@@ -8,7 +8,7 @@ import (
 )
 
 // Backend names a kind of session store, as Flask-Session's SESSION_TYPE does.
-// +kubebuilder:validation:Enum=redis;memcached;mongodb;postgresql;filesystem
+// +kubebuilder:validation:Enum=redis;memcached;mongodb;postgresql;mysql;filesystem
 type Backend string
 
 const (
@@ -16,6 +16,7 @@ const (
 	BackendMemcached  Backend = "memcached"
 	BackendMongoDB    Backend = "mongodb"
 	BackendPostgreSQL Backend = "postgresql"
+	BackendMySQL      Backend = "mysql"
 	BackendFilesystem Backend = "filesystem"
 )
 
@@ -27,6 +28,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.memcached) == (self.backend == 'memcached')",message="spec.memcached must be set when, and only when, spec.backend is memcached"
 // +kubebuilder:validation:XValidation:rule="has(self.mongodb) == (self.backend == 'mongodb')",message="spec.mongodb must be set when, and only when, spec.backend is mongodb"
 // +kubebuilder:validation:XValidation:rule="has(self.postgresql) == (self.backend == 'postgresql')",message="spec.postgresql must be set when, and only when, spec.backend is postgresql"
+// +kubebuilder:validation:XValidation:rule="has(self.mysql) == (self.backend == 'mysql')",message="spec.mysql must be set when, and only when, spec.backend is mysql"
 // +kubebuilder:validation:XValidation:rule="has(self.filesystem) == (self.backend == 'filesystem')",message="spec.filesystem must be set when, and only when, spec.backend is filesystem"
 type SessionStoreSpec struct {
 	// Backend is the kind of store. It cannot be changed: make a new
@@ -62,12 +64,15 @@ type SessionStoreSpec struct {
 	// PostgreSQL, in Flask-Session's SQLAlchemy table layout.
 	// +optional
 	PostgreSQL *PostgreSQLSpec `json:"postgresql,omitempty"`
+	// MySQL 8 or MariaDB 10.6+, in Flask-Session's SQLAlchemy table layout.
+	// +optional
+	MySQL *MySQLSpec `json:"mysql,omitempty"`
 	// Filesystem: a cachelib FileSystemCache directory on a PersistentVolumeClaim.
 	// +optional
 	Filesystem *FilesystemSpec `json:"filesystem,omitempty"`
 
 	// Cleanup says when expired sessions are removed, for backends without
-	// native expiry (mongodb, postgresql, filesystem).
+	// native expiry (mongodb, postgresql, mysql, filesystem).
 	// +optional
 	// +kubebuilder:default={}
 	Cleanup CleanupSpec `json:"cleanup,omitempty"`
@@ -231,6 +236,65 @@ type PostgreSQLSpec struct {
 	// SESSION_SQLALCHEMY_SEQUENCE names it. When the operator creates the
 	// table it creates this sequence too, as SQLAlchemy would; an app that
 	// sets it cannot insert into a table made without it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern="^[A-Za-z_][A-Za-z0-9_]*$"
+	Sequence string `json:"sequence,omitempty"`
+}
+
+// MySQLTLSMode is MySQL's --ssl-mode, in lower case.
+// +kubebuilder:validation:Enum=disabled;preferred;required;verify-identity
+type MySQLTLSMode string
+
+// MySQLSpec says where a MySQL or MariaDB server is and which table holds sessions.
+// +kubebuilder:validation:XValidation:rule="has(self.host) != has(self.urlSecretRef)",message="spec.mysql needs exactly one of host or urlSecretRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.host) || (has(self.database) && has(self.credentialsSecretRef))",message="spec.mysql.host needs database and credentialsSecretRef"
+type MySQLSpec struct {
+	// Host name or address of the server.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern="^[^\\s/@:?#\\[\\]]+$"
+	Host string `json:"host,omitempty"`
+	// Port of the server.
+	// +optional
+	// +kubebuilder:default=3306
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port,omitempty"`
+	// Database name.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern="^[A-Za-z0-9_$-]+$"
+	Database string `json:"database,omitempty"`
+	// CredentialsSecretRef names a Secret with keys username and password,
+	// as in a kubernetes.io/basic-auth Secret.
+	// +optional
+	CredentialsSecretRef *SecretReference `json:"credentialsSecretRef,omitempty"`
+	// URLSecretRef points at a key holding a whole
+	// mysql://user:password@host:port/database[?tls=mode] URL, credentials
+	// percent-encoded, used as given.
+	// +optional
+	URLSecretRef *SecretKeySelector `json:"urlSecretRef,omitempty"`
+	// TLS is MySQL's ssl-mode: disabled, preferred (TLS when the server
+	// offers it), required (TLS, the certificate unchecked) or
+	// verify-identity (TLS, the certificate and host name checked).
+	// +optional
+	// +kubebuilder:default=preferred
+	TLS MySQLTLSMode `json:"tls,omitempty"`
+	// Table holding the sessions (SESSION_SQLALCHEMY_TABLE).
+	// +optional
+	// +kubebuilder:default="sessions"
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern="^[A-Za-z_][A-Za-z0-9_]*$"
+	Table string `json:"table,omitempty"`
+	// CreateTable creates the table in Flask-Session's layout when missing.
+	// +optional
+	// +kubebuilder:default=true
+	CreateTable *bool `json:"createTable,omitempty"`
+	// Sequence is the app's SESSION_SQLALCHEMY_SEQUENCE. On MariaDB,
+	// SQLAlchemy gives such a table a real sequence, and the operator
+	// creates it with the table as SQLAlchemy would; MySQL has no
+	// sequences, and SQLAlchemy (and the operator) use AUTO_INCREMENT there.
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern="^[A-Za-z_][A-Za-z0-9_]*$"
