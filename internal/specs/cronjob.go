@@ -198,6 +198,9 @@ func CleanupEnv(store *v1.SessionStore) []corev1.EnvVar {
 		env = append(env,
 			corev1.EnvVar{Name: sessionstore.EnvCreateTable, Value: strconv.FormatBool(ptr.Deref(pg.CreateTable, true))},
 			corev1.EnvVar{Name: sessionstore.EnvCreateExpiryIndex, Value: strconv.FormatBool(ptr.Deref(pg.CreateExpiryIndex, false))})
+	case store.Spec.MySQL != nil:
+		env = append(env,
+			corev1.EnvVar{Name: sessionstore.EnvCreateTable, Value: strconv.FormatBool(ptr.Deref(store.Spec.MySQL.CreateTable, true))})
 	case store.Spec.MongoDB != nil:
 		env = append(env,
 			corev1.EnvVar{Name: sessionstore.EnvTTLIndex, Value: strconv.FormatBool(ptr.Deref(store.Spec.MongoDB.TTLIndex, true))})

@@ -3,6 +3,7 @@ package specs
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -56,6 +57,13 @@ func ReferencedSecrets(store *v1.SessionStore) []SecretKeyRef {
 				SecretKeyRef{Field: "spec.postgresql.credentialsSecretRef", Name: ref.Name, Key: UsernameKey},
 				SecretKeyRef{Field: "spec.postgresql.credentialsSecretRef", Name: ref.Name, Key: PasswordKey})
 		}
+	case spec.MySQL != nil:
+		add("spec.mysql.urlSecretRef", spec.MySQL.URLSecretRef)
+		if ref := spec.MySQL.CredentialsSecretRef; ref != nil {
+			refs = append(refs,
+				SecretKeyRef{Field: "spec.mysql.credentialsSecretRef", Name: ref.Name, Key: UsernameKey},
+				SecretKeyRef{Field: "spec.mysql.credentialsSecretRef", Name: ref.Name, Key: PasswordKey})
+		}
 	}
 	return refs
 }
@@ -107,6 +115,8 @@ func ConnectionData(store *v1.SessionStore, values SecretValues) (map[string]str
 		err = mongoData(d, spec.MongoDB, values)
 	case v1.BackendPostgreSQL:
 		err = postgresData(d, spec.PostgreSQL, values)
+	case v1.BackendMySQL:
+		err = mysqlData(d, spec.MySQL, values)
 	case v1.BackendFilesystem:
 		err = filesystemData(d, spec.Filesystem)
 	default:
@@ -240,6 +250,95 @@ func postgresData(d map[string]string, spec *v1.PostgreSQLSpec, values SecretVal
 		d[sessionstore.EnvFlaskSQLAlchemySequence] = flaskString(spec.Sequence)
 	}
 	return nil
+}
+
+// mysqlData writes the store's mysql:// URL, which the cleanup reads, and
+// the same connection as SQLAlchemy's mysql+pymysql:// URI for the app.
+func mysqlData(d map[string]string, spec *v1.MySQLSpec, values SecretValues) error {
+	if spec == nil {
+		return fmt.Errorf("spec.mysql is required for backend mysql")
+	}
+	raw, err := mysqlURL(spec, values)
+	if err != nil {
+		return err
+	}
+	parsed, err := sessionstore.ParseMySQLURL(raw)
+	if err != nil {
+		// The message never quotes the URL.
+		return fmt.Errorf("the mysql:// URL of spec.mysql: %w", err)
+	}
+	d[sessionstore.EnvFlaskSessionType] = "sqlalchemy"
+	d[sessionstore.EnvURL] = raw
+	d[sessionstore.EnvTable] = spec.Table
+	d[sessionstore.EnvFlaskSQLAlchemyTable] = flaskString(spec.Table)
+	d[sessionstore.EnvFlaskSQLAlchemyURI] = MySQLSQLAlchemyURI(parsed)
+	if spec.Sequence != "" {
+		d[sessionstore.EnvSequence] = spec.Sequence
+		d[sessionstore.EnvFlaskSQLAlchemySequence] = flaskString(spec.Sequence)
+	}
+	return nil
+}
+
+func mysqlURL(spec *v1.MySQLSpec, values SecretValues) (string, error) {
+	if ref := spec.URLSecretRef; ref != nil {
+		raw := strings.TrimSpace(values.get(ref.Name, ref.Key))
+		if !strings.HasPrefix(raw, "mysql://") {
+			return "", fmt.Errorf("key %q of Secret %q (spec.mysql.urlSecretRef) is not a mysql:// URL", ref.Key, ref.Name)
+		}
+		return raw, nil
+	}
+	userinfo := ""
+	if ref := spec.CredentialsSecretRef; ref != nil {
+		user := values.get(ref.Name, UsernameKey)
+		if user == "" {
+			return "", fmt.Errorf("key %q of Secret %q (spec.mysql.credentialsSecretRef) is empty", UsernameKey, ref.Name)
+		}
+		userinfo = escapeUserinfo(user)
+		if pw := values.get(ref.Name, PasswordKey); pw != "" {
+			userinfo += ":" + escapeUserinfo(pw)
+		}
+		userinfo += "@"
+	}
+	port, tls := spec.Port, string(spec.TLS)
+	if port == 0 {
+		port = 3306
+	}
+	if tls == "" {
+		tls = sessionstore.MySQLTLSPreferred
+	}
+	return fmt.Sprintf("mysql://%s%s:%d/%s?tls=%s", userinfo, spec.Host, port, url.PathEscape(spec.Database), tls), nil
+}
+
+// MySQLSystemCABundle is where Debian, Ubuntu, Alpine and the images built
+// on them keep the system's CA certificates: PyMySQL verifies a server only
+// when given a CA file, so tls verify-identity names this one.
+const MySQLSystemCABundle = "/etc/ssl/certs/ca-certificates.crt"
+
+// MySQLSQLAlchemyURI is u as SQLAlchemy's mysql+pymysql:// URI, credentials
+// escaped so SQLAlchemy reads back exactly what the Go driver does, and the
+// TLS mode as the ssl_* parameters SQLAlchemy hands PyMySQL: disabled sets
+// none (PyMySQL's default is no TLS); preferred and required ask for TLS
+// without verification (PyMySQL uses it when the server offers it; unlike
+// the cleanup, it cannot refuse a server without TLS); verify-identity
+// checks the certificate against the system's CAs and the host name.
+func MySQLSQLAlchemyURI(u sessionstore.MySQLURL) string {
+	userinfo := ""
+	if u.User != "" || u.HasPassword {
+		userinfo = escapeUserinfo(u.User)
+		if u.HasPassword {
+			userinfo += ":" + escapeUserinfo(u.Password)
+		}
+		userinfo += "@"
+	}
+	uri := "mysql+pymysql://" + userinfo + net.JoinHostPort(u.Host, strconv.Itoa(u.Port)) + "/" + url.PathEscape(u.Database)
+	switch u.TLS {
+	case sessionstore.MySQLTLSDisabled:
+		return uri
+	case sessionstore.MySQLTLSVerifyIdentity:
+		return uri + "?ssl_ca=" + url.QueryEscape(MySQLSystemCABundle) + "&ssl_check_hostname=true"
+	default:
+		return uri + "?ssl_check_hostname=false"
+	}
 }
 
 func filesystemData(d map[string]string, spec *v1.FilesystemSpec) error {
