@@ -82,7 +82,8 @@ type phase struct {
 
 // RBAC: only the verbs the code sends; rbac_test.go removes each rule in turn
 // and shows the manager then fails. Reads through the cache need list and
-// watch only; "get" is for the few reads that go to the API server.
+// watch only (list where the API server does not stream lists to informers);
+// "get" is for the few reads that go to the API server.
 //
 // SessionStores are read from the cache only.
 // +kubebuilder:rbac:groups=sessionstore.dev,resources=sessionstores,verbs=list;watch
@@ -104,7 +105,8 @@ type phase struct {
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
 // Events (events.k8s.io, mgr.GetEventRecorder): create, and patch when the
-// same event repeats and the recorder counts it as a series.
+// same event comes again for the same version of the store (a reconcile
+// retried after its status write failed) and the recorder counts a series.
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one SessionStore's owned objects to what its spec says and

@@ -54,8 +54,8 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
-	// Informers LIST then WATCH, as against an API server without streaming
-	// lists (before 1.35, or WatchList off), which needs the list verb.
+	// Informers LIST then WATCH, as against an API server that does not
+	// stream lists (WatchList off), so the RBAC tests see the list verb used.
 	if os.Getenv("KUBE_FEATURE_WatchListClient") == "" {
 		os.Setenv("KUBE_FEATURE_WatchListClient", "false")
 	}
