@@ -30,10 +30,14 @@ echo "operator $(bin/manager --version)"
 go build -o bin/controlplane ./hack/controlplane
 go build -o bin/runcronjob ./hack/runcronjob
 
-step "starting the stores the samples use, on loopback (Redis, PostgreSQL, memcached, FerretDB)"
+step "starting the stores the samples use, on loopback (Redis, PostgreSQL, MariaDB, memcached, FerretDB)"
 hack/start-services.sh
 DEMO_DB=sessionstore_demo
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DEMO_DB WITH (FORCE)" -c "CREATE DATABASE $DEMO_DB"
+# The MySQL sample's user and password (config/samples/mysql.yaml).
+mysql -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS $DEMO_DB; CREATE DATABASE $DEMO_DB;
+  CREATE USER IF NOT EXISTS sessions@'%' IDENTIFIED BY 'change-me'; GRANT ALL ON $DEMO_DB.* TO sessions@'%';
+  CREATE USER IF NOT EXISTS sessions@localhost IDENTIFIED BY 'change-me'; GRANT ALL ON $DEMO_DB.* TO sessions@localhost;"
 /usr/bin/python3 -c "import pymongo; pymongo.MongoClient('mongodb://127.0.0.1:27017/').drop_database('$DEMO_DB')"
 rm -rf "$DEMO_DIR/flask_session" && mkdir -p "$DEMO_DIR/flask_session"
 
@@ -84,6 +88,10 @@ patches:
   patch: '[{"op": "replace", "path": "/spec/postgresql/host", "value": "127.0.0.1"},
            {"op": "replace", "path": "/spec/postgresql/database", "value": "$DEMO_DB"},
            {"op": "replace", "path": "/spec/postgresql/sslMode", "value": "disable"}]'
+- target: {kind: SessionStore, name: mysql-sessions}
+  patch: '[{"op": "replace", "path": "/spec/mysql/host", "value": "127.0.0.1"},
+           {"op": "replace", "path": "/spec/mysql/database", "value": "$DEMO_DB"},
+           {"op": "replace", "path": "/spec/mysql/tls", "value": "disabled"}]'
 - target: {kind: SessionStore, name: filesystem-sessions}
   patch: '[{"op": "replace", "path": "/spec/filesystem/path", "value": "$DEMO_DIR/flask_session"}]'
 YAML
@@ -103,17 +111,20 @@ write() { /usr/bin/python3 "$TESTDATA/$1" "${@:2}" >/dev/null; }
 PG_URI="postgresql+psycopg2://postgres@127.0.0.1:5432/$DEMO_DB"
 write flask_sqlalchemy_sessions.py write "$PG_URI" sessions 3600 6
 write flask_sqlalchemy_sessions.py write "$PG_URI" sessions -60 4
+MY_URI="mysql+pymysql://sessions:change-me@127.0.0.1:3306/$DEMO_DB"
+write flask_sqlalchemy_mysql.py write "$MY_URI" sessions 3600 6
+write flask_sqlalchemy_mysql.py write "$MY_URI" sessions -600 5 # past the 5m grace
 write flask_mongodb_sessions.py write mongodb://127.0.0.1:27017/ "$DEMO_DB" sessions session: 3600 5
 write flask_mongodb_sessions.py write mongodb://127.0.0.1:27017/ "$DEMO_DB" sessions session: -60 3
 write flask_filesystem_sessions.py write "$DEMO_DIR/flask_session" 3600 4
 write flask_filesystem_sessions.py write "$DEMO_DIR/flask_session" -60 7
-echo "    postgresql: 6 live, 4 expired; mongodb: 5 live, 3 expired; filesystem: 4 live, 7 expired"
+echo "    postgresql: 6 live, 4 expired; mysql: 6 live, 5 expired; mongodb: 5 live, 3 expired; filesystem: 4 live, 7 expired"
 
 step "running each cleanup CronJob's pod template once (no kubelet here: its command and env, as a local process)"
 bin/runcronjob --binary bin/manager --namespace "$NS" \
-  postgresql-sessions-cleanup mongodb-sessions-cleanup filesystem-sessions-cleanup
+  postgresql-sessions-cleanup mysql-sessions-cleanup mongodb-sessions-cleanup filesystem-sessions-cleanup
 kubectl wait -n "$NS" --for=condition=LastCleanupSucceeded --timeout=60s \
-  sessionstore/postgresql-sessions sessionstore/mongodb-sessions sessionstore/filesystem-sessions
+  sessionstore/postgresql-sessions sessionstore/mysql-sessions sessionstore/mongodb-sessions sessionstore/filesystem-sessions
 
 step "kubectl get sessionstores -A"
 kubectl get sessionstores -A
