@@ -120,7 +120,10 @@ func TestCronJobRunsForRealOnPostgreSQL(t *testing.T) {
 	waitReady(t, ns, "pg-real")
 	uri := fmt.Sprintf("postgresql+psycopg2://postgres@127.0.0.1:5432/%s", db)
 	live := parseSessions(t, flaskScript(t, "", "flask_sqlalchemy_sessions.py", "write", uri, "sessions", "3600", "5"))
-	expired := parseSessions(t, flaskScript(t, "", "flask_sqlalchemy_sessions.py", "write", uri, "sessions", "-60", "4"))
+	expired := parseSessions(t, flaskScript(t, "", "flask_sqlalchemy_sessions.py", "write", uri, "sessions", "-600", "4"))
+	// Expired a minute ago: within the default 5m grace period, so kept:
+	// exactly 4 deleted, not 6.
+	flaskScript(t, "", "flask_sqlalchemy_sessions.py", "write", uri, "sessions", "-60", "2")
 
 	run := runCronJob(t, ns, "pg-real")
 	g.Expect(run.TerminationMessage).To(ContainSubstring(`"deleted":4`))
@@ -160,7 +163,10 @@ func TestCronJobRunsForRealOnFerretDB(t *testing.T) {
 
 	const url = "mongodb://127.0.0.1:27017/"
 	live := parseSessions(t, flaskScript(t, "", "flask_mongodb_sessions.py", "write", url, database, "sessions", "session:", "3600", "3"))
-	expired := parseSessions(t, flaskScript(t, "", "flask_mongodb_sessions.py", "write", url, database, "sessions", "session:", "-60", "6"))
+	expired := parseSessions(t, flaskScript(t, "", "flask_mongodb_sessions.py", "write", url, database, "sessions", "session:", "-600", "6"))
+	// Expired a minute ago: within the default 5m grace period, so kept:
+	// exactly 6 deleted, not 8.
+	flaskScript(t, "", "flask_mongodb_sessions.py", "write", url, database, "sessions", "session:", "-60", "2")
 
 	run := runCronJob(t, ns, "mongo-real")
 	g.Expect(run.TerminationMessage).To(ContainSubstring(`"deleted":6`))
@@ -193,10 +199,16 @@ func TestCronJobRunsForRealOnFilesystem(t *testing.T) {
 	waitCondition(t, ns, "files-real", ConditionStoreReachable, metav1.ConditionUnknown, ReasonAwaitingCleanupRun)
 
 	live := parseSessions(t, flaskScript(t, "", "flask_filesystem_sessions.py", "write", dir, "3600", "4"))
-	expired := parseSessions(t, flaskScript(t, "", "flask_filesystem_sessions.py", "write", dir, "-60", "5"))
+	expired := parseSessions(t, flaskScript(t, "", "flask_filesystem_sessions.py", "write", dir, "-600", "5"))
+	// Expired a minute ago: within the default 5m grace period, so kept:
+	// exactly 5 deleted, not 7.
+	flaskScript(t, "", "flask_filesystem_sessions.py", "write", dir, "-60", "2")
 
 	run := runCronJob(t, ns, "files-real")
 	g.Expect(run.TerminationMessage).To(ContainSubstring(`"deleted":5`))
+	// The files left: the 4 live, the 2 within the grace period, and
+	// cachelib's count file (named by a hash too).
+	g.Expect(sessionFiles(t, dir)).To(Equal(7))
 	readBack := map[string]*string{}
 	g.Expect(json.Unmarshal([]byte(flaskScript(t, sidsJSON(live, expired), "flask_filesystem_sessions.py", "read", dir)), &readBack)).To(Succeed())
 	for _, s := range live {
@@ -207,7 +219,7 @@ func TestCronJobRunsForRealOnFilesystem(t *testing.T) {
 		g.Expect(readBack[s.SID]).To(BeNil(), "expired session %s still there", s.SID)
 	}
 	// cachelib's count file holds the true count again.
-	g.Expect(strings.TrimSpace(flaskScript(t, "", "flask_filesystem_sessions.py", "count", dir))).To(Equal("4"))
+	g.Expect(strings.TrimSpace(flaskScript(t, "", "flask_filesystem_sessions.py", "count", dir))).To(Equal("6"))
 
 	got := waitCondition(t, ns, "files-real", ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded)
 	g.Expect(got.Status.Cleanup.LastResult.Deleted).To(BeEquivalentTo(5))
@@ -225,4 +237,20 @@ func sidsJSON(groups ...[]flaskSession) string {
 	}
 	data, _ := json.Marshal(sids)
 	return string(data)
+}
+
+// sessionFiles counts cachelib's session files (32 hex characters) in dir.
+func sessionFiles(t *testing.T, dir string) int {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if len(e.Name()) == 32 && strings.Trim(e.Name(), "0123456789abcdef") == "" {
+			n++
+		}
+	}
+	return n
 }
