@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -50,6 +51,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	// Listing the tests needs no control plane.
+	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run())
+	}
 	os.Exit(runSuite(m))
 }
 
