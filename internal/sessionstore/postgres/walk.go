@@ -121,8 +121,8 @@ SELECT (SELECT count(*) FROM d), count(*), count(expiry), count(*) FILTER (WHERE
 // ctidBatchSQL deletes the expired rows of one ctid range, then counts
 // the rows the DELETE left there, in the same transaction: the counts skip
 // the rows just deleted without reading them, and the pages are already in
-// shared buffers. Read before the DELETE instead, the counts would cost
-// about half as much again as the DELETE itself.
+// shared buffers (read before the DELETE, every row of the range would be
+// read twice).
 func (w *pgWalk) ctidBatchSQL(lo, hi pgtype.TID) string {
 	cut := w.cut.literal
 	table := w.store.pgIdent().Sanitize()
@@ -132,8 +132,8 @@ DELETE FROM ` + table + ` WHERE ` + inRange + ` AND expiry <= ` + cut + `;
 SELECT 0, count(*), count(expiry), count(*) FILTER (WHERE expiry <= ` + cut + `) FROM ` + table + ` WHERE ` + inRange
 }
 
-// ctid walks the heap in ranges of ctid that each hold about batchSize
-// rows. The heap's size is read first: rows expired at the cut-off are all
+// ctid walks the heap in ranges of ctid that each delete about batchSize
+// rows (see nextRangeRows). The heap's size is read first: rows expired at the cut-off are all
 // within it, since rows written or refreshed later carry a later expiry.
 func (w *pgWalk) ctid(ctx context.Context) error {
 	table := w.store.pgIdent().Sanitize()
