@@ -405,15 +405,11 @@ func TestSteadyStateMakesNoWrites(t *testing.T) {
 		}
 		return out
 	}
-	var before []string
-	g.Eventually(func(g Gomega) {
-		first := versions(g)
-		time.Sleep(time.Second)
-		g.Expect(versions(g)).To(Equal(first))
-		before = first
-	}, eventually, poll).Should(Succeed())
+	waitIdleAfter(t, 0, 1)
+	before := versions(g)
 
 	writesBefore := writeCount.Load()
+	reconcilesBefore := reconciles(t)
 	// Trigger reconciles of both stores without changing their spec: an
 	// annotation (as a GitOps tool adds), a touch of the credential Secret
 	// and of the owned objects' metadata-irrelevant parts.
@@ -431,7 +427,9 @@ func TestSteadyStateMakesNoWrites(t *testing.T) {
 	creds := getSecret(g, ns, "pg-credentials")
 	creds.Annotations = map[string]string{"touched": "yes"}
 	g.Expect(k8sClient.Update(ctx(), creds)).To(Succeed())
-	time.Sleep(3 * time.Second)
+	// Both stores were reconciled again (at least once each), and all is
+	// done: anything the manager was going to write is written.
+	waitIdleAfter(t, reconcilesBefore, 2)
 
 	g.Expect(writesSince(writesBefore, ns)).To(BeEmpty(), "the manager wrote to the API server in a steady state")
 	after := versions(g)
