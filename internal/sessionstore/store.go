@@ -134,9 +134,10 @@ type Report struct {
 	Cutoff time.Time `json:"cutoff,omitzero"`
 	// Scanned counts the sessions looked at.
 	Scanned int64 `json:"scanned"`
-	// Expired counts the sessions found expired; Deleted those removed
-	// (fewer than Expired when a session was refreshed in between, or in a
-	// dry run).
+	// Expired counts the sessions found expired when their batch was
+	// processed; Deleted those removed (fewer than Expired in a dry run, or
+	// where a backend counts before deleting and the app refreshed a
+	// session in between).
 	Expired int64 `json:"expired"`
 	Deleted int64 `json:"deleted"`
 	// Kept counts sessions left alone for a reason other than being live,
