@@ -100,6 +100,11 @@ func myDriverConfig(u sessionstore.MySQLURL) *mysql.Config {
 	// back as errors, classified and scrubbed.
 	c.Logger = myNopLogger{}
 	c.ConnectionAttributes = "program_name:sessionstore-cleanup"
+	// Arguments are put in the text of each statement, as the driver
+	// escapes them, rather than sent with server-side prepared statements:
+	// one round trip instead of three (prepare, execute, close), and no
+	// statement left in the session for a pooler to mishandle.
+	c.InterpolateParams = true
 	switch u.TLS {
 	case sessionstore.MySQLTLSDisabled:
 		c.TLSConfig = "false"

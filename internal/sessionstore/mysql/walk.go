@@ -19,8 +19,12 @@ import (
 // key, a batch at a time:
 //
 //  1. SELECT id, expiry IS NULL, <expired> FROM t WHERE id > <last>
-//     ORDER BY id LIMIT <batch>: a plain read of the next rows along the
-//     clustered index, which locks nothing and counts every row once;
+//     ORDER BY id LIMIT <scan>: a plain read of the next rows along the
+//     clustered index, which locks nothing and counts every row once, up to
+//     the one that makes BatchSize expired rows (BatchSize is how many
+//     sessions one delete removes at most); <scan> follows the share of
+//     expired rows the last batch saw, so each batch reads about as many
+//     rows as it needs, and never more than myMaxScanGrowth batches' worth;
 //  2. when some had expired, one transaction at READ COMMITTED (asked for
 //     this transaction only):
 //     SELECT id FROM t WHERE id IN (<expired ids>) AND <expired>
@@ -44,6 +48,9 @@ const (
 	// a batch that takes half of it makes the next ones smaller.
 	myLockBudget = 250 * time.Millisecond
 	myMinBatch   = 10
+	// myMaxScanGrowth caps how many BatchSize's worth of rows one lockless
+	// read may take where few rows have expired.
+	myMaxScanGrowth = 8
 	// myBatchAttempts: a batch that loses a deadlock (or times out on a
 	// lock) is retried this many times in all, then the run stops.
 	myBatchAttempts = 3
@@ -62,15 +69,17 @@ type myWalk struct {
 	longestHold time.Duration
 }
 
-// mySnapshot is what step 1 of a batch saw.
+// mySnapshot is what step 1 of a batch saw, up to its last row.
 type mySnapshot struct {
 	scanned, noExpiry int64
 	expired           []int64
 	last              int64
+	// end is true when the read reached the end of the table.
+	end bool
 }
 
 func (w *myWalk) run(ctx context.Context) error {
-	size := w.batchSize
+	size, scan := w.batchSize, w.batchSize
 	after := int64(math.MinInt64)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -79,7 +88,7 @@ func (w *myWalk) run(ctx context.Context) error {
 		// A batch, once begun, is let finish: it is short, and stopping
 		// between batches leaves nothing half done.
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), myBatchTimeout)
-		snap, deleted, hold, err := w.batch(bctx, after, size)
+		snap, deleted, hold, err := w.batch(bctx, after, size, scan)
 		cancel()
 		if err != nil {
 			return w.store.myError("cleanup", fmt.Errorf("stopped after %d batches (%d sessions deleted); a rerun finishes the job: %w",
@@ -93,11 +102,12 @@ func (w *myWalk) run(ctx context.Context) error {
 		w.longestHold = max(w.longestHold, hold)
 		w.store.longestHold = w.longestHold
 		w.progress()
-		if snap.scanned < int64(size) {
+		if snap.end {
 			return nil
 		}
 		after = snap.last
 		size = w.nextSize(size, hold)
+		scan = nextScan(snap, size, scan)
 	}
 }
 
@@ -113,8 +123,19 @@ func (w *myWalk) nextSize(size int, hold time.Duration) int {
 	return size
 }
 
-func (w *myWalk) batch(ctx context.Context, after int64, size int) (mySnapshot, int64, time.Duration, error) {
-	snap, err := w.snapshot(ctx, after, size)
+// nextScan is how many rows the next read takes to find about size expired
+// ones, going by the share of expired rows in the last one.
+func nextScan(snap mySnapshot, size, scan int) int {
+	limit := size * myMaxScanGrowth
+	if len(snap.expired) == 0 {
+		return min(limit, scan*2)
+	}
+	want := int64(size) * snap.scanned / int64(len(snap.expired))
+	return int(min(int64(limit), max(int64(size), want+want/8+1)))
+}
+
+func (w *myWalk) batch(ctx context.Context, after int64, size, scan int) (mySnapshot, int64, time.Duration, error) {
+	snap, err := w.snapshot(ctx, after, size, scan)
 	if err != nil || len(snap.expired) == 0 {
 		return snap, 0, 0, err
 	}
@@ -133,16 +154,18 @@ func (w *myWalk) batch(ctx context.Context, after int64, size int) (mySnapshot, 
 	}
 }
 
-// snapshot reads the next size rows after the key after, locking nothing.
-func (w *myWalk) snapshot(ctx context.Context, after int64, size int) (mySnapshot, error) {
+// snapshot reads up to scan rows after the key after, locking nothing, and
+// stops at the row that makes size expired ones.
+func (w *myWalk) snapshot(ctx context.Context, after int64, size, scan int) (mySnapshot, error) {
 	var snap mySnapshot
 	rows, err := w.conn.QueryContext(ctx, `SELECT `+w.key+`, expiry IS NULL, `+w.cut.expired+` FROM `+w.store.myTable()+
-		` WHERE `+w.key+` > ? ORDER BY `+w.key+` LIMIT ?`, after, size)
+		` WHERE `+w.key+` > ? ORDER BY `+w.key+` LIMIT ?`, after, scan)
 	if err != nil {
 		return snap, err
 	}
 	defer rows.Close()
-	for rows.Next() {
+	snap.end = true
+	for len(snap.expired) < size && rows.Next() {
 		var id int64
 		var noExpiry bool
 		var expired sql.NullBool
@@ -157,6 +180,10 @@ func (w *myWalk) snapshot(ctx context.Context, after int64, size int) (mySnapsho
 		if expired.Valid && expired.Bool {
 			snap.expired = append(snap.expired, id)
 		}
+	}
+	// Stopped at size expired rows, or the read was full: there may be more.
+	if len(snap.expired) == size || snap.scanned == int64(scan) {
+		snap.end = false
 	}
 	return snap, rows.Err()
 }

@@ -1,0 +1,181 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+)
+
+// myBenchSizesEnv lists the table sizes to measure, comma-separated
+// (default 400000,1000000); a smaller one makes a quick run.
+const myBenchSizesEnv = "SESSIONSTORE_MYSQL_BENCH_ROWS"
+
+func myBenchSizes(b *testing.B) []int {
+	raw := os.Getenv(myBenchSizesEnv)
+	if raw == "" {
+		return []int{400_000, 1_000_000}
+	}
+	var sizes []int
+	for _, f := range strings.Split(raw, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 2 {
+			b.Fatalf("%s=%q: want row counts like 400000,1000000", myBenchSizesEnv, raw)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
+// BenchmarkMySQLCleanup measures Cleanup on tables of 400,000 and 1,000,000
+// rows (SESSIONSTORE_MYSQL_BENCH_ROWS) in Flask-Session's layout, half of
+// them expired and interleaved with live ones, without and with an index on
+// expiry, each beside its baseline in the same run: one plain
+// DELETE FROM sessions WHERE expiry <= UTC_TIMESTAMP(), as Flask-Session 0.8's
+// cleanup does. Every timed statement gets a fresh copy of the same rows;
+// filling is not timed.
+//
+// Each iteration times the baseline (baseline-ms) and Cleanup (ns/op) on
+// identical tables (x-baseline is their ratio), then runs both again while
+// an app updates live sessions as fast as it can, one UPDATE at a time:
+// app-wait-ms is the app's longest UPDATE during Cleanup, and
+// baseline-app-wait-ms during the plain DELETE. max-tx-ms is the longest
+// any Cleanup batch held its locks (from its locking read to its commit).
+//
+//	go test ./internal/sessionstore/mysql -run '^$' -bench MySQL -benchtime 1x -count 1 -timeout 60m
+func BenchmarkMySQLCleanup(b *testing.B) {
+	for _, rows := range myBenchSizes(b) {
+		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) { myBenchCleanup(b, rows) })
+	}
+}
+
+func myBenchCleanup(b *testing.B, rows int) {
+	db := myTestDatabase(b)
+	pool := myTestOpen(b, db)
+	myTestExec(b, pool, `CREATE TABLE bench_template AS
+		SELECT seq AS id, CONCAT('session:', MD5(seq)) AS session_id, UNHEX(REPEAT('80049510000000', 10)) AS data,
+		       UTC_TIMESTAMP() + INTERVAL IF(seq % 2 = 0, -1, 1) * (3600 + FLOOR(RAND() * 3600)) SECOND AS expiry
+		  FROM seq_1_to_`+strconv.Itoa(rows))
+	for _, withIndex := range []bool{false, true} {
+		b.Run(fmt.Sprintf("index=%v", withIndex), func(b *testing.B) {
+			for range b.N {
+				myBenchOnce(b, db, pool, rows, withIndex)
+			}
+		})
+	}
+}
+
+// myBenchOnce times the baseline and Cleanup on identical fresh tables, then
+// measures how long an app waits during each.
+func myBenchOnce(b *testing.B, db string, pool *sql.DB, rows int, withIndex bool) {
+	ctx := context.Background()
+	b.StopTimer()
+	myBenchFill(b, db, pool, withIndex)
+	baseline := myBenchBaseline(b, pool, rows)
+
+	myBenchFill(b, db, pool, withIndex)
+	s := myTestStore(b, sessionstore.Config{URL: myTestURL(db), Table: "bench"})
+	b.StartTimer()
+	start := time.Now()
+	rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: myDefaultBatchSize})
+	took := time.Since(start)
+	b.StopTimer()
+	if err != nil || rep.Deleted != int64(rows/2) {
+		b.Fatalf("cleanup: %+v, %v; want %d deleted", rep, err, rows/2)
+	}
+	maxTx := s.(*myStore).longestHold
+
+	myBenchFill(b, db, pool, withIndex)
+	baselineWait := myBenchWithApp(b, db, rows, func() { myBenchBaseline(b, pool, rows) })
+	myBenchFill(b, db, pool, withIndex)
+	var appRep sessionstore.Report
+	appWait := myBenchWithApp(b, db, rows, func() {
+		appRep, err = s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: myDefaultBatchSize})
+	})
+	if err != nil || appRep.Deleted != int64(rows/2) {
+		b.Fatalf("cleanup beside the app: %+v, %v; want %d deleted", appRep, err, rows/2)
+	}
+	maxTx = max(maxTx, s.(*myStore).longestHold)
+
+	b.ReportMetric(float64(baseline.Microseconds())/1000, "baseline-ms")
+	b.ReportMetric(float64(took)/float64(baseline), "x-baseline")
+	b.ReportMetric(float64(maxTx.Microseconds())/1000, "max-tx-ms")
+	b.ReportMetric(float64(appWait.Microseconds())/1000, "app-wait-ms")
+	b.ReportMetric(float64(baselineWait.Microseconds())/1000, "baseline-app-wait-ms")
+	b.ReportMetric(float64(rep.Batches), "batches")
+}
+
+func myBenchBaseline(b *testing.B, pool *sql.DB, rows int) time.Duration {
+	start := time.Now()
+	res, err := pool.Exec("DELETE FROM bench WHERE expiry <= UTC_TIMESTAMP()")
+	took := time.Since(start)
+	if err != nil {
+		b.Fatalf("baseline: %v", err)
+	}
+	if n, _ := res.RowsAffected(); n != int64(rows/2) {
+		b.Fatalf("baseline deleted %d rows, want %d", n, rows/2)
+	}
+	return took
+}
+
+// myBenchWithApp runs work while an app refreshes random live sessions (the
+// odd ids) one UPDATE at a time, and returns the app's longest UPDATE.
+func myBenchWithApp(b *testing.B, db string, rows int, work func()) time.Duration {
+	app := myTestOpen(b, db)
+	var (
+		stop    atomic.Bool
+		longest time.Duration
+		done    sync.WaitGroup
+		appErr  error
+	)
+	done.Add(1)
+	go func() {
+		defer done.Done()
+		for i := 0; !stop.Load(); i++ {
+			id := 2*rand.IntN(rows/2) + 1
+			start := time.Now()
+			_, err := app.Exec("UPDATE bench SET expiry = UTC_TIMESTAMP() + INTERVAL 2 HOUR, data = ? WHERE session_id = CONCAT('session:', MD5(?))",
+				strconv.Itoa(i), id)
+			longest = max(longest, time.Since(start))
+			if err != nil {
+				appErr = err
+				return
+			}
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	work()
+	stop.Store(true)
+	done.Wait()
+	if appErr != nil {
+		b.Fatalf("app: %v", appErr)
+	}
+	return longest
+}
+
+// myBenchFill makes table bench a fresh copy of the template in
+// Flask-Session's layout (made by EnsureSchema), with an index on expiry
+// when asked, its statistics current.
+func myBenchFill(b *testing.B, db string, pool *sql.DB, withIndex bool) {
+	b.Helper()
+	myTestExec(b, pool, "DROP TABLE IF EXISTS bench")
+	s := myTestStore(b, sessionstore.Config{URL: myTestURL(db), Table: "bench", CreateTable: true})
+	if _, err := s.EnsureSchema(context.Background()); err != nil {
+		b.Fatalf("EnsureSchema: %v", err)
+	}
+	s.Close()
+	myTestExec(b, pool, "INSERT INTO bench SELECT * FROM bench_template ORDER BY id")
+	if withIndex {
+		myTestExec(b, pool, "CREATE INDEX bench_expiry_idx ON bench (expiry)")
+	}
+	myTestExec(b, pool, "ANALYZE TABLE bench")
+}
