@@ -146,9 +146,11 @@ type cleanupRun struct {
 	// volumeOffset is the volume's clock less this process's, as the clock
 	// probe measured it.
 	volumeOffset time.Duration
-	dryRun       bool
-	rep          *sessionstore.Report
-	token        string
+	// clockUnchecked: a dry run, which does not write the clock probe.
+	clockUnchecked bool
+	dryRun         bool
+	rep            *sessionstore.Report
+	token          string
 
 	noAtime  atomic.Bool
 	asideSeq atomic.Uint64
@@ -257,6 +259,9 @@ func (r *cleanupRun) message(err error) string {
 		fmt.Fprintf(&b, "; kept %d foreign entries (not named or made like cachelib's session files)", n)
 	}
 	r.writeHousekeeping(&b)
+	if r.clockUnchecked {
+		b.WriteString("; the volume's clock was not checked, since that writes a file: counted by this pod's clock")
+	}
 	if err != nil {
 		fmt.Fprintf(&b, "; stopped: %v", err)
 	}

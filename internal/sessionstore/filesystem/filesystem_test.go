@@ -409,8 +409,20 @@ func TestFilesystemDryRunChangesNothing(t *testing.T) {
 		}
 		return out
 	}
-	before := snapshot()
+	dirTimes := func() string {
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(st.Mtim, st.Ctim)
+	}
+	before, beforeTimes := snapshot(), dirTimes()
 	rep := fsTestCleanup(t, fsTestStore(t, dir), sessionstore.CleanupOptions{DryRun: true, BatchSize: 3})
+	// Not even a file made and removed again (the clock probe's): the
+	// directory's own times stay.
+	if after := dirTimes(); after != beforeTimes {
+		t.Errorf("dry run wrote to the directory: times %s, then %s", beforeTimes, after)
+	}
 	if !rep.DryRun || rep.Expired != 5 || rep.Deleted != 0 || rep.Scanned != 10 {
 		t.Errorf("dry run report %+v: want 10 scanned, 5 expired, none deleted", rep)
 	}
