@@ -477,6 +477,34 @@ type CleanupStatus struct {
 	// LastResult is what the last finished run reported.
 	// +optional
 	LastResult *CleanupResult `json:"lastResult,omitempty"`
+
+	// Policy is the ClusterSessionCleanupPolicy governing the cleanup;
+	// empty when none does.
+	// +optional
+	Policy string `json:"policy,omitempty"`
+	// Server is the database server the cleanup loads, as the policy's
+	// maxPerServer counts it: lower-cased host:port (sorted, for several
+	// hosts), or pvc:<namespace>/<claim> for the filesystem.
+	// +optional
+	Server string `json:"server,omitempty"`
+	// NextRunTime is when the schedule next comes due (governed stores).
+	// +optional
+	NextRunTime *metav1.Time `json:"nextRunTime,omitempty"`
+	// WindowState is the governing policy's: Open, Closed, Denied,
+	// Suspended or Invalid.
+	// +optional
+	WindowState string `json:"windowState,omitempty"`
+	// LastSkipTime and LastSkipReason say when and why a run was last
+	// dropped without starting (its starting deadline passed at the gate).
+	// +optional
+	LastSkipTime *metav1.Time `json:"lastSkipTime,omitempty"`
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	LastSkipReason string `json:"lastSkipReason,omitempty"`
+	// LastHandledRunRequest is the last sessionstore.dev/run-now value a
+	// run was created for.
+	// +optional
+	LastHandledRunRequest string `json:"lastHandledRunRequest,omitempty"`
 }
 
 // CleanupResult is what one cleanup run did, from the report it wrote as its
@@ -521,6 +549,9 @@ type CleanupResult struct {
 // +kubebuilder:printcolumn:name="Last Cleanup",type=date,JSONPath=".status.cleanup.lastResult.completionTime"
 // +kubebuilder:printcolumn:name="Deleted",type=integer,JSONPath=".status.cleanup.lastResult.deleted"
 // +kubebuilder:printcolumn:name="Schedule",type=string,JSONPath=".status.cleanup.effectiveSchedule"
+// +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=".status.cleanup.policy",priority=1
+// +kubebuilder:printcolumn:name="Server",type=string,JSONPath=".status.cleanup.server",priority=1
+// +kubebuilder:printcolumn:name="Window",type=string,JSONPath=".status.cleanup.windowState",priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=".metadata.creationTimestamp"
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 44",message="metadata.name must be at most 44 characters: the cleanup CronJob <name>-cleanup may have at most 52"
 type SessionStore struct {
