@@ -104,6 +104,7 @@ func (s *myStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptions)
 		return done(s.myCount(ctx, conn, cut, &rep))
 	}
 	w := myWalk{store: s, conn: conn, cut: cut, key: myQuoteIdent(info.key), skipLocked: info.server.skipLocked(),
+		noWait:    info.server.mariaDB && !s.forceLockPath,
 		batchSize: opts.BatchSizeOr(myDefaultBatchSize), progress: func() { opts.ReportProgress(rep, start) }, rep: &rep}
 	return done(w.run(ctx))
 }

@@ -19,8 +19,20 @@ import (
 // a refresh of one expired session open (its row lock held) across the whole
 // cleanup. Every refresh that took effect must leave its session alive, and
 // the cleanup must never wait for the held lock.
+//
+// It runs for both ways of deleting: MariaDB's one DELETE that never waits
+// (falling back to the locking transaction for the held row), and the
+// locking transaction alone, as on MySQL.
 func TestMySQLCleanupKeepsRefreshedSessions(t *testing.T) {
-	out := myTestRefreshRace(t, false)
+	for _, lockPath := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no-wait delete", true: "locking transaction"}[lockPath], func(t *testing.T) {
+			myTestKeepsRefreshed(t, lockPath)
+		})
+	}
+}
+
+func myTestKeepsRefreshed(t *testing.T, lockPath bool) {
+	out := myTestRefreshRace(t, false, lockPath)
 	t.Logf("%+v", out)
 	if out.waitedForHeldLock {
 		t.Error("the cleanup waited for the row lock the app held")
@@ -39,7 +51,7 @@ func TestMySQLCleanupKeepsRefreshedSessions(t *testing.T) {
 // deleted as they are, no lock, no re-check): the race must lose sessions,
 // or TestMySQLCleanupKeepsRefreshedSessions would prove nothing.
 func TestMySQLRefreshRaceCatchesABrokenDelete(t *testing.T) {
-	out := myTestRefreshRace(t, true)
+	out := myTestRefreshRace(t, true, false)
 	t.Logf("%+v", out)
 	if out.lost == 0 {
 		t.Fatal("the broken delete lost no refreshed session: the race does not test the re-check")
@@ -54,10 +66,11 @@ type myRaceOutcome struct {
 	longestAppWait    time.Duration
 }
 
-func myTestRefreshRace(t *testing.T, broken bool) myRaceOutcome {
+func myTestRefreshRace(t *testing.T, broken, lockPath bool) myRaceOutcome {
 	ctx := myTestCtx(t)
 	db, s, pool := myTestSessionsTable(t)
 	s.(*myStore).skipRecheck = broken
+	s.(*myStore).forceLockPath = lockPath
 	const n = 3000
 	myTestFill(t, pool, "session:live-", n, "INTERVAL 1 HOUR")
 	myTestFill(t, pool, "session:expired-", n, "INTERVAL -1 HOUR")
@@ -134,9 +147,15 @@ func myTestStartWriters(t *testing.T, ctx context.Context, db string, n int, bat
 				if i%2 == 0 {
 					sid = fmt.Sprintf("session:borderline-%d", n-(i/2)%n)
 				}
+				// As Flask-Session's SQLAlchemy model saves: the row is read by
+				// session_id, then updated by its primary key.
+				var id int64
+				if err := app.QueryRowContext(ctx, "SELECT id FROM sessions WHERE session_id = ?", sid).Scan(&id); err != nil {
+					continue // deleted meanwhile
+				}
 				start := time.Now()
-				res, err := app.ExecContext(ctx, "UPDATE sessions SET expiry = UTC_TIMESTAMP() + INTERVAL 1 HOUR, data = ? WHERE session_id = ?",
-					fmt.Sprint(i), sid)
+				res, err := app.ExecContext(ctx, "UPDATE sessions SET expiry = UTC_TIMESTAMP() + INTERVAL 1 HOUR, data = ? WHERE id = ?",
+					fmt.Sprint(i), id)
 				if wait := int64(time.Since(start)); wait > longestWait.Load() {
 					longestWait.Store(wait)
 				}
@@ -220,14 +239,16 @@ func (h *myHeldRefresh) commit(t *testing.T) {
 // expired and before the batch deletes: the re-check under the lock keeps
 // it. The broken delete, which trusts the read, loses it.
 func TestMySQLCleanupRechecksARowRefreshedAfterItsRead(t *testing.T) {
-	for _, broken := range []bool{false, true} {
-		t.Run(fmt.Sprintf("broken=%v", broken), func(t *testing.T) {
+	for _, tc := range []struct{ broken, lockPath bool }{{false, false}, {false, true}, {true, false}} {
+		broken := tc.broken
+		t.Run(fmt.Sprintf("broken=%v/locking transaction=%v", tc.broken, tc.lockPath), func(t *testing.T) {
 			ctx := myTestCtx(t)
 			_, s, pool := myTestSessionsTable(t)
 			myTestFill(t, pool, "session:expired-", 100, "INTERVAL -1 HOUR")
 			const sid = "session:expired-50"
 			refreshes := 0
 			s.(*myStore).skipRecheck = broken
+			s.(*myStore).forceLockPath = tc.lockPath
 			id := myTestCount(t, pool, "SELECT id FROM sessions WHERE session_id = ?", sid)
 			s.(*myStore).afterSnapshot = func(expired []int64) {
 				if !slices.Contains(expired, id) {

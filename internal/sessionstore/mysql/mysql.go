@@ -59,6 +59,9 @@ type myStore struct {
 	// beforeCommit, when set, runs inside each batch transaction before
 	// its COMMIT. Tests only.
 	beforeCommit func(tx *sql.Tx)
+	// forceLockPath makes every batch take the locking transaction that
+	// MySQL gets, so tests on MariaDB exercise it. Tests only.
+	forceLockPath bool
 	// longestHold is the longest a batch transaction of the last Cleanup
 	// held its locks, for tests and the benchmark.
 	longestHold time.Duration

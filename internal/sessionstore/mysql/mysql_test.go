@@ -111,7 +111,8 @@ func TestMySQLPing(t *testing.T) {
 }
 
 // TestMySQLCleanupLeavesNoSessionState: each batch transaction runs at READ
-// COMMITTED, asked for that transaction alone, so the session (which a
+// COMMITTED, asked for that transaction alone (seen in the locking
+// transaction, which the test hook forces), so the session (which a
 // pooler may hand to another client) keeps every setting it had: the same
 // session variables, and its next transaction at the server's default.
 func TestMySQLCleanupLeavesNoSessionState(t *testing.T) {
@@ -138,6 +139,12 @@ func TestMySQLCleanupLeavesNoSessionState(t *testing.T) {
 		if level != "READ COMMITTED" {
 			t.Fatalf("a batch ran at %s, want READ COMMITTED", level)
 		}
+	}
+	// And MariaDB's one-statement batches, without the hook.
+	store.beforeCommit = nil
+	myTestFill(t, pool, "session:expired-again-", 50, "INTERVAL -1 HOUR")
+	if rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 20}); err != nil || rep.Deleted != 50 {
+		t.Fatalf("second Cleanup: %+v, %v", rep, err)
 	}
 	after, afterID := myTestSessionVariables(t, store)
 	if afterID != connID {

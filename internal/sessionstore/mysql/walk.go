@@ -25,8 +25,14 @@ import (
 //     sessions one delete removes at most); <scan> follows the share of
 //     expired rows the last batch saw, so each batch reads about as many
 //     rows as it needs, and never more than myMaxScanGrowth batches' worth;
-//  2. when some had expired, one transaction at READ COMMITTED (asked for
-//     this transaction only):
+//  2. when some had expired, on MariaDB, one statement that is its own
+//     transaction at READ COMMITTED (asked for that transaction only):
+//     SET STATEMENT innodb_lock_wait_timeout=0 FOR
+//     DELETE FROM t WHERE id IN (<expired ids>) AND <expired>;
+//     it re-checks expiry on each row's latest committed version, and fails
+//     at once, deleting nothing, rather than wait for a row the app holds.
+//     Then, and always on MySQL (which cannot bound a lock wait for one
+//     statement), one transaction at READ COMMITTED:
 //     SELECT id FROM t WHERE id IN (<expired ids>) AND <expired>
 //     FOR UPDATE SKIP LOCKED;
 //     DELETE FROM t WHERE id IN (<locked ids>) AND <expired>;
@@ -62,9 +68,12 @@ type myWalk struct {
 	cut        myCutoff
 	key        string // the quoted primary key column
 	skipLocked bool
-	batchSize  int
-	progress   func()
-	rep        *sessionstore.Report
+	// noWait: the server bounds one statement's lock wait (MariaDB's SET
+	// STATEMENT), so a batch can be one DELETE that never waits.
+	noWait    bool
+	batchSize int
+	progress  func()
+	rep       *sessionstore.Report
 	// longestHold is the longest a batch transaction held its locks.
 	longestHold time.Duration
 }
@@ -144,7 +153,7 @@ func (w *myWalk) batch(ctx context.Context, after int64, size, scan int) (mySnap
 	}
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		deleted, err := w.deleteExpired(ctx, snap.expired)
+		deleted, err := w.delete(ctx, snap.expired)
 		hold := time.Since(start)
 		var myErr *mysql.MySQLError
 		retry := errors.As(err, &myErr) && (myErr.Number == myErLockDeadlock || myErr.Number == myErLockWaitTimeout)
@@ -186,6 +195,39 @@ func (w *myWalk) snapshot(ctx context.Context, after int64, size, scan int) (myS
 		snap.end = false
 	}
 	return snap, rows.Err()
+}
+
+// delete deletes those of ids that are still expired: in one statement
+// that never waits where the server allows it, else, or when that statement
+// met a row the app holds, in a transaction that skips such rows.
+func (w *myWalk) delete(ctx context.Context, ids []int64) (int64, error) {
+	if !w.noWait || w.store.skipRecheck || w.store.beforeCommit != nil {
+		return w.deleteExpired(ctx, ids)
+	}
+	deleted, err := w.deleteNoWait(ctx, ids)
+	var myErr *mysql.MySQLError
+	if errors.As(err, &myErr) && myErr.Number == myErLockWaitTimeout {
+		// The failed statement deleted nothing.
+		return w.deleteExpired(ctx, ids)
+	}
+	return deleted, err
+}
+
+// deleteNoWait deletes those of ids that are still expired in one
+// statement, its own transaction at READ COMMITTED, which fails at once
+// (ER_LOCK_WAIT_TIMEOUT) rather than wait for a row another transaction holds.
+func (w *myWalk) deleteNoWait(ctx context.Context, ids []int64) (int64, error) {
+	// SET TRANSACTION, without SESSION, is for the next transaction only:
+	// the DELETE, or, if it fails, deleteExpired's, which asks again.
+	if _, err := w.conn.ExecContext(ctx, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"); err != nil {
+		return 0, err
+	}
+	res, err := w.conn.ExecContext(ctx, `SET STATEMENT innodb_lock_wait_timeout = 0 FOR DELETE FROM `+w.store.myTable()+
+		` WHERE `+w.key+` IN (`+myIDList(ids)+`) AND `+w.cut.expired)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // deleteExpired deletes, in one READ COMMITTED transaction, those of ids
