@@ -65,6 +65,9 @@ type reconcileScope struct {
 	connectionProblem *secretProblem
 	// requeueAfter asks for the next reconcile, when a phase waits for time.
 	requeueAfter time.Duration
+	// statusStale: the status write met a newer store than the cached one;
+	// the reconcile is done again, on what the cache then holds.
+	statusStale bool
 }
 
 // requeueWithin asks for a reconcile within d at the latest.
@@ -104,10 +107,11 @@ type phase struct {
 // Jobs and Pods of cleanup runs are read from the cache only.
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
-// Events (events.k8s.io, mgr.GetEventRecorder): create, and patch when the
-// same event comes again for the same version of the store (a reconcile
-// retried after its status write failed) and the recorder counts a series.
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// Events (events.k8s.io, mgr.GetEventRecorder): create only. The recorder
+// patches an event it has seen for the same version of the store (a
+// series); events are recorded only after the status write they describe,
+// against the version it made, so one never comes twice for a version.
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create
 
 // Reconcile brings one SessionStore's owned objects to what its spec says and
 // reports what it found. Errors that only a change of spec or of a referenced
@@ -153,8 +157,15 @@ func (r *SessionStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		// it would be ignored.
 		return ctrl.Result{}, err
 	}
+	if scope.statusStale {
+		return ctrl.Result{RequeueAfter: staleStatusRetry}, nil
+	}
 	return ctrl.Result{RequeueAfter: scope.requeueAfter}, nil
 }
+
+// staleStatusRetry is how soon a reconcile whose cached store was older
+// than the API server's is done again: the cache catches up in milliseconds.
+const staleStatusRetry = 200 * time.Millisecond
 
 // SetupWithManager registers the controller and its watches.
 func (r *SessionStoreReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {

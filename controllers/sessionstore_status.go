@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -185,12 +186,23 @@ func (r *SessionStoreReconciler) writeStatus(ctx context.Context, s *reconcileSc
 	if equality.Semantic.DeepEqual(s.store.Status, s.status) {
 		return nil
 	}
-	r.recordTransitions(s.store, &s.store.Status, &s.status)
 	before := s.store.DeepCopy()
 	s.store.Status = s.status
-	if err := r.Client.Status().Patch(ctx, s.store, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("writing status: %w", err)
+	// Only against the status the transitions were worked out from: a
+	// cached store older than our last write would otherwise emit its
+	// events a second time.
+	patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
+	if err := r.Client.Status().Patch(ctx, s.store, patch); err != nil {
+		if apierrors.IsConflict(err) {
+			s.statusStale = true // done again once the cache has caught up
+			return nil
+		}
+		if client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("writing status: %w", err)
+		}
+		return nil
 	}
+	r.recordTransitions(s.store, &before.Status, &s.status)
 	return nil
 }
 

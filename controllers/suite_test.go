@@ -135,7 +135,7 @@ func runSuite(m *testing.M) int {
 	suiteCtx, suiteCancel = context.WithCancel(context.Background())
 	defer suiteCancel()
 	if testReconciler, err = Setup(suiteCtx, testMgr, Options{
-		CleanupImage: testImage,
+		CleanupImage: testImage, ClusterPolicies: true,
 		// Short periods so that recovery and backoff show within a test.
 		ProbeInterval: 3 * time.Second, ProbeTimeout: 2 * time.Second, ProbeMinBackoff: 500 * time.Millisecond,
 	}); err != nil {
@@ -160,7 +160,7 @@ func runSuite(m *testing.M) int {
 // isolatedNamespaces are left to the managers the RBAC tests start: the
 // suite's manager does not see them, so it cannot do their work for them.
 var isolatedNamespaces = func() []string {
-	names := []string{"nsmode-a", "nsmode-b", "nsmode-c", policyCheckNamespace}
+	names := []string{"nsmode-a", "nsmode-b", "nsmode-c"}
 	for i := 0; i < maxRBACCases; i++ {
 		names = append(names, rbacCaseNamespace(i))
 	}
@@ -171,10 +171,6 @@ var isolatedNamespaces = func() []string {
 const maxRBACCases = 40
 
 func rbacCaseNamespace(i int) string { return fmt.Sprintf("rbac-case-%d", i) }
-
-// policyCheckNamespace holds the store that shows the RBAC test's admission
-// policy is in force.
-const policyCheckNamespace = "rbac-policy-check"
 
 func outsideIsolatedNamespaces() fields.Selector {
 	var terms []fields.Selector
