@@ -212,8 +212,9 @@ func (r *cleanupRun) flush(ctx context.Context) error {
 
 // rangeable reports whether _ids of type t are compared in the same order
 // by the sort and by $gte/$lte: the types Flask-Session and most apps use.
-// Other _ids are deleted by $in. They are also the only _ids FerretDB looks
-// up by its index: for a filter that is exactly {_id: <string or ObjectId>}.
+// Other _ids are deleted by $in. They are also the only _ids FerretDB hands
+// to SQLite, for a filter that is exactly {_id: <string or ObjectId>}; for
+// any other filter it reads and decodes every document itself.
 func rangeable(t bson.Type) bool {
 	return t == bson.TypeObjectID || t == bson.TypeString
 }

@@ -78,6 +78,40 @@ func writeRefreshLayout(t *testing.T, coll *mongo.Collection, batch, targets, li
 	return l
 }
 
+// resaver re-saves each target once, from several writers at a time, and
+// records the expiration each acknowledged re-save set.
+type resaver struct {
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	saved   map[string]time.Time
+	lastAck time.Time
+}
+
+func (r *resaver) start(t *testing.T, coll *mongo.Collection, targets []string, writers int) {
+	for w := range writers {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			for i := w; i < len(targets); i += writers {
+				expiration := time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)
+				if err := saveSession(context.Background(), coll, targets[i], expiration); err != nil {
+					t.Errorf("re-save %s: %v", targets[i], err)
+					return
+				}
+				r.mu.Lock()
+				r.saved[targets[i]], r.lastAck = expiration, time.Now()
+				r.mu.Unlock()
+			}
+		}()
+	}
+}
+
+// wait returns the acknowledged re-saves and when the last one was.
+func (r *resaver) wait() (map[string]time.Time, time.Time) {
+	r.wg.Wait()
+	return r.saved, r.lastAck
+}
+
 // Flask-Session 0.8 serves an expired session that is still stored and
 // re-saves it with a new expiration; without TTL indexes (FerretDB) that is
 // an everyday event. Here the app re-saves expired sessions while the
@@ -93,29 +127,9 @@ func TestCleanupKeepsSessionsRefreshedDuringDeletes(t *testing.T) {
 	const batch, targets, writers = 40, 10, 3
 	l := writeRefreshLayout(t, coll, batch, targets, 8000)
 
-	var mu sync.Mutex
-	saved := map[string]time.Time{} // acknowledged re-saves
-	var lastAck time.Time
-	var wg sync.WaitGroup
+	resaves := &resaver{saved: map[string]time.Time{}}
 	var once sync.Once
-	startWriters := func() {
-		for w := range writers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := w; i < len(l.targets); i += writers {
-					expiration := time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)
-					if err := saveSession(ctx, coll, l.targets[i], expiration); err != nil {
-						t.Errorf("re-save %s: %v", l.targets[i], err)
-						return
-					}
-					mu.Lock()
-					saved[l.targets[i]], lastAck = expiration, time.Now()
-					mu.Unlock()
-				}
-			}()
-		}
-	}
+	startWriters := func() { resaves.start(t, coll, l.targets, writers) }
 	rep, err := testStore(t, sessionstore.Config{Database: db}).Cleanup(ctx, sessionstore.CleanupOptions{
 		Now: time.Now(), BatchSize: batch,
 		// After batch 1, not waiting: the re-saves land while batch 2's
@@ -123,7 +137,7 @@ func TestCleanupKeepsSessionsRefreshedDuringDeletes(t *testing.T) {
 		Progress: func(sessionstore.Report) { once.Do(startWriters) },
 	})
 	returned := time.Now()
-	wg.Wait()
+	saved, lastAck := resaves.wait()
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}

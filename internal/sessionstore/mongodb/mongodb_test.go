@@ -235,6 +235,52 @@ func TestEnsureSchemaReportsTTLUnsupported(t *testing.T) {
 	}
 }
 
+// checkFlaskLayout checks what Flask-Session 0.3.2 writes, read back as
+// stored, for a live and a non-permanent session.
+func checkFlaskLayout(t *testing.T, coll *mongo.Collection, live, nonPermanent storetest.FlaskSession) {
+	t.Helper()
+	ctx := context.Background()
+	var doc bson.M
+	if err := coll.FindOne(ctx, bson.D{{Key: "id", Value: sessionstore.DefaultKeyPrefix + live.SID}}).Decode(&doc); err != nil {
+		t.Fatalf("the live session's document: %v", err)
+	}
+	if _, ok := doc["_id"].(bson.ObjectID); !ok {
+		t.Errorf("_id is %T, want the ObjectId the server assigns on upsert", doc["_id"])
+	}
+	if _, ok := doc["val"].(bson.Binary); !ok {
+		t.Errorf("val is %T, want binary (a pickle)", doc["val"])
+	}
+	if exp, ok := doc["expiration"].(bson.DateTime); !ok || time.Until(exp.Time()) < 50*time.Minute {
+		t.Errorf("expiration is %v (%T), want a date an hour ahead", doc["expiration"], doc["expiration"])
+	}
+	if err := coll.FindOne(ctx, bson.D{{Key: "id", Value: sessionstore.DefaultKeyPrefix + nonPermanent.SID}}).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := doc["expiration"]; !ok || v != nil {
+		t.Errorf("non-permanent session's expiration is %v (present %v), want null", v, ok)
+	}
+}
+
+// checkFlaskLeft checks that of the sessions the app wrote, the expired are
+// gone and the others there, as are the two documents without a date.
+func checkFlaskLeft(t *testing.T, coll *mongo.Collection, expired, kept []storetest.FlaskSession) {
+	t.Helper()
+	ids := storedIDs(t, coll)
+	for _, s := range expired {
+		if ids[sessionstore.DefaultKeyPrefix+s.SID] {
+			t.Errorf("expired session %s was not deleted", s.SID)
+		}
+	}
+	for _, s := range kept {
+		if !ids[sessionstore.DefaultKeyPrefix+s.SID] {
+			t.Errorf("session %s that had not expired was deleted", s.SID)
+		}
+	}
+	if !ids[sessionstore.DefaultKeyPrefix+"no-field"] || !ids[sessionstore.DefaultKeyPrefix+"string-date"] {
+		t.Errorf("a document without a date expiration was deleted")
+	}
+}
+
 func TestCleanupFlaskSessions(t *testing.T) { bothModes(t, testCleanupFlaskSessions) }
 
 func testCleanupFlaskSessions(t *testing.T, newStore func(testing.TB, sessionstore.Config) sessionstore.Store) {
@@ -247,26 +293,7 @@ func testCleanupFlaskSessions(t *testing.T, newStore func(testing.TB, sessionsto
 	expired := flaskWrite(t, db, -time.Hour, 5)
 	nonPermanent := flaskWrite(t, db, time.Hour, 3, "non-permanent")
 
-	// What Flask-Session 0.3.2 writes, read back as stored.
-	var doc bson.M
-	if err := coll.FindOne(ctx, bson.D{{Key: "id", Value: sessionstore.DefaultKeyPrefix + live[0].SID}}).Decode(&doc); err != nil {
-		t.Fatalf("the live session's document: %v", err)
-	}
-	if _, ok := doc["_id"].(bson.ObjectID); !ok {
-		t.Errorf("_id is %T, want the ObjectId the server assigns on upsert", doc["_id"])
-	}
-	if _, ok := doc["val"].(bson.Binary); !ok {
-		t.Errorf("val is %T, want binary (a pickle)", doc["val"])
-	}
-	if exp, ok := doc["expiration"].(bson.DateTime); !ok || time.Until(exp.Time()) < 50*time.Minute {
-		t.Errorf("expiration is %v (%T), want a date an hour ahead", doc["expiration"], doc["expiration"])
-	}
-	if err := coll.FindOne(ctx, bson.D{{Key: "id", Value: sessionstore.DefaultKeyPrefix + nonPermanent[0].SID}}).Decode(&doc); err != nil {
-		t.Fatal(err)
-	}
-	if v, ok := doc["expiration"]; !ok || v != nil {
-		t.Errorf("non-permanent session's expiration is %v (present %v), want null", v, ok)
-	}
+	checkFlaskLayout(t, coll, live[0], nonPermanent[0])
 
 	// Documents the app did not write: no expiration field, and one that is not a date.
 	if _, err := coll.InsertMany(ctx, []any{
@@ -298,20 +325,7 @@ func testCleanupFlaskSessions(t *testing.T, newStore func(testing.TB, sessionsto
 		t.Fatalf("kept %v: want 4 without expiration (3 null, 1 missing) and 1 unreadable", rep.Kept)
 	}
 
-	ids := storedIDs(t, coll)
-	for _, s := range expired {
-		if ids[sessionstore.DefaultKeyPrefix+s.SID] {
-			t.Errorf("expired session %s was not deleted", s.SID)
-		}
-	}
-	for _, s := range append(append([]storetest.FlaskSession{}, live...), nonPermanent...) {
-		if !ids[sessionstore.DefaultKeyPrefix+s.SID] {
-			t.Errorf("session %s that had not expired was deleted", s.SID)
-		}
-	}
-	if !ids[sessionstore.DefaultKeyPrefix+"no-field"] || !ids[sessionstore.DefaultKeyPrefix+"string-date"] {
-		t.Errorf("a document without a date expiration was deleted")
-	}
+	checkFlaskLeft(t, coll, expired, append(append([]storetest.FlaskSession{}, live...), nonPermanent...))
 
 	read := flaskRead(t, db, live)
 	for _, s := range live {
