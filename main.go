@@ -115,7 +115,9 @@ func runManager(args []string) int {
 	ctx := ctrl.SetupSignalHandler()
 	if _, err := controllers.Setup(ctx, mgr, controllers.Options{
 		CleanupImage: cleanupImage, Namespaces: namespaces,
-		ProbeInterval: probeInterval, ProbeTimeout: probeTimeout, ProbeConcurrency: probeWorkers,
+		// Cluster-scoped policies need a cluster-wide install.
+		ClusterPolicies: len(namespaces) == 0,
+		ProbeInterval:   probeInterval, ProbeTimeout: probeTimeout, ProbeConcurrency: probeWorkers,
 	}); err != nil {
 		setupLog.Error(err, "unable to set up the SessionStore controller")
 		return 1

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -122,6 +123,13 @@ type Options struct {
 	// MetricsRegistry takes the per-store series; nil means the manager's
 	// metrics endpoint. A second manager in one process needs its own.
 	MetricsRegistry prometheus.Registerer
+	// ClusterPolicies turns ClusterSessionCleanupPolicies and their gate on.
+	// main.go sets it when all namespaces are watched: a namespaced install
+	// cannot read cluster-scoped policies, and its stores run as before.
+	ClusterPolicies bool
+	// Clock is the time the policies' windows and deadlines are read in;
+	// nil is the real clock.
+	Clock clock.Clock
 }
 
 // Setup adds the SessionStore controller, and the Secret metadata cache it
@@ -167,8 +175,20 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreRe
 		Recorder:            mgr.GetEventRecorder("sessionstore-controller"),
 		SecretMetadataCache: secretMeta,
 		CleanupImage:        opts.CleanupImage,
+		ClusterPolicies:     opts.ClusterPolicies,
 	}
-	return r, r.SetupWithManager(ctx, mgr)
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	r.Clock = opts.Clock
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		return nil, err
+	}
+	if !opts.ClusterPolicies {
+		return r, nil
+	}
+	gate := &CleanupGate{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sessionstore-cleanup-gate"), Clock: opts.Clock}
+	return r, gate.SetupWithManager(mgr)
 }
 
 type discardRedisLog struct{}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -48,6 +49,11 @@ type SessionStoreReconciler struct {
 	Prober *Prober
 	// Metrics are the per-store Prometheus series.
 	Metrics *Metrics
+	// ClusterPolicies: ClusterSessionCleanupPolicies govern cleanups (not in
+	// namespaced mode, which cannot read cluster-scoped objects).
+	ClusterPolicies bool
+	// Clock tells the time of windows and next runs; nil is the real one.
+	Clock clock.PassiveClock
 }
 
 // reconcileScope carries one reconcile's state between its phases.
@@ -65,6 +71,9 @@ type reconcileScope struct {
 	connectionProblem *secretProblem
 	// requeueAfter asks for the next reconcile, when a phase waits for time.
 	requeueAfter time.Duration
+	// governance is what the governing cleanup policy makes of the
+	// CronJob; nil when no policy governs the store.
+	governance *specs.Governance
 	// statusStale: the status write met a newer store than the cached one;
 	// the reconcile is done again, on what the cache then holds.
 	statusStale bool
@@ -139,7 +148,9 @@ func (r *SessionStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		{"connection Secret", r.reconcileConnectionSecret},
 		{"stale connection Secrets", r.removeStaleConnectionSecrets},
 		{"store reachability", r.observeStore},
+		{"cleanup policy", r.governCleanup},
 		{"cleanup CronJob", r.reconcileCleanupCronJob},
+		{"run-now request", r.runNow},
 		{"cleanup runs", r.observeCleanupRuns},
 	}
 	var errs []error
@@ -176,7 +187,16 @@ func (r *SessionStoreReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		return err
 	}
 	byStoreLabel := handler.EnqueueRequestsFromMapFunc(storeFromLabel)
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.ClusterPolicies {
+		// A policy's status changes with every run: only its spec and
+		// annotations (the default-policy one) move stores.
+		b = b.Watches(&v1.ClusterSessionCleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.allStores),
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.storesInNamespace),
+				builder.WithPredicates(predicate.LabelChangedPredicate{}))
+	}
+	return b.
 		For(&v1.SessionStore{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
 			predicate.LabelChangedPredicate{}))).

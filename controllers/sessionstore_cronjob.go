@@ -37,6 +37,9 @@ func (r *SessionStoreReconciler) scheduleCleanup(ctx context.Context, s *reconci
 	}
 
 	schedule := specs.EffectiveSchedule(store)
+	if s.governance != nil {
+		schedule = s.governance.Schedule
+	}
 	s.status.Cleanup.EffectiveSchedule = schedule
 	if err := validateCleanupSchedule(schedule, time.Now()); err != nil {
 		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonInvalidSchedule, err.Error())
@@ -88,7 +91,7 @@ func validateCleanupSchedule(schedule string, now time.Time) error {
 // spec fixes it, and the watch brings that change, so retrying in between
 // would only repeat the rejection.
 func (r *SessionStoreReconciler) applyCleanupCronJob(ctx context.Context, s *reconcileScope) (bool, error) {
-	desired := specs.CleanupCronJob(s.store, r.CleanupImage)
+	desired := specs.GovernedCleanupCronJob(s.store, r.CleanupImage, s.governance)
 	if err := controllerutil.SetControllerReference(s.store, desired, r.Scheme); err != nil {
 		return false, err
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -116,6 +118,9 @@ func runSuite(m *testing.M) int {
 	// Namespaces of the RBAC tests are served by managers of their own.
 	cacheOpts := CacheOptions(nil)
 	cacheOpts.DefaultFieldSelector = outsideIsolatedNamespaces()
+	// Cluster-scoped kinds have no metadata.namespace field to select by.
+	cacheOpts.ByObject[&corev1.Namespace{}] = cache.ByObject{Field: fields.Everything()}
+	cacheOpts.ByObject[&v1.ClusterSessionCleanupPolicy{}] = cache.ByObject{Field: fields.Everything()}
 	testMgr, err = ctrl.NewManager(managerCfg, ctrl.Options{
 		Scheme:  testScheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"fmt"
+
+	"k8s.io/apimachinery/pkg/types"
 	"slices"
 	"strings"
 	"time"
@@ -10,6 +12,7 @@ import (
 // Run is one cleanup Job the gate looks at.
 type Run struct {
 	Namespace, Name string
+	UID             types.UID
 	// Store is the SessionStore's name, Server the hash of its server key,
 	// Policy the governing policy's name.
 	Store, Server, Policy string

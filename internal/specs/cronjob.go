@@ -46,12 +46,24 @@ var defaultCleanupResources = corev1.ResourceRequirements{
 // CleanupCronJob builds the CronJob that runs the operator's own image with
 // `cleanup` against store, or nil for backends with native expiry.
 func CleanupCronJob(store *v1.SessionStore, image string) *batchv1.CronJob {
+	return GovernedCleanupCronJob(store, image, nil)
+}
+
+// GovernedCleanupCronJob is CleanupCronJob under a policy's governance: its
+// job template is suspended, for the gate to start, and labelled with the
+// policy and the server. gov nil is CleanupCronJob.
+func GovernedCleanupCronJob(store *v1.SessionStore, image string, gov *Governance) *batchv1.CronJob {
 	if HasNativeExpiry(store.Spec.Backend) {
 		return nil
 	}
-	cleanup := store.Spec.Cleanup
+	cleanup := governedCleanup(store.Spec.Cleanup, gov)
+	if gov != nil {
+		governed := *store // the pod's resources are read from the store
+		governed.Spec.Cleanup = cleanup
+		store = &governed
+	}
 	labels := Labels(store, "cleanup")
-	return &batchv1.CronJob{
+	cj := &batchv1.CronJob{
 		TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "CronJob"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      CleanupCronJobName(store),
@@ -76,14 +88,50 @@ func CleanupCronJob(store *v1.SessionStore, image string) *batchv1.CronJob {
 			},
 		},
 	}
+	governCronJob(cj, gov)
+	return cj
+}
+
+// governedCleanup is the store's cleanup with the policy's defaults where
+// the store kept its own.
+func governedCleanup(cleanup v1.CleanupSpec, gov *Governance) v1.CleanupSpec {
+	if gov == nil {
+		return cleanup
+	}
+	if gov.ActiveDeadlineSeconds != nil && (cleanup.ActiveDeadlineSeconds == 0 || cleanup.ActiveDeadlineSeconds == defaultActiveDeadline) {
+		cleanup.ActiveDeadlineSeconds = *gov.ActiveDeadlineSeconds
+	}
+	if gov.Resources != nil && len(cleanup.Resources.Requests) == 0 && len(cleanup.Resources.Limits) == 0 {
+		cleanup.Resources = *gov.Resources
+	}
+	if cleanup.TimeZone == nil {
+		cleanup.TimeZone = gov.TimeZone
+	}
+	return cleanup
+}
+
+// governCronJob suspends the job template and labels it for the gate.
+func governCronJob(cj *batchv1.CronJob, gov *Governance) {
+	if gov == nil {
+		return
+	}
+	cj.Spec.Schedule = gov.Schedule
+	if gov.StartingDeadlineSeconds > 0 {
+		cj.Spec.StartingDeadlineSeconds = ptr.To(gov.StartingDeadlineSeconds)
+	}
+	cj.Spec.JobTemplate.Labels = governedJobLabels(cj.Spec.JobTemplate.Labels, gov)
+	cj.Spec.JobTemplate.Spec.Suspend = ptr.To(true)
 }
 
 func activeDeadline(cleanup v1.CleanupSpec) int64 {
 	if cleanup.ActiveDeadlineSeconds > 0 {
 		return cleanup.ActiveDeadlineSeconds
 	}
-	return 3600
+	return defaultActiveDeadline
 }
+
+// defaultActiveDeadline is spec.cleanup.activeDeadlineSeconds' default.
+const defaultActiveDeadline = 3600
 
 // pullPolicy pulls a moving tag (latest, or none) every time, so nodes do not
 // run whatever :latest they once cached; a pinned tag or digest once.

@@ -1,0 +1,381 @@
+package controllers
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/specs"
+)
+
+// There is no kube-controller-manager in this suite (bin/k8s has none yet):
+// the tests make the Jobs the CronJob controller makes (its template, its
+// owner reference and scheduled-time annotation) and finish them as the Job
+// controller does (internal/localrun's conditions). What the gate does to
+// them (un-suspend, delete) is the real manager's, against the real API server.
+
+// policyLabel selects a test's stores: each test's policy selects its own.
+const policyTestLabel = "test.sessionstore.dev/policy"
+
+func createPolicy(t *testing.T, name string, spec v1.ClusterSessionCleanupPolicySpec) *v1.ClusterSessionCleanupPolicy {
+	t.Helper()
+	if spec.Selector.StoreSelector == nil {
+		spec.Selector.StoreSelector = &metav1.LabelSelector{MatchLabels: map[string]string{policyTestLabel: name}}
+	}
+	p := &v1.ClusterSessionCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
+	if err := k8sClient.Create(ctx(), p); err != nil {
+		t.Fatalf("creating policy %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = k8sClient.Delete(ctx(), p) })
+	return p
+}
+
+// governedStores makes n filesystem stores on one claim (one server), each
+// selected by policy, and waits for their suspended job templates.
+func governedStores(t *testing.T, ns, policyName string, n int) []*batchv1.CronJob {
+	t.Helper()
+	var cronJobs []*batchv1.CronJob
+	for i := 0; i < n; i++ {
+		store := filesystemStore(ns, string(rune('a'+i))+"-store")
+		store.Labels = map[string]string{policyTestLabel: policyName}
+		createStore(t, store)
+	}
+	for i := 0; i < n; i++ {
+		cronJobs = append(cronJobs, waitGovernedCronJob(t, ns, string(rune('a'+i))+"-store-cleanup", policyName))
+	}
+	return cronJobs
+}
+
+func waitGovernedCronJob(t *testing.T, ns, name, policyName string) *batchv1.CronJob {
+	t.Helper()
+	cj := &batchv1.CronJob{}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx(), types.NamespacedName{Namespace: ns, Name: name}, cj)).To(Succeed())
+		g.Expect(cj.Spec.JobTemplate.Labels[specs.PolicyLabel]).To(Equal(policyName))
+		g.Expect(ptr.Deref(cj.Spec.JobTemplate.Spec.Suspend, false)).To(BeTrue())
+	}, eventually, poll).Should(Succeed())
+	return cj
+}
+
+// scheduleJob makes the Job the CronJob controller makes at scheduled.
+func scheduleJob(t *testing.T, cj *batchv1.CronJob, scheduled time.Time) *batchv1.Job {
+	t.Helper()
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: cj.Namespace, Name: cj.Name + "-" + scheduled.Format("150405"),
+			Labels:      cj.Spec.JobTemplate.Labels,
+			Annotations: map[string]string{scheduledTimeAnnotation: scheduled.Format(time.RFC3339)},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "CronJob",
+				Name: cj.Name, UID: cj.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
+		},
+		Spec: *cj.Spec.JobTemplate.Spec.DeepCopy(),
+	}
+	if err := k8sClient.Create(ctx(), job); err != nil {
+		t.Fatalf("creating Job %s: %v", job.Name, err)
+	}
+	return job
+}
+
+// finishJob completes a started Job as the Job controller does.
+func finishJob(t *testing.T, ns, name string) {
+	t.Helper()
+	job := &batchv1.Job{}
+	if err := k8sClient.Get(ctx(), types.NamespacedName{Namespace: ns, Name: name}, job); err != nil {
+		t.Fatal(err)
+	}
+	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	job.Status.StartTime = &now
+	job.Status.CompletionTime = &now
+	job.Status.Succeeded = 1
+	job.Status.Conditions = []batchv1.JobCondition{
+		{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: now},
+		{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: now},
+	}
+	if err := k8sClient.Status().Update(ctx(), job); err != nil {
+		t.Fatalf("finishing Job %s: %v", name, err)
+	}
+}
+
+func startedUnfinished(g Gomega, ns string) []string {
+	jobs := &batchv1.JobList{}
+	g.Expect(k8sClient.List(ctx(), jobs, client.InNamespace(ns))).To(Succeed())
+	var out []string
+	for _, j := range jobs.Items {
+		if !ptr.Deref(j.Spec.Suspend, false) && !jobFinished(&j) && j.DeletionTimestamp.IsZero() {
+			out = append(out, j.Name)
+		}
+	}
+	return out
+}
+
+// concurrencyMonitor watches every Job event of a namespace and keeps the
+// most Jobs it ever saw started and unfinished at once.
+type concurrencyMonitor struct {
+	mu      sync.Mutex
+	active  map[string]bool
+	maxSeen int
+	stop    func()
+}
+
+func monitorConcurrency(t *testing.T, ns string) *concurrencyMonitor {
+	t.Helper()
+	wc, err := client.NewWithWatch(testCfg, client.Options{Scheme: testScheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := wc.Watch(ctx(), &batchv1.JobList{}, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &concurrencyMonitor{active: map[string]bool{}, stop: w.Stop}
+	go func() {
+		for ev := range w.ResultChan() {
+			job, ok := ev.Object.(*batchv1.Job)
+			if !ok {
+				continue
+			}
+			m.mu.Lock()
+			m.active[job.Name] = ev.Type != watch.Deleted && !ptr.Deref(job.Spec.Suspend, false) && !jobFinished(job)
+			n := 0
+			for _, a := range m.active {
+				if a {
+					n++
+				}
+			}
+			m.maxSeen = max(m.maxSeen, n)
+			m.mu.Unlock()
+		}
+	}()
+	t.Cleanup(w.Stop)
+	return m
+}
+
+func (m *concurrencyMonitor) max() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.maxSeen
+}
+
+func getPolicy(g Gomega, name string) *v1.ClusterSessionCleanupPolicy {
+	p := &v1.ClusterSessionCleanupPolicy{}
+	g.Expect(k8sClient.Get(ctx(), types.NamespacedName{Name: name}, p)).To(Succeed())
+	return p
+}
+
+func TestGateStartsOneRunPerServerAtATime(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	createPolicy(t, "gate-one-per-server", v1.ClusterSessionCleanupPolicySpec{
+		Concurrency: v1.CleanupConcurrency{MaxPerServer: ptr.To[int32](1)}, StartingDeadlineSeconds: 3600})
+	cronJobs := governedStores(t, ns, "gate-one-per-server", 5)
+	monitor := monitorConcurrency(t, ns)
+	scheduled := time.Now().Truncate(time.Minute)
+	for _, cj := range cronJobs {
+		scheduleJob(t, cj, scheduled)
+	}
+	var finished []string
+	for round := 0; round < 5; round++ {
+		var started []string
+		g.Eventually(func(g Gomega) {
+			started = startedUnfinished(g, ns)
+			g.Expect(started).To(HaveLen(1))
+		}, eventually, poll).Should(Succeed(), "round %d: one run started", round)
+		g.Expect(finished).NotTo(ContainElement(started[0]))
+		g.Consistently(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(Equal(started)) }, time.Second, poll).Should(Succeed())
+		if round == 0 {
+			g.Eventually(func(g Gomega) {
+				st := getPolicy(g, "gate-one-per-server").Status
+				g.Expect([]int32{st.Stores, st.Running, st.Waiting}).To(Equal([]int32{5, 1, 4}))
+				g.Expect(st.WindowState).To(Equal(v1.WindowStateOpen))
+			}, eventually, poll).Should(Succeed())
+		}
+		finishJob(t, ns, started[0]) // the next starts when one finishes
+		finished = append(finished, started[0])
+	}
+	g.Expect(monitor.max()).To(Equal(1), "never more than one started, unfinished Job on the server")
+	g.Eventually(func(g Gomega) {
+		st := getPolicy(g, "gate-one-per-server").Status
+		g.Expect([]int32{st.Running, st.Waiting}).To(Equal([]int32{0, 0}))
+	}, eventually, poll).Should(Succeed())
+}
+
+func TestGateWindowsHoldRuns(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	alwaysDenied := v1.CleanupWindow{Kind: v1.WindowDeny, Schedule: "* * * * *", Duration: metav1.Duration{Duration: time.Hour}}
+	allowOpen := v1.CleanupWindow{Kind: v1.WindowAllow, Schedule: "* * * * *", Duration: metav1.Duration{Duration: time.Hour}}
+	p := createPolicy(t, "gate-windows", v1.ClusterSessionCleanupPolicySpec{
+		Windows: []v1.CleanupWindow{allowOpen, alwaysDenied}, StartingDeadlineSeconds: 3600})
+	cj := governedStores(t, ns, "gate-windows", 1)[0]
+	job := scheduleJob(t, cj, time.Now())
+	g.Eventually(func(g Gomega) {
+		g.Expect(getPolicy(g, p.Name).Status.WindowState).To(Equal(v1.WindowStateDenied))
+		g.Expect(getStore(g, ns, "a-store").Status.Cleanup.WindowState).To(Equal(v1.WindowStateDenied))
+	}, eventually, poll).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(BeEmpty()) }, 2*time.Second, poll).
+		Should(Succeed(), "a deny window (over an open allow window) starts nothing")
+
+	// An allow window that is closed holds it too.
+	setWindows(t, p.Name, v1.CleanupWindow{Kind: v1.WindowAllow, Schedule: "0 0 1 1 *", Duration: metav1.Duration{Duration: time.Minute}})
+	g.Eventually(func(g Gomega) {
+		g.Expect(getPolicy(g, p.Name).Status.WindowState).To(Equal(v1.WindowStateClosed))
+	}, eventually, poll).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(BeEmpty()) }, 2*time.Second, poll).Should(Succeed())
+
+	// An invalid window (admission cannot parse cron ranges) holds runs and says so.
+	setWindows(t, p.Name, v1.CleanupWindow{Kind: v1.WindowAllow, Schedule: "50-10 * * * *", Duration: metav1.Duration{Duration: time.Hour}})
+	g.Eventually(func(g Gomega) {
+		pol := getPolicy(g, p.Name)
+		g.Expect(pol.Status.WindowState).To(Equal(v1.WindowStateInvalid))
+		c := findCondition(pol.Status.Conditions, ConditionWindowsValid)
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Message).To(ContainSubstring("spec.windows[0].schedule"))
+	}, eventually, poll).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(BeEmpty()) }, 2*time.Second, poll).Should(Succeed())
+
+	// An open allow window lets it through.
+	setWindows(t, p.Name, allowOpen)
+	g.Eventually(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(Equal([]string{job.Name})) }, eventually, poll).Should(Succeed())
+}
+
+func findCondition(conds []metav1.Condition, t string) metav1.Condition {
+	for _, c := range conds {
+		if c.Type == t {
+			return c
+		}
+	}
+	return metav1.Condition{}
+}
+
+func setWindows(t *testing.T, name string, windows ...v1.CleanupWindow) {
+	t.Helper()
+	p := getPolicy(NewWithT(t), name)
+	patch := client.MergeFrom(p.DeepCopy())
+	p.Spec.Windows = windows
+	if err := k8sClient.Patch(ctx(), p, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGateRunNow(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	p := createPolicy(t, "gate-run-now", v1.ClusterSessionCleanupPolicySpec{Suspend: true, StartingDeadlineSeconds: 3600})
+	cj := governedStores(t, ns, "gate-run-now", 1)[0]
+	annotate := func(token string) {
+		store := getStore(g, ns, "a-store")
+		patch := client.MergeFrom(store.DeepCopy())
+		store.Annotations = map[string]string{v1.RunNowAnnotation: token}
+		g.Expect(k8sClient.Patch(ctx(), store, patch)).To(Succeed())
+	}
+	annotate("2026-11-29T23:00:00Z")
+	name := runNowJobName(cj.Name, "2026-11-29T23:00:00Z")
+	job := &batchv1.Job{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx(), types.NamespacedName{Namespace: ns, Name: name}, job)).To(Succeed())
+		g.Expect(getStore(g, ns, "a-store").Status.Cleanup.LastHandledRunRequest).To(Equal("2026-11-29T23:00:00Z"))
+	}, eventually, poll).Should(Succeed())
+	g.Expect(job.Labels[specs.PolicyLabel]).To(Equal(p.Name))
+	g.Expect(job.OwnerReferences).To(HaveLen(1))
+	g.Expect(job.OwnerReferences[0].Name).To(Equal(cj.Name))
+	// Made suspended, it waits for the gate like any run: the policy is suspended.
+	g.Consistently(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(BeEmpty()) }, 2*time.Second, poll).Should(Succeed())
+	setSuspend(t, p.Name, false)
+	g.Eventually(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(Equal([]string{name})) }, eventually, poll).Should(Succeed())
+
+	// The same token again makes no second Job; a new one makes one.
+	finishJob(t, ns, name)
+	annotate("2026-11-29T23:00:00Z")
+	g.Consistently(func(g Gomega) { g.Expect(jobNames(g, ns)).To(Equal([]string{name})) }, time.Second, poll).Should(Succeed())
+	annotate("again")
+	g.Eventually(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(Equal([]string{runNowJobName(cj.Name, "again")})) }, eventually, poll).Should(Succeed())
+}
+
+func jobNames(g Gomega, ns string) []string {
+	jobs := &batchv1.JobList{}
+	g.Expect(k8sClient.List(ctx(), jobs, client.InNamespace(ns))).To(Succeed())
+	var out []string
+	for _, j := range jobs.Items {
+		out = append(out, j.Name)
+	}
+	return out
+}
+
+func setSuspend(t *testing.T, name string, suspend bool) {
+	t.Helper()
+	p := getPolicy(NewWithT(t), name)
+	patch := client.MergeFrom(p.DeepCopy())
+	p.Spec.Suspend = suspend
+	if err := k8sClient.Patch(ctx(), p, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGateSkipsARunPastItsStartingDeadline(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	createPolicy(t, "gate-deadline", v1.ClusterSessionCleanupPolicySpec{Suspend: true, StartingDeadlineSeconds: 3})
+	cj := governedStores(t, ns, "gate-deadline", 1)[0]
+	job := scheduleJob(t, cj, time.Now())
+	g.Eventually(func(g Gomega) {
+		err := k8sClient.Get(ctx(), client.ObjectKeyFromObject(job), &batchv1.Job{})
+		g.Expect(isNotFound(err)).To(BeTrue(), "the Job not started within its deadline is deleted: %v", err)
+		st := getStore(g, ns, "a-store").Status.Cleanup
+		g.Expect(st.LastSkipTime).NotTo(BeNil())
+		g.Expect(st.LastSkipReason).To(ContainSubstring(job.Name))
+		g.Expect(st.LastSkipReason).To(ContainSubstring("policy gate-deadline is suspended"))
+		g.Expect(getPolicy(g, "gate-deadline").Status.SkippedLastDay).To(BeEquivalentTo(1))
+		g.Expect(eventReasons(g, ns, "a-store")).To(ContainElement(EventCleanupSkipped))
+	}, eventually, poll).Should(Succeed())
+}
+
+func TestGateHoldsAHandMadeJobUntilItsTurn(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	createPolicy(t, "gate-hand-made", v1.ClusterSessionCleanupPolicySpec{
+		Concurrency: v1.CleanupConcurrency{MaxPerServer: ptr.To[int32](1)}, StartingDeadlineSeconds: 3600})
+	cronJobs := governedStores(t, ns, "gate-hand-made", 2)
+	first := scheduleJob(t, cronJobs[0], time.Now())
+	g.Eventually(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(Equal([]string{first.Name})) }, eventually, poll).Should(Succeed())
+
+	kubectl(t, "-n", ns, "create", "job", "by-hand", "--from=cronjob/"+cronJobs[1].Name)
+	g.Consistently(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(Equal([]string{first.Name})) }, 2*time.Second, poll).
+		Should(Succeed(), "kubectl's Job copies the suspended template and waits behind the running one")
+	finishJob(t, ns, first.Name)
+	g.Eventually(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(Equal([]string{"by-hand"})) }, eventually, poll).Should(Succeed())
+}
+
+// kubectl runs the real kubectl against the suite's API server as an admin.
+func kubectl(t *testing.T, args ...string) {
+	t.Helper()
+	admin, err := testEnv.AddUser(envtest.User{Name: "kubectl-admin", Groups: []string{"system:masters"}}, testCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config, err := admin.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, config, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("kubectl", append([]string{"--kubeconfig", path}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl %v: %v\n%s", args, err, out)
+	}
+}
