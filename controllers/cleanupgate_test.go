@@ -302,7 +302,9 @@ func TestGateRunNow(t *testing.T) {
 	annotate("2026-11-29T23:00:00Z")
 	g.Consistently(func(g Gomega) { g.Expect(jobNames(g, ns)).To(Equal([]string{name})) }, time.Second, poll).Should(Succeed())
 	annotate("again")
-	g.Eventually(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(Equal([]string{runNowJobName(cj.Name, "again")})) }, eventually, poll).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(startedUnfinished(g, ns)).To(Equal([]string{runNowJobName(cj.Name, "again")}))
+	}, eventually, poll).Should(Succeed())
 }
 
 func jobNames(g Gomega, ns string) []string {

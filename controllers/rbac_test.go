@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
@@ -142,6 +143,7 @@ func runRuleCase(t *testing.T, i int, granted []grantedRule, drop *grantedRule) 
 	lease := types.NamespacedName{Namespace: ns, Name: "leader-" + ns}
 	m := startRestrictedManager(t, managerSettings{
 		user: user, namespaces: []string{ns}, leaderNamespace: ns, leaderElectionID: lease.Name,
+		clusterPolicies: true,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), ruleCaseTimeout)
 	defer cancel()
@@ -201,6 +203,7 @@ func exerciseEveryPermission(ctx context.Context, ns string, lease types.Namespa
 		{"the leader holds and renews its Lease and records a core Event", func() error { return leaderRenewsAndRecords(ctx, lease) }},
 		{"a store gets its Secret, its CronJob and Ready", func() error { return storeServed(ctx, ns, "served") }},
 		{"a renamed connection Secret replaces the old one", func() error { return connectionSecretRenamed(ctx, ns, "served") }},
+		{"the gate starts one run-now Job, skips the other and counts both stores", func() error { return gatedRuns(ctx, ns) }},
 		{"a conflict is recorded as an event, once", func() error { return eventRecordedOnce(ctx, ns, repeatedEventStore) }},
 	}
 	for _, step := range steps {
@@ -355,6 +358,65 @@ func storeConditionIs(ctx context.Context, ns, name, condType string, status met
 	c := meta.FindStatusCondition(store.Status.Conditions, condType)
 	if c == nil || c.Status != status {
 		return fmt.Errorf("store %s: condition %s is %+v, want %s", name, condType, c, status)
+	}
+	return nil
+}
+
+// gatedRuns: policies list and watch, namespaces list and watch (the cache
+// syncs them before any controller starts); jobs create (run-now), patch
+// (the gate starts one), delete (the other, held by maxPerServer 1 behind a
+// run that never ends here, passes its starting deadline); policies/status
+// patch (the totals).
+func gatedRuns(ctx context.Context, ns string) error {
+	name := "rbac-" + ns
+	policy := &v1.ClusterSessionCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.ClusterSessionCleanupPolicySpec{
+		Selector:                v1.CleanupPolicySelector{StoreSelector: &metav1.LabelSelector{MatchLabels: map[string]string{policyTestLabel: name}}},
+		Concurrency:             v1.CleanupConcurrency{MaxPerServer: ptr.To[int32](1)},
+		StartingDeadlineSeconds: 2,
+	}}
+	if err := k8sClient.Create(ctx, policy); err != nil {
+		return err
+	}
+	defer func() { _ = k8sClient.Delete(context.Background(), policy) }()
+	for _, store := range []string{"gated-a", "gated-b"} {
+		s := filesystemStore(ns, store)
+		s.Labels = map[string]string{policyTestLabel: name}
+		s.Annotations = map[string]string{v1.RunNowAnnotation: "now"}
+		if err := k8sClient.Create(ctx, s); err != nil {
+			return err
+		}
+		// One after the other, so that the first is the one started.
+		if err := pollUntil(ctx, func() error { return runNowJobStarted(ctx, ns, store) }); err != nil {
+			return err
+		}
+	}
+	return pollUntil(ctx, func() error {
+		store := &v1.SessionStore{}
+		if err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gated-b"}, store); err != nil {
+			return err
+		}
+		if store.Status.Cleanup.LastSkipReason == "" {
+			return errors.New("gated-b's run is not recorded as skipped")
+		}
+		p := &v1.ClusterSessionCleanupPolicy{}
+		if err := k8sClient.Get(ctx, types.NamespacedName{Name: name}, p); err != nil {
+			return err
+		}
+		if p.Status.Stores != 2 {
+			return fmt.Errorf("the policy counts %d stores, want 2", p.Status.Stores)
+		}
+		return nil
+	})
+}
+
+// runNowJobStarted: store's run-now Job exists; gated-a's is started.
+func runNowJobStarted(ctx context.Context, ns, store string) error {
+	job := &batchv1.Job{}
+	if err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: runNowJobName(store+"-cleanup", "now")}, job); err != nil {
+		return err
+	}
+	if store == "gated-a" && ptr.Deref(job.Spec.Suspend, false) {
+		return errors.New("gated-a's run-now Job is not started")
 	}
 	return nil
 }

@@ -119,6 +119,9 @@ type managerSettings struct {
 	namespaces       []string // watched; empty means all
 	leaderNamespace  string
 	leaderElectionID string
+	// clusterPolicies runs the cleanup policies and their gate, as main.go
+	// does when it watches every namespace.
+	clusterPolicies bool
 }
 
 // startRestrictedManager runs the controller as settings.user, which must
@@ -156,7 +159,8 @@ func startRestrictedManager(t testing.TB, s managerSettings) *restrictedManager 
 	m.cancel = cancel
 	if _, err := Setup(ctx, mgr, Options{
 		CleanupImage: testImage, Namespaces: s.namespaces, MetricsRegistry: prometheus.NewRegistry(),
-		ProbeInterval: 3 * time.Second, ProbeTimeout: 2 * time.Second, ProbeMinBackoff: 500 * time.Millisecond,
+		ClusterPolicies: s.clusterPolicies,
+		ProbeInterval:   3 * time.Second, ProbeTimeout: 2 * time.Second, ProbeMinBackoff: 500 * time.Millisecond,
 	}); err != nil {
 		cancel()
 		t.Fatalf("setup for %s: %v", s.user, err)
