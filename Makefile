@@ -23,6 +23,7 @@ help: ## Show the targets.
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD and RBAC from the markers in api/ and controllers/.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./controllers/..." output:crd:artifacts:config=config/crd/bases
+	hack/sync-chart.sh
 
 .PHONY: generate
 generate: controller-gen ## Generate the DeepCopy methods of the API types.
@@ -49,6 +50,19 @@ test: tools services manifests generate vet ## Build what the tests need, start 
 	hack/check-generated.sh
 	go test $(GO_TEST_FLAGS) ./... -count=1 -timeout 30m
 	cd hack/image && go test $(GO_TEST_FLAGS) ./... -count=1
+
+.PHONY: e2e
+e2e: image ## On a real single-node cluster (root, Linux): the image installed by kustomize, then Helm; every cleanup a real Pod.
+	IMG='$(IMG)' hack/e2e/run.sh
+
+.PHONY: node-up
+node-up: ## Bring up the real single-node cluster alone (KUBECONFIG=/tmp/sessionstore-e2e/kubeconfig).
+	hack/install-node.sh
+	hack/e2e/node.sh up
+
+.PHONY: node-down
+node-down: ## Tear the real node down and leave the host as found.
+	hack/e2e/node.sh down
 
 .PHONY: bench
 bench: tools services ## Run the benchmarks on stores they fill themselves (see docs/benchmarks.md).

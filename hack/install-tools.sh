@@ -4,6 +4,8 @@
 #   kube-apiserver, etcd  -> bin/k8s/   (envtest's BinaryAssetsDirectory)
 #   ferretdb              -> bin/
 #   controller-gen        -> bin/
+# and, for the real-node e2e (hack/install-node.sh asks for them):
+#   kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl -> bin/k8s/
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,9 +17,14 @@ mkdir -p "$K8S_DIR"
 
 log() { echo "[install-tools] $*" >&2; }
 
+# kubectl has no --version flag; every other command does.
+reported_version() {
+  "$1" --version 2>/dev/null || "$1" version --client 2>/dev/null
+}
+
 build_tool() { # name, module dir, package, output, [ldflags, version it must report]
   local name="$1" dir="$2" pkg="$3" out="$4" ldflags="${5:-}" want="${6:-}"
-  if [[ -x "$out" ]] && { [[ -z "$want" ]] || "$out" --version 2>/dev/null | grep -qF "$want"; }; then
+  if [[ -x "$out" ]] && { [[ -z "$want" ]] || reported_version "$out" | grep -qF "$want"; }; then
     return 0
   fi
   log "building $name (first run only; kube-apiserver takes ~8 minutes on 2 cores)..."
@@ -72,6 +79,9 @@ for tool in $want; do
     etcd) build_tool etcd etcd go.etcd.io/etcd/server/v3 "$K8S_DIR/etcd" ;;
     kube-apiserver) build_tool kube-apiserver kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$K8S_DIR/kube-apiserver" \
       "$(kube_version_ldflags)" "Kubernetes $KUBE_VERSION" ;;
+    kubelet|kube-controller-manager|kube-scheduler|kube-proxy|kubectl)
+      build_tool "$tool" kube-apiserver "k8s.io/kubernetes/cmd/$tool" "$K8S_DIR/$tool" \
+        "$(kube_version_ldflags)" "$KUBE_VERSION" ;;
     ferretdb) build_ferretdb ;;
     *) log "unknown tool $tool"; exit 2 ;;
   esac

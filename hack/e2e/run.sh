@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# make e2e: a real single-node cluster (hack/e2e/node.sh), the operator's image
+# (bin/image.tar, $IMG) imported into its containerd, the stores on the bridge
+# address, then the e2e test (test/e2e) twice: once with the operator
+# installed by `kubectl apply -k config/default`, once by `helm install`.
+# The node is torn down at the end, pass or fail, and the host left as found.
+#   IMG=... hack/e2e/run.sh [kustomize] [helm]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+# shellcheck source=env.sh
+source hack/e2e/env.sh
+: "${IMG:?IMG names the image in bin/image.tar (make e2e sets it)}"
+PASSES="${*:-kustomize helm}"
+OPERATOR_NS=sessionstore-system
+RELEASE=sessionstore
+
+log() { echo "[e2e] $*" >&2; }
+
+teardown() {
+  local status=$?
+  if ((status != 0)) && [[ -d "$E2E_DIR/logs" ]]; then
+    mkdir -p bin/e2e-logs && cp -r "$E2E_DIR/logs/." bin/e2e-logs/ 2>/dev/null || true
+    kubectl logs -n "$OPERATOR_NS" deployment/"$RELEASE-controller-manager" --tail=200 > bin/e2e-logs/operator.log 2>&1 || true
+    log "failed; the node's and the operator's logs are in bin/e2e-logs/"
+  fi
+  hack/e2e/stores.sh down || true
+  hack/e2e/node.sh down || true
+  exit "$status"
+}
+
+install_kustomize() {
+  local tmp
+  tmp="$(mktemp -d)"
+  cp -r config "$tmp/"
+  (cd "$tmp/config/manager" && sed -i "s|newName: .*|newName: ${IMG%:*}|; s|newTag: .*|newTag: ${IMG##*:}|" kustomization.yaml)
+  kubectl apply --server-side -k "$tmp/config/default" >/dev/null
+  rm -rf "$tmp"
+}
+
+uninstall_kustomize() {
+  kubectl delete --ignore-not-found --wait -k config/default >/dev/null
+}
+
+install_helm() {
+  # The release's namespace enforces restricted, as config/default's does.
+  kubectl create namespace "$OPERATOR_NS" >/dev/null
+  kubectl label namespace "$OPERATOR_NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
+  helm install "$RELEASE" charts/sessionstore-operator -n "$OPERATOR_NS" --wait --timeout 3m \
+    --set image.repository="${IMG%:*}" --set image.tag="${IMG##*:}" --set image.pullPolicy=IfNotPresent >/dev/null
+}
+
+uninstall_helm() {
+  helm uninstall "$RELEASE" -n "$OPERATOR_NS" --wait >/dev/null
+  # Helm keeps CRDs; the pass leaves nothing behind.
+  kubectl delete --ignore-not-found crd sessionstores.sessionstore.dev >/dev/null
+  kubectl delete --ignore-not-found --wait namespace "$OPERATOR_NS" >/dev/null
+}
+
+run_pass() {
+  local mode="$1" start=$SECONDS
+  log "pass $mode: installing the operator"
+  "install_$mode"
+  E2E_INSTALL="$mode" E2E_IMAGE="$IMG" E2E_NODE_IP="$NODE_IP" E2E_DIR="$E2E_DIR" E2E_MARIADB_PASSWORD="$MARIADB_PASSWORD" \
+    bin/e2e.test -test.v -test.timeout 10m -test.count 1 ${E2E_TEST_RUN:+-test.run "$E2E_TEST_RUN"}
+  # The stores' namespaces go while the operator still runs.
+  kubectl delete namespace -l e2e-pass="$mode" --wait --timeout 2m >/dev/null
+  kubectl delete pv -l e2e=true --wait >/dev/null
+  "uninstall_$mode"
+  log "pass $mode passed in $((SECONDS - start))s"
+}
+
+start=$SECONDS
+hack/install-node.sh
+hack/install-tools.sh etcd kube-apiserver ferretdb
+hack/start-services.sh flask
+go test -c -tags e2e -o bin/e2e.test ./test/e2e
+trap teardown EXIT
+hack/e2e/node.sh up
+hack/e2e/node.sh import bin/image.tar
+hack/e2e/stores.sh up
+for pass in $PASSES; do run_pass "$pass"; done
+log "passed in $((SECONDS - start))s"
