@@ -327,7 +327,7 @@ func (r *SessionStoreReconciler) reportNoRun(s *reconcileScope, cronJob *batchv1
 		return // CleanupScheduled already says the schedule is invalid
 	}
 	deadline := due.Add(time.Duration(ptrInt64(cronJob.Spec.StartingDeadlineSeconds))*time.Second + missedScheduleGrace)
-	if now := time.Now(); now.Before(deadline) {
+	if now := r.now(); now.Before(deadline) {
 		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionUnknown, ReasonNotRunYet,
 			fmt.Sprintf("the first run is due at %s", due.UTC().Format(time.RFC3339)))
 		s.requeueWithin(deadline.Sub(now) + time.Second)
