@@ -26,6 +26,10 @@ type runEnding struct {
 	reason            string // the Job's Failed reason
 	terminationReport string // what `cleanup` left as termination message
 	exitCode          int32
+	// finished is when the run ended; zero is a second ago. Runs a test
+	// orders give their own, a few seconds apart (finish times have a
+	// one-second grain), instead of sleeping between them.
+	finished time.Time
 }
 
 // simulateRun makes a cleanup run of store's CronJob that ended as said,
@@ -37,10 +41,14 @@ func simulateRun(t *testing.T, store *v1.SessionStore, jobName string, end runEn
 	if !end.succeeded && exit == 0 {
 		exit = 1
 	}
+	finished := end.finished
+	if finished.IsZero() {
+		finished = time.Now().Add(-time.Second)
+	}
 	run := &localrun.Run{
 		JobName: jobName, FailureReason: end.reason, ExitCode: exit,
 		TerminationMessage: end.terminationReport,
-		Started:            time.Now().Add(-30 * time.Second), Finished: time.Now().Add(-time.Second),
+		Started:            finished.Add(-30 * time.Second), Finished: finished,
 	}
 	job, err := localrun.Record(ctx(), k8sClient, cj, run)
 	if err != nil {
@@ -61,6 +69,10 @@ func reportJSON(t *testing.T, fields map[string]any) string {
 func TestCleanupRunsAreReported(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
+	// The four runs end 2 s apart, in order, from now on: the manager
+	// counts only runs that end after it started.
+	first := time.Now()
+	endsAt := func(i int) time.Time { return first.Add(time.Duration(2*i) * time.Second) }
 	store := createStore(t, filesystemStore(ns, "runs"))
 	got := waitConfigured(t, ns, "runs")
 	g.Expect(condition(got, ConditionLastCleanupSucceeded).Reason).To(Equal(ReasonNotRunYet))
@@ -69,7 +81,8 @@ func TestCleanupRunsAreReported(t *testing.T) {
 	// A run that succeeds.
 	simulateRun(t, store, "runs-cleanup-29000001", runEnding{succeeded: true,
 		terminationReport: reportJSON(t, map[string]any{"backend": "filesystem", "scanned": 1200, "expired": 400,
-			"deleted": 398, "kept": map[string]int{"unreadable": 2}, "batches": 2, "duration": int64(1500 * time.Millisecond)})})
+			"deleted": 398, "kept": map[string]int{"unreadable": 2}, "batches": 2, "duration": int64(1500 * time.Millisecond)}),
+		finished: endsAt(0)})
 	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded)
 	res := got.Status.Cleanup.LastResult
 	g.Expect(res).NotTo(BeNil())
@@ -89,10 +102,9 @@ func TestCleanupRunsAreReported(t *testing.T) {
 	lastSuccess := got.Status.Cleanup.LastSuccessfulTime
 
 	// A run that fails: the store's error, not the success before it.
-	time.Sleep(1100 * time.Millisecond) // finish times have a one-second grain
 	simulateRun(t, store, "runs-cleanup-29000061", runEnding{reason: batchv1.JobReasonBackoffLimitExceeded, exitCode: 1,
 		terminationReport: reportJSON(t, map[string]any{"backend": "filesystem", "error": "ping: /flask_session is not a directory",
-			"errorKind": "InvalidConfig"})})
+			"errorKind": "InvalidConfig"}), finished: endsAt(1)})
 	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonFailed)
 	g.Expect(condition(got, ConditionLastCleanupSucceeded).Message).To(ContainSubstring("is not a directory"))
 	g.Expect(got.Status.Cleanup.LastResult.Succeeded).To(BeFalse())
@@ -104,23 +116,21 @@ func TestCleanupRunsAreReported(t *testing.T) {
 	}, eventually, poll).Should(Succeed())
 
 	// A run stopped at its deadline, after deleting some.
-	time.Sleep(1100 * time.Millisecond)
 	simulateRun(t, store, "runs-cleanup-29000121", runEnding{reason: batchv1.JobReasonDeadlineExceeded, exitCode: 1,
 		terminationReport: reportJSON(t, map[string]any{"backend": "filesystem", "scanned": 5000, "expired": 5000,
-			"deleted": 4000, "stoppedEarly": true, "error": "stopped early: deadline"})})
+			"deleted": 4000, "stoppedEarly": true, "error": "stopped early: deadline"}), finished: endsAt(2)})
 	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonDeadlineExceeded)
 	g.Expect(got.Status.Cleanup.LastResult.Deleted).To(BeEquivalentTo(4000))
 	g.Expect(condition(got, ConditionLastCleanupSucceeded).Message).To(ContainSubstring("deadline"))
 
 	// A run whose pod never wrote a report (killed before it started).
-	time.Sleep(1100 * time.Millisecond)
-	simulateRun(t, store, "runs-cleanup-29000181", runEnding{reason: batchv1.JobReasonBackoffLimitExceeded})
+	simulateRun(t, store, "runs-cleanup-29000181", runEnding{reason: batchv1.JobReasonBackoffLimitExceeded, finished: endsAt(3)})
 	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonFailed)
 	g.Expect(got.Status.Cleanup.LastResult.JobName).To(Equal("runs-cleanup-29000181"))
 
-	g.Expect(runCount(t, ns, "runs", "succeeded")).To(BeNumerically(">=", 1))
-	g.Expect(runCount(t, ns, "runs", "failed")).To(BeNumerically(">=", 2))
-	g.Expect(runCount(t, ns, "runs", "deadline_exceeded")).To(BeNumerically(">=", 1))
+	g.Expect(runCount(t, ns, "runs", "succeeded")).To(Equal(1.0))
+	g.Expect(runCount(t, ns, "runs", "failed")).To(Equal(2.0))
+	g.Expect(runCount(t, ns, "runs", "deadline_exceeded")).To(Equal(1.0))
 }
 
 func TestCleanupThatNeverRan(t *testing.T) {
