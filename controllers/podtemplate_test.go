@@ -142,7 +142,7 @@ func TestCronJobRunsForRealOnPostgreSQL(t *testing.T) {
 
 	store := waitCondition(t, ns, "pg-real", ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded)
 	g.Expect(store.Status.Cleanup.LastResult.Deleted).To(BeEquivalentTo(4))
-	g.Expect(store.Status.Cleanup.LastResult.Scanned).To(BeNumerically(">=", 4))
+	g.Expect(store.Status.Cleanup.LastResult.Scanned).To(BeEquivalentTo(11), "5 live, 4 expired, 2 within the grace period")
 	g.Expect(store.Status.Cleanup.LastScheduleTime).NotTo(BeNil())
 	g.Expect(condition(store, ConditionReady).Status).To(Equal(metav1.ConditionTrue))
 }
