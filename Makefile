@@ -69,7 +69,7 @@ bench: tools services ## Run the benchmarks on stores they fill themselves (see 
 	go test ./internal/sessionstore/... -run '^$$' -bench . -benchtime 1x -count 3 -timeout 60m | tee bin/bench.txt
 
 .PHONY: demo
-demo: ## Start a local control plane, the operator and the samples; print what it made; stop.
+demo: ## On a real node where the machine allows (root, Linux), else a local control plane: the samples, real cleanups, status, metrics; stop.
 	hack/demo.sh
 
 ##@ Build

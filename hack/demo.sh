@@ -6,6 +6,17 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+
+# Where the machine can run a real node (root on Linux, bridges allowed),
+# the demo runs there: real Pods, run by a real kubelet (hack/demo-node.sh).
+# Elsewhere, or with DEMO_LOCAL=1, it says so and runs what follows: a local
+# control plane, with each CronJob's pod template run as a local process.
+if [[ "${DEMO_LOCAL:-}" != 1 ]]; then
+  if why_not="$(hack/e2e/node.sh check)"; then
+    exec hack/demo-node.sh
+  fi
+  echo "==> this machine cannot run a real node ($why_not): falling back to the local run"
+fi
 DEMO_DIR="$ROOT/bin/demo"
 KUBECONFIG="$DEMO_DIR/kubeconfig"
 export KUBECONFIG

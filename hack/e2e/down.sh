@@ -1,16 +1,29 @@
 # Tear-down of the real node (sourced by node.sh): processes, mounts, the
 # bridge, cgroups, iptables/nft tables and host paths, back as they were.
 
-stop_pid() { # name [signal]: stops the process recorded for name and waits for it
-  local name="$1" sig="${2:-TERM}" pid
-  [[ -f "$E2E_DIR/pids/$name" ]] || return 0
-  pid="$(cat "$E2E_DIR/pids/$name")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$E2E_DIR/pids/$name"
+# stop_pids [-KILL] name...: SIGTERM (or SIGKILL) to each recorded process at
+# once, then waits up to 10s for them all and kills what is left.
+stop_pids() {
+  local sig=TERM name pid pids=()
+  if [[ "$1" == -KILL ]]; then sig=KILL; shift; fi
+  for name in "$@"; do
+    [[ -f "$E2E_DIR/pids/$name" ]] || continue
+    pid="$(cat "$E2E_DIR/pids/$name")"
+    rm -f "$E2E_DIR/pids/$name"
+    kill "-$sig" "$pid" 2>/dev/null && pids+=("$pid:$name")
+  done
+  for _ in $(seq 1 40); do
+    local alive=0 entry
+    for entry in "${pids[@]}"; do kill -0 "${entry%%:*}" 2>/dev/null && alive=1; done
+    ((alive)) || return 0
+    sleep 0.25
+  done
+  for entry in "${pids[@]}"; do
+    if kill -0 "${entry%%:*}" 2>/dev/null; then
+      log "${entry#*:} ignored SIGTERM for 10s; killing it"
+      kill -KILL "${entry%%:*}" 2>/dev/null || true
+    fi
+  done
 }
 
 delete_pods() {
@@ -80,16 +93,17 @@ remove_host_paths() {
 down() {
   local start=$SECONDS
   # No controller may make new Pods while the kubelet stops the old ones.
-  stop_pid kube-controller-manager
-  stop_pid kube-scheduler
+  # Stateless, or with state that goes with $E2E_DIR: no need to wait for a
+  # graceful exit.
+  stop_pids -KILL kube-controller-manager kube-scheduler
   if [[ -f "$E2E_DIR/pids/kubelet" ]]; then delete_pods; fi
-  stop_pid kube-proxy
-  stop_pid kubelet
+  log "pods deleted"
+  stop_pids kube-proxy kubelet
   kill_containers
-  stop_pid containerd
+  stop_pids containerd
   stop_shims
-  stop_pid kube-apiserver
-  stop_pid etcd
+  stop_pids -KILL kube-apiserver etcd
+  log "processes stopped"
   unmount_all
   remove_cgroups
   remove_network

@@ -16,7 +16,7 @@ source "$ROOT/hack/e2e/env.sh"
 # shellcheck source=down.sh
 source "$ROOT/hack/e2e/down.sh"
 
-log() { echo "[node] $*" >&2; }
+log() { echo "[node] $(date +%T) $*" >&2; }
 
 # Host paths the kubelet, containerd and CNI create whatever their config
 # says; down removes those that were not there before up.
@@ -222,9 +222,21 @@ up() {
   log "up in $((SECONDS - start))s: KUBECONFIG=$KUBECONFIG"
 }
 
+# check: can this machine run the node? Says why not on stdout.
+check() {
+  [[ "$(uname -s)" == Linux ]] || { echo "not Linux"; return 1; }
+  [[ "$(id -u)" == 0 ]] || { echo "not root"; return 1; }
+  [[ -d /sys/fs/cgroup ]] || { echo "no cgroup filesystem"; return 1; }
+  command -v ip >/dev/null || { echo "no ip command (iproute2)"; return 1; }
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then echo "bridge $BRIDGE exists: a node is already up"; return 1; fi
+  ip link add "$BRIDGE" type bridge 2>/dev/null || { echo "cannot create a bridge (no CAP_NET_ADMIN)"; return 1; }
+  ip link delete "$BRIDGE"
+}
+
 case "${1:-}" in
+  check) check ;;
   up) up ;;
   down) down ;;
   import) shift; import_images "$@" ;;
-  *) echo "usage: $0 up|down|import TARBALL..." >&2; exit 2 ;;
+  *) echo "usage: $0 check|up|down|import TARBALL..." >&2; exit 2 ;;
 esac

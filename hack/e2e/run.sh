@@ -16,7 +16,7 @@ PASSES="${*:-kustomize helm}"
 OPERATOR_NS=sessionstore-system
 RELEASE=sessionstore
 
-log() { echo "[e2e] $*" >&2; }
+log() { echo "[e2e] $(date +%T) $*" >&2; }
 
 teardown() {
   local status=$?
@@ -64,9 +64,10 @@ run_pass() {
   "install_$mode"
   E2E_INSTALL="$mode" E2E_IMAGE="$IMG" E2E_NODE_IP="$NODE_IP" E2E_DIR="$E2E_DIR" E2E_MARIADB_PASSWORD="$MARIADB_PASSWORD" \
     bin/e2e.test -test.v -test.timeout 10m -test.count 1 ${E2E_TEST_RUN:+-test.run "$E2E_TEST_RUN"}
-  # The stores' namespaces go while the operator still runs.
-  kubectl delete namespace -l e2e-pass="$mode" --wait --timeout 2m >/dev/null
-  kubectl delete pv -l e2e=true --wait >/dev/null
+  # Each pass has namespaces and volumes of its own: no need to wait for
+  # these to go; the CRD's removal (uninstall) waits for the stores.
+  kubectl delete namespace -l e2e-pass="$mode" --wait=false >/dev/null
+  kubectl delete pv -l e2e=true --wait=false >/dev/null
   "uninstall_$mode"
   log "pass $mode passed in $((SECONDS - start))s"
 }
