@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -133,7 +134,12 @@ type concurrencyMonitor struct {
 
 func monitorConcurrency(t *testing.T, ns string) *concurrencyMonitor {
 	t.Helper()
-	wc, err := client.NewWithWatch(testCfg, client.Options{Scheme: testScheme})
+	return monitorConcurrencyOn(t, testCfg, ns)
+}
+
+func monitorConcurrencyOn(t *testing.T, cfg *rest.Config, ns string) *concurrencyMonitor {
+	t.Helper()
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: testScheme})
 	if err != nil {
 		t.Fatal(err)
 	}
