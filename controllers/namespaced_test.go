@@ -12,12 +12,14 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
@@ -233,6 +235,15 @@ func TestNamespacedManagerServesOnlyItsNamespaces(t *testing.T) {
 		user: user, namespaces: watched, leaderNamespace: deployment.Namespace, leaderElectionID: LeaderElectionID,
 	})
 
+	// A cluster-scoped policy that selects the watched namespaces' stores is
+	// not read in namespaced mode (main.go turns policies off there): their
+	// CronJobs stay as without it.
+	createPolicy(t, "nsmode-ignored", v1.ClusterSessionCleanupPolicySpec{Selector: v1.CleanupPolicySelector{
+		StoreSelector: &metav1.LabelSelector{},
+		NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+			Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: []string{"nsmode-a", "nsmode-b"}}}},
+	}})
+
 	port := testservers.FreePort(t)
 	startRedis(t, port, "s3cret")
 	createSecret(t, "nsmode-b", "redis-auth", map[string]string{"password": "s3cret"})
@@ -243,7 +254,9 @@ func TestNamespacedManagerServesOnlyItsNamespaces(t *testing.T) {
 	for _, ns := range []string{"nsmode-a", "nsmode-b"} {
 		waitReady(t, ns, "files")
 		waitSecret(t, ns, "files-session-store")
-		waitCronJob(t, ns, "files-cleanup")
+		cj := waitCronJob(t, ns, "files-cleanup")
+		g.Expect(cj.Spec.JobTemplate.Spec.Suspend).To(BeNil(), "not governed in namespaced mode")
+		g.Expect(getStore(g, ns, "files").Status.Cleanup.Policy).To(BeEmpty())
 	}
 	waitReady(t, "nsmode-b", "cache")
 	g.Expect(stringData(waitSecret(t, "nsmode-b", "cache-session-store"))).To(HaveKeyWithValue("SESSION_STORE_URL",
