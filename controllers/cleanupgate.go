@@ -59,7 +59,7 @@ type CleanupGate struct {
 
 // SetupWithManager registers the gate.
 func (g *CleanupGate) SetupWithManager(mgr ctrl.Manager) error {
-	g.started, g.deleted, g.written = map[types.UID]bool{}, map[types.UID]bool{}, map[string]v1.ClusterSessionCleanupPolicyStatus{}
+	g.initMemory()
 	toGate := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{gateKey}
 	})
@@ -71,6 +71,11 @@ func (g *CleanupGate) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&batchv1.Job{}, toGate, builder.WithPredicates(governed)).
 		Watches(&v1.SessionStore{}, toGate, builder.WithPredicates(policyCountsChanged{})).
 		Complete(g)
+}
+
+// initMemory empties what the gate remembers of its own writes.
+func (g *CleanupGate) initMemory() {
+	g.started, g.deleted, g.written = map[types.UID]bool{}, map[types.UID]bool{}, map[string]v1.ClusterSessionCleanupPolicyStatus{}
 }
 
 // policyCountsChanged passes the store changes that move a policy's totals.
