@@ -124,11 +124,22 @@ type managerSettings struct {
 	clusterPolicies bool
 }
 
+// addUserMu serialises envtest's AddUser: its certificate authority counts
+// serial numbers without a lock, and the RBAC cases add users in parallel.
+var addUserMu sync.Mutex
+
+// addTestUser is testEnv.AddUser, one at a time.
+func addTestUser(user envtest.User) (*envtest.AuthenticatedUser, error) {
+	addUserMu.Lock()
+	defer addUserMu.Unlock()
+	return testEnv.AddUser(user, testCfg)
+}
+
 // startRestrictedManager runs the controller as settings.user, which must
 // be bound already, configured as main.go configures it, leader election on.
 func startRestrictedManager(t testing.TB, s managerSettings) *restrictedManager {
 	t.Helper()
-	authenticated, err := testEnv.AddUser(envtest.User{Name: s.user}, testCfg)
+	authenticated, err := addTestUser(envtest.User{Name: s.user})
 	if err != nil {
 		t.Fatalf("adding user %s: %v", s.user, err)
 	}
