@@ -3,7 +3,11 @@
 # The build's version: the git tag, or the commit, marked -dirty when the tree
 # has changes. It is stamped into the binary (--version) and tags the image,
 # which the cleanup CronJobs run: never :latest.
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Read once (:=): others commit while a long target runs, and the image's
+# tag must name the image that was built.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
 LDFLAGS := -X github.com/sessionstore/sessionstore-operator/internal/version.Version=$(VERSION)
 IMG ?= ghcr.io/sessionstore/sessionstore-operator:$(VERSION)
 BIN_DIR := $(CURDIR)/bin
@@ -46,10 +50,12 @@ services: ## Start Redis, PostgreSQL, memcached and FerretDB on loopback, instal
 	hack/start-services.sh
 
 .PHONY: test
-test: tools services manifests generate vet ## Build what the tests need, start the servers, run every test.
+test: tools services manifests generate vet ## Build what the tests need, start the servers, run every test, then the real-node e2e.
 	hack/check-generated.sh
+	hack/install-node.sh
 	go test $(GO_TEST_FLAGS) ./... -count=1 -timeout 30m
 	cd hack/image && go test $(GO_TEST_FLAGS) ./... -count=1
+	$(MAKE) --no-print-directory e2e
 
 .PHONY: e2e
 e2e: image ## On a real single-node cluster (root, Linux): the image installed by kustomize, then Helm; every cleanup a real Pod.
@@ -85,9 +91,13 @@ run: manifests generate ## Run the operator against the cluster of your kubeconf
 # The image's binary: static, no paths of this machine, stamped with VERSION.
 IMAGE_BIN := $(BIN_DIR)/image/sessionstore-operator
 SOURCE_URL := https://github.com/sessionstore/sessionstore-operator
-REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+ifeq ($(origin REVISION),undefined)
+REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+endif
 # File and image times from the commit, so the same commit gives the same image.
-SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+ifeq ($(origin SOURCE_DATE_EPOCH),undefined)
+SOURCE_DATE_EPOCH := $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+endif
 
 .PHONY: image
 image: ## Build the image as a docker-save tarball, bin/image.tar tagged $(IMG), with no Docker engine.

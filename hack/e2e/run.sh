@@ -73,6 +73,10 @@ run_pass() {
 }
 
 start=$SECONDS
+if ! tar -xOf bin/image.tar manifest.json 2>/dev/null | grep -qF "\"$IMG\""; then
+  log "bin/image.tar is not tagged $IMG: run make e2e (or make image IMG=$IMG first)"
+  exit 1
+fi
 hack/install-node.sh
 hack/install-tools.sh etcd kube-apiserver ferretdb
 hack/start-services.sh flask

@@ -51,11 +51,11 @@ func TestChartCopiesAreConfigs(t *testing.T) {
 }
 
 func TestChartRendersConfigDefault(t *testing.T) {
-	compare(t, render(t, "kubectl", "kustomize", "../../config/default"), helmTemplate(t))
+	compare(t, render(t, kubectl(t), "kustomize", "../../config/default"), helmTemplate(t))
 }
 
 func TestChartNamespacedRendersConfigNamespaced(t *testing.T) {
-	compare(t, render(t, "kubectl", "kustomize", "../../config/namespaced"),
+	compare(t, render(t, kubectl(t), "kustomize", "../../config/namespaced"),
 		helmTemplate(t, "--set", "rbac.mode=namespaced", "--set", "watchNamespaces={web,shop}"))
 }
 
@@ -66,12 +66,17 @@ func TestChartLints(t *testing.T) {
 	}
 }
 
-// helm is the Helm that hack/install-node.sh builds.
-func helm(t *testing.T) string {
+// helm and kubectl (for its kustomize) are the ones hack/install-node.sh
+// builds, so the check does not depend on what else the machine has.
+func helm(t *testing.T) string { return built(t, "../../bin/node/helm") }
+
+func kubectl(t *testing.T) string { return built(t, "../../bin/k8s/kubectl") }
+
+func built(t *testing.T, path string) string {
 	t.Helper()
-	bin, _ := filepath.Abs("../../bin/node/helm")
+	bin, _ := filepath.Abs(path)
 	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("no %s: run hack/install-node.sh helm (make test does)", bin)
+		t.Fatalf("no %s: run hack/install-node.sh (make test does)", bin)
 	}
 	return bin
 }
