@@ -26,12 +26,15 @@ import (
 func TestRealNode(t *testing.T) {
 	t.Run("operator installed restricted", testOperatorInstalled)
 	t.Run("lease held", testLeaseHeld)
-	for _, b := range cleanupBackends() {
-		t.Run("cleanup pod/"+b.name, func(t *testing.T) { testCleanupBackend(t, b) })
-	}
-	for _, b := range nativeBackends() {
-		t.Run("native expiry/"+b.name, func(t *testing.T) { testNativeBackend(t, b) })
-	}
+	// The backends share nothing but the operator: checked side by side.
+	t.Run("backends", func(t *testing.T) {
+		for _, b := range cleanupBackends() {
+			t.Run("cleanup pod/"+b.name, func(t *testing.T) { t.Parallel(); testCleanupBackend(t, b) })
+		}
+		for _, b := range nativeBackends() {
+			t.Run("native expiry/"+b.name, func(t *testing.T) { t.Parallel(); testNativeBackend(t, b) })
+		}
+	})
 	t.Run("metrics scraped with a token", testMetricsScraped)
 	if t.Failed() {
 		return
