@@ -11,8 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/rest"
+	"k8s.io/client-go/metadata"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -70,31 +69,6 @@ func keepOwnManagedFields(in any) (any, error) {
 	return in, nil
 }
 
-// newSecretMetadataCache is a cache of Secrets' names only: every other
-// metadata field is dropped, so each Secret costs a few dozen bytes whatever
-// its size, labels or annotations.
-func newSecretMetadataCache(cfg *rest.Config, scheme *runtime.Scheme, mapper meta.RESTMapper, namespaces []string) (cache.Cache, error) {
-	opts := CacheOptions(namespaces)
-	opts.Scheme = scheme
-	opts.Mapper = mapper
-	opts.ByObject = nil
-	opts.DefaultTransform = func(obj any) (any, error) {
-		if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
-			return &metav1.PartialObjectMetadata{
-				TypeMeta: m.TypeMeta,
-				ObjectMeta: metav1.ObjectMeta{
-					Name:            m.Name,
-					Namespace:       m.Namespace,
-					UID:             m.UID,
-					ResourceVersion: m.ResourceVersion,
-				},
-			}, nil
-		}
-		return obj, nil
-	}
-	return cache.New(cfg, opts)
-}
-
 // LeaderElectionID names the Lease the manager's replicas elect a leader with.
 const LeaderElectionID = "3c1e5d7a.sessionstore.dev"
 
@@ -104,6 +78,9 @@ const (
 	DefaultProbeTimeout     = 5 * time.Second
 	DefaultProbeConcurrency = 4
 	DefaultProbeMinBackoff  = 5 * time.Second
+	// Enough reconciles at once to keep a 2-core API server busy; more only
+	// queue there.
+	DefaultMaxConcurrentReconciles = 16
 )
 
 // Options are the controller's settings from the manager's flags.
@@ -120,6 +97,8 @@ type Options struct {
 	ProbeConcurrency int
 	// ProbeMinBackoff is the first retry delay of an unreachable store.
 	ProbeMinBackoff time.Duration
+	// MaxConcurrentReconciles is how many stores are reconciled at once.
+	MaxConcurrentReconciles int
 	// MetricsRegistry takes the per-store series; nil means the manager's
 	// metrics endpoint. A second manager in one process needs its own.
 	MetricsRegistry prometheus.Registerer
@@ -132,18 +111,17 @@ type Options struct {
 	Clock clock.Clock
 }
 
-// Setup adds the SessionStore controller, and the Secret metadata cache it
-// watches, to mgr.
+// Setup adds the SessionStore controller to mgr.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreReconciler, error) {
 	if opts.CleanupImage == "" {
 		return nil, fmt.Errorf("the cleanup image is not set")
 	}
-	secretMeta, err := newSecretMetadataCache(mgr.GetConfig(), mgr.GetScheme(), mgr.GetRESTMapper(), opts.Namespaces)
+	secretMeta, err := metadata.NewForConfig(mgr.GetConfig())
 	if err != nil {
-		return nil, fmt.Errorf("creating the Secret metadata cache: %w", err)
+		return nil, fmt.Errorf("creating the Secret metadata client: %w", err)
 	}
-	if err := mgr.Add(secretMeta); err != nil {
-		return nil, err
+	if opts.MaxConcurrentReconciles <= 0 {
+		opts.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles
 	}
 	if opts.ProbeInterval <= 0 {
 		opts.ProbeInterval = DefaultProbeInterval
@@ -167,15 +145,17 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreRe
 	prober := NewProber(opts.ProbeInterval, opts.ProbeTimeout, opts.ProbeMinBackoff, opts.ProbeConcurrency)
 	prober.Metrics = metrics
 	r := &SessionStoreReconciler{
-		Prober:              prober,
-		Metrics:             metrics,
-		Client:              mgr.GetClient(),
-		APIReader:           mgr.GetAPIReader(),
-		Scheme:              mgr.GetScheme(),
-		Recorder:            mgr.GetEventRecorder("sessionstore-controller"),
-		SecretMetadataCache: secretMeta,
-		CleanupImage:        opts.CleanupImage,
-		ClusterPolicies:     opts.ClusterPolicies,
+		Prober:                  prober,
+		Metrics:                 metrics,
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Scheme:                  mgr.GetScheme(),
+		Recorder:                mgr.GetEventRecorder("sessionstore-controller"),
+		SecretMetadata:          secretMeta,
+		Namespaces:              opts.Namespaces,
+		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
+		CleanupImage:            opts.CleanupImage,
+		ClusterPolicies:         opts.ClusterPolicies,
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 )
 
@@ -36,18 +35,14 @@ func BenchmarkCacheMemoryWithUnrelatedSecrets(b *testing.B) {
 			if err != nil {
 				return err
 			}
-			meta, err := newSecretMetadataCache(testCfg, testScheme, nil, nil)
-			if err != nil {
-				return err
-			}
-			return syncSecretInformers(ctx, main, meta)
+			return syncSecretInformers(ctx, main)
 		}},
 		{"cache-every-secret", func(ctx context.Context) error {
 			all, err := cache.New(testCfg, cache.Options{Scheme: testScheme})
 			if err != nil {
 				return err
 			}
-			return syncSecretInformers(ctx, all, nil)
+			return syncSecretInformers(ctx, all)
 		}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
@@ -66,24 +61,13 @@ func BenchmarkCacheMemoryWithUnrelatedSecrets(b *testing.B) {
 	}
 }
 
-func syncSecretInformers(ctx context.Context, typed, meta cache.Cache) error {
+func syncSecretInformers(ctx context.Context, typed cache.Cache) error {
 	if _, err := typed.GetInformer(ctx, &corev1.Secret{}); err != nil {
 		return err
 	}
 	go func() { _ = typed.Start(ctx) }()
 	if !typed.WaitForCacheSync(ctx) {
 		return fmt.Errorf("cache did not sync")
-	}
-	if meta != nil {
-		m := &metav1.PartialObjectMetadata{}
-		m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-		if _, err := meta.GetInformer(ctx, m); err != nil {
-			return err
-		}
-		go func() { _ = meta.Start(ctx) }()
-		if !meta.WaitForCacheSync(ctx) {
-			return fmt.Errorf("metadata cache did not sync")
-		}
 	}
 	return nil
 }

@@ -13,12 +13,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -40,9 +41,13 @@ type SessionStoreReconciler struct {
 	APIReader client.Reader
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
-	// SecretMetadataCache holds only the metadata of Secrets, to learn when
-	// a referenced credential Secret changes.
-	SecretMetadataCache cache.Cache
+	// SecretMetadata watches the metadata of Secrets, keeping none, to
+	// learn when a referenced credential Secret changes.
+	SecretMetadata metadata.Interface
+	// Namespaces the manager watches; empty means all.
+	Namespaces []string
+	// MaxConcurrentReconciles is how many stores are reconciled at once.
+	MaxConcurrentReconciles int
 	// CleanupImage is the operator's own image, run by cleanup CronJobs.
 	CleanupImage string
 	// Prober reaches the stores, off the reconcile path.
@@ -210,6 +215,9 @@ func (r *SessionStoreReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		// Of a Pod only the cleanup container's end (its report) is read;
 		// its other status changes would each cost a whole reconcile.
 		Watches(&corev1.Pod{}, byStoreLabel, builder.WithPredicates(predicate.NewPredicateFuncs(cleanupContainerEnded))).
+		// Each reconcile mostly waits on the API server: several at once
+		// keep it busy (10,000 new stores one by one took minutes).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
 }
 

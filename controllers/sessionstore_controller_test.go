@@ -461,18 +461,6 @@ func TestManagerCachesOnlyItsOwnSecrets(t *testing.T) {
 	}
 	g.Expect(names).To(ConsistOf("cached-session-store"))
 
-	// The metadata cache knows every Secret by name only: no data, no labels.
-	meta := &metav1.PartialObjectMetadataList{}
-	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
-	g.Eventually(func(g Gomega) {
-		g.Expect(testReconciler.SecretMetadataCache.List(ctx(), meta, client.InNamespace(ns))).To(Succeed())
-		g.Expect(meta.Items).To(HaveLen(21))
-	}, eventually, poll).Should(Succeed())
-	for _, item := range meta.Items {
-		g.Expect(item.Labels).To(BeEmpty())
-		g.Expect(item.Annotations).To(BeEmpty())
-		g.Expect(item.ManagedFields).To(BeEmpty())
-	}
 }
 
 func stringData(s *corev1.Secret) map[string]string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,7 +16,6 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -198,14 +198,17 @@ func indexReferencedSecrets(ctx context.Context, indexer client.FieldIndexer) er
 	})
 }
 
-// referencedSecretSource watches the metadata of Secrets, which is all it
-// takes to learn that a credential Secret changed or appeared, or that a
-// conflicting Secret went away, without caching any Secret's data.
+// referencedSecretSource tells the stores when a Secret they involve
+// changes, appears or goes away (a credential rotated, a conflicting Secret
+// deleted), from a watch of Secrets' metadata that caches none of them.
 func (r *SessionStoreReconciler) referencedSecretSource() source.Source {
-	secretMeta := &metav1.PartialObjectMetadata{}
-	secretMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	return source.Kind(r.SecretMetadataCache, secretMeta,
-		handler.TypedEnqueueRequestsFromMapFunc(r.storesUsingSecret))
+	return &secretChangeWatch{
+		secrets:     r.SecretMetadata.Resource(secretsResource),
+		stores:      r.Client,
+		namespaces:  r.Namespaces,
+		storesUsing: r.storesUsingSecret,
+		retry:       time.Second,
+	}
 }
 
 func (r *SessionStoreReconciler) storesUsingSecret(ctx context.Context, secret *metav1.PartialObjectMetadata) []reconcile.Request {

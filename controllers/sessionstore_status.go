@@ -203,6 +203,7 @@ func (r *SessionStoreReconciler) writeStatus(ctx context.Context, s *reconcileSc
 		return nil
 	}
 	r.recordTransitions(s.store, &before.Status, &s.status)
+	r.awaitCachedStore(ctx, client.ObjectKeyFromObject(s.store), before.ResourceVersion)
 	return nil
 }
 
