@@ -71,8 +71,10 @@ node-down: ## Tear the real node down and leave the host as found.
 	hack/e2e/node.sh down
 
 .PHONY: bench
-bench: tools services ## Run the benchmarks on stores they fill themselves (see docs/benchmarks.md).
+bench: tools services ## Run the benchmarks on stores they fill themselves, then the manager at scale (see docs/benchmarks.md).
 	go test ./internal/sessionstore/... -run '^$$' -bench . -benchtime 1x -count 3 -timeout 60m | tee bin/bench.txt
+	go build -o bin/manager . && go build -o bin/scale-harness ./hack/scale && mkdir -p bin/scale
+	bin/scale-harness -out bin/scale | tee bin/scale/results.txt
 
 .PHONY: demo
 demo: ## On a real node where the machine allows (root, Linux), else a local control plane: the samples, real cleanups, status, metrics; stop.
