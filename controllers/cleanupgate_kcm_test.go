@@ -178,17 +178,7 @@ func TestGateWithTheRealCronJobAndJobControllers(t *testing.T) {
 	// Missed runs collapse: at the next minute the CronJob controller finds
 	// each store's run still active (suspended, it counts as active under
 	// Forbid) and makes no second Job.
-	g.Eventually(func(g Gomega) {
-		events := &corev1.EventList{}
-		g.Expect(cp.client.List(ctx(), events, client.InNamespace(ns))).To(Succeed())
-		refused := map[string]bool{}
-		for _, e := range events.Items {
-			if e.Reason == "JobAlreadyActive" && e.InvolvedObject.Kind == "CronJob" {
-				refused[e.InvolvedObject.Name] = true
-			}
-		}
-		g.Expect(refused).To(HaveLen(stores))
-	}, 90*time.Second, poll).Should(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(cp.cronJobsRefusingASecondRun(g, ns)).To(HaveLen(stores)) }, 90*time.Second, poll).Should(Succeed())
 	g.Expect(time.Now().After(scheduled.Add(time.Minute))).To(BeTrue())
 	jobs := cp.jobs(g, ns)
 	g.Expect(jobs).To(HaveLen(stores), "no second Job for a store whose run waits")
@@ -224,4 +214,18 @@ func startedOf(jobs []batchv1.Job) []batchv1.Job {
 		}
 	}
 	return out
+}
+
+// cronJobsRefusingASecondRun are the CronJobs of ns whose next run the
+// CronJob controller refused because one is active (its JobAlreadyActive event).
+func (p *realControlPlane) cronJobsRefusingASecondRun(g Gomega, ns string) map[string]bool {
+	events := &corev1.EventList{}
+	g.Expect(p.client.List(ctx(), events, client.InNamespace(ns))).To(Succeed())
+	refused := map[string]bool{}
+	for _, e := range events.Items {
+		if e.Reason == "JobAlreadyActive" && e.InvolvedObject.Kind == "CronJob" {
+			refused[e.InvolvedObject.Name] = true
+		}
+	}
+	return refused
 }

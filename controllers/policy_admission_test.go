@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -86,4 +88,19 @@ concurrency:
 		g.Expect(k8sClient.Create(ctx(), q)).To(Succeed(), "schedule %q", s)
 		_ = k8sClient.Delete(ctx(), q)
 	}
+}
+
+// The sample the README points platform teams at is admitted as written.
+func TestPolicyAdmissionAcceptsTheSample(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "config", "samples", "cleanup-policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(data, &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	u.SetName("sample-shared-postgres")
+	NewWithT(t).Expect(k8sClient.Create(ctx(), u)).To(Succeed())
+	t.Cleanup(func() { _ = k8sClient.Delete(ctx(), u) })
 }

@@ -196,7 +196,7 @@ func (r *SessionStoreReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	if r.ClusterPolicies {
 		// A policy's status changes with every run: only its spec and
 		// annotations (the default-policy one) move stores.
-		b = b.Watches(&v1.ClusterSessionCleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.allStores),
+		b = b.Watches(&v1.ClusterSessionCleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.storesAPolicyMayMove),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.storesInNamespace),
 				builder.WithPredicates(predicate.LabelChangedPredicate{}))

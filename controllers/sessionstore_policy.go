@@ -134,16 +134,31 @@ func firstZone(zones ...*string) *string {
 	return nil
 }
 
-// allStores enqueues every store: a policy's change may move any of them.
-func (r *SessionStoreReconciler) allStores(ctx context.Context, _ client.Object) []reconcile.Request {
+// storesAPolicyMayMove enqueues the stores a policy's change may move: those
+// it governs now (its selector may have shrunk, or it is gone), those its
+// selector matches, and every store when it is a default policy.
+func (r *SessionStoreReconciler) storesAPolicyMayMove(ctx context.Context, obj client.Object) []reconcile.Request {
+	p, ok := obj.(*v1.ClusterSessionCleanupPolicy)
+	if !ok {
+		return nil
+	}
 	stores := &v1.SessionStoreList{}
 	if err := r.Client.List(ctx, stores); err != nil {
 		ctrlLog(ctx).Error(err, "listing stores for a policy change")
 		return nil
 	}
-	out := make([]reconcile.Request, 0, len(stores.Items))
-	for _, st := range stores.Items {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&st)})
+	nsLabels := map[string]map[string]string{}
+	var out []reconcile.Request
+	for i := range stores.Items {
+		st := &stores.Items[i]
+		if _, seen := nsLabels[st.Namespace]; !seen {
+			ns := &corev1.Namespace{}
+			_ = r.Client.Get(ctx, types.NamespacedName{Name: st.Namespace}, ns) // unknown: no labels
+			nsLabels[st.Namespace] = ns.Labels
+		}
+		if policy.IsDefault(p) || st.Status.Cleanup.Policy == p.Name || policy.Matches(p, st, nsLabels[st.Namespace]) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(st)})
+		}
 	}
 	return out
 }
