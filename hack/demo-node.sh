@@ -31,7 +31,7 @@ teardown() {
 step "building the node's binaries (first run only) and the operator's image"
 hack/install-node.sh
 hack/install-tools.sh etcd kube-apiserver ferretdb
-hack/start-services.sh flask
+hack/start-services.sh
 make --no-print-directory image IMG="$IMG" | tail -n 1
 
 trap teardown EXIT

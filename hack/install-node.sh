@@ -19,9 +19,10 @@ mkdir -p "$NODE_DIR/cni"
 log() { echo "[install-node] $*" >&2; }
 
 apt_packages() {
-  # runc's seccomp support links libseccomp; kube-proxy drives iptables (nft).
+  # runc's seccomp support links libseccomp; kube-proxy drives iptables (nft);
+  # the node scripts use openssl (certificates), ip (the bridge) and setpriv.
   local missing=() pkg
-  for pkg in libseccomp-dev iptables ca-certificates; do
+  for pkg in libseccomp-dev iptables ca-certificates openssl iproute2 util-linux; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0

@@ -79,7 +79,9 @@ if ! tar -xOf bin/image.tar manifest.json 2>/dev/null | grep -qF "\"$IMG\""; the
 fi
 hack/install-node.sh
 hack/install-tools.sh etcd kube-apiserver ferretdb
-hack/start-services.sh flask
+# The stores' servers (installed and started on loopback if missing; the
+# e2e starts instances of its own on the bridge) and Flask-Session.
+hack/start-services.sh
 go test -c -tags e2e -o bin/e2e.test ./test/e2e
 trap teardown EXIT
 hack/e2e/node.sh up
