@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -51,6 +52,9 @@ func (r *SessionStoreReconciler) observeStore(_ context.Context, s *reconcileSco
 	}
 	cfgWantsSchema := wantsSchemaFromEnv(s.podEnv)
 	switch {
+	case outcome.Schema != nil && outcome.Schema.Reason == ReasonSchemaPresent && createdBefore(s):
+		// A new manager (a restart) finds present what its predecessor
+		// created: the same fact, not worth a write.
 	case outcome.Schema != nil && outcome.Schema.Ready:
 		setCondition(s, ConditionSchemaReady, metav1.ConditionTrue, outcome.Schema.Reason, outcome.Schema.Message)
 	case outcome.Schema != nil:
@@ -62,6 +66,14 @@ func (r *SessionStoreReconciler) observeStore(_ context.Context, s *reconcileSco
 			"the store must be reachable before it can be prepared")
 	}
 	return nil
+}
+
+// createdBefore tells whether SchemaReady already says the operator
+// created the schema, for this generation.
+func createdBefore(s *reconcileScope) bool {
+	c := meta.FindStatusCondition(s.status.Conditions, ConditionSchemaReady)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == ReasonSchemaCreated &&
+		c.ObservedGeneration == s.store.Generation
 }
 
 func wantsSchemaFromEnv(env map[string]string) bool {
