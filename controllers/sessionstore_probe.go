@@ -245,7 +245,7 @@ func (p *Prober) probe(ctx context.Context, req probeRequest, previous *ProbeOut
 	cancel()
 	schemaWanted := cfg.WantsSchema()
 	if sessionstore.KindOf(err) == sessionstore.ErrMissingTable && !cfg.CreateTable {
-		outcome.Reason, outcome.Message = ReasonTableMissing, err.Error()+" (spec.postgresql.createTable is false)"
+		outcome.Reason, outcome.Message = ReasonTableMissing, err.Error()+" (spec."+cfg.Backend+".createTable is false)"
 		outcome.Schema = &SchemaOutcome{Reason: ReasonTableMissing, Message: outcome.Message}
 		return outcome
 	}

@@ -121,14 +121,14 @@ TESTDATA=internal/sessionstore/storetest/testdata
 write() { /usr/bin/python3 "$TESTDATA/$1" "${@:2}" >/dev/null; }
 PG_URI="postgresql+psycopg2://postgres@127.0.0.1:5432/$DEMO_DB"
 write flask_sqlalchemy_sessions.py write "$PG_URI" sessions 3600 6
-write flask_sqlalchemy_sessions.py write "$PG_URI" sessions -60 4
+write flask_sqlalchemy_sessions.py write "$PG_URI" sessions -600 4
 MY_URI="mysql+pymysql://sessions:change-me@127.0.0.1:3306/$DEMO_DB"
 write flask_sqlalchemy_mysql.py write "$MY_URI" sessions 3600 6
 write flask_sqlalchemy_mysql.py write "$MY_URI" sessions -600 5 # past the 5m grace
 write flask_mongodb_sessions.py write mongodb://127.0.0.1:27017/ "$DEMO_DB" sessions session: 3600 5
-write flask_mongodb_sessions.py write mongodb://127.0.0.1:27017/ "$DEMO_DB" sessions session: -60 3
+write flask_mongodb_sessions.py write mongodb://127.0.0.1:27017/ "$DEMO_DB" sessions session: -600 3
 write flask_filesystem_sessions.py write "$DEMO_DIR/flask_session" 3600 4
-write flask_filesystem_sessions.py write "$DEMO_DIR/flask_session" -60 7
+write flask_filesystem_sessions.py write "$DEMO_DIR/flask_session" -600 7
 echo "    postgresql: 6 live, 4 expired; mysql: 6 live, 5 expired; mongodb: 5 live, 3 expired; filesystem: 4 live, 7 expired"
 
 step "running each cleanup CronJob's pod template once (no kubelet here: its command and env, as a local process)"

@@ -36,7 +36,7 @@ func (inv *invocation) check(parent context.Context) int {
 		}
 	}
 
-	if cfg.Backend == sessionstore.BackendPostgreSQL || cfg.Backend == sessionstore.BackendMongoDB {
+	if cfg.WantsSchemaCheck() {
 		if code, done := inv.checkSchema(ctx, store, &res); done {
 			return code
 		}

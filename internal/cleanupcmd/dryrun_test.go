@@ -2,6 +2,8 @@ package cleanupcmd
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +130,40 @@ func TestDryRunSchemaMessages(t *testing.T) {
 		if got := dryRunSchema(tc.cfg, tc.looked); got.Message != tc.want || len(got.Created) != 0 {
 			t.Errorf("%s %q:\n got %+v\nwant %q", tc.cfg.Backend, tc.looked.Message, got, tc.want)
 		}
+	}
+}
+
+// A MySQL dry run says it would create the missing table, and creates
+// nothing (MariaDB here).
+func TestDryRunCreatesNoTableOnMySQL(t *testing.T) {
+	ctx := t.Context()
+	admin, err := sql.Open("mysql", "root@tcp(127.0.0.1:3306)/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	db := fmt.Sprintf("cmd_dry_%d", time.Now().UnixNano())
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+db); err != nil {
+		t.Fatalf("MariaDB at 127.0.0.1:3306 (hack/start-services.sh starts it): %v", err)
+	}
+	t.Cleanup(func() { admin.Exec("DROP DATABASE IF EXISTS " + db) })
+	env := map[string]string{
+		sessionstore.EnvBackend: "mysql", sessionstore.EnvURL: "mysql://root@127.0.0.1:3306/" + db,
+		sessionstore.EnvTable: "sessions", sessionstore.EnvCreateTable: "true",
+	}
+	r := run(t, ctx, Main, env, nil, "--dry-run", "--output=json")
+	if r.code != ExitOK {
+		t.Fatalf("dry run: want exit 0:\n%s", r)
+	}
+	var tables int
+	if err := admin.QueryRowContext(ctx, "SELECT count(*) FROM information_schema.tables WHERE table_schema = ?", db).Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if tables != 0 {
+		t.Fatalf("the dry run created %d tables", tables)
+	}
+	res := decodeResult(t, "stdout", []byte(r.stdout))
+	if res.Schema == nil || !strings.HasPrefix(res.Schema.Message, "dry run: would create table ") {
+		t.Errorf("want the dry run to say it would create the table: %s", r.stdout)
 	}
 }

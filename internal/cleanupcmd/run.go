@@ -118,7 +118,7 @@ func (inv *invocation) ping(ctx context.Context, store sessionstore.Store) error
 	return store.Ping(pingCtx)
 }
 
-// missingTable finds the qualified name in the PostgreSQL backend's
+// missingTable finds the qualified name in the SQL backends'
 // "table public.sessions does not exist" message.
 var missingTable = regexp.MustCompile(`^table (\S+) does not exist`)
 
@@ -127,7 +127,7 @@ var missingTable = regexp.MustCompile(`^table (\S+) does not exist`)
 func dryRunSchema(cfg sessionstore.Config, looked sessionstore.SchemaResult) sessionstore.SchemaResult {
 	var would []string
 	switch cfg.Backend {
-	case sessionstore.BackendPostgreSQL:
+	case sessionstore.BackendPostgreSQL, sessionstore.BackendMySQL:
 		tableMissing := !looked.Present && cfg.CreateTable
 		if tableMissing {
 			name := cfg.Table
@@ -136,7 +136,7 @@ func dryRunSchema(cfg sessionstore.Config, looked sessionstore.SchemaResult) ses
 			}
 			would = append(would, "table "+name)
 		}
-		if cfg.CreateExpiryIndex {
+		if cfg.Backend == sessionstore.BackendPostgreSQL && cfg.CreateExpiryIndex {
 			index := "expiry index " + cfg.Table + "_expiry_idx"
 			if !tableMissing {
 				// Look-only does not inspect the index.
@@ -158,10 +158,11 @@ func dryRunSchema(cfg sessionstore.Config, looked sessionstore.SchemaResult) ses
 	return res
 }
 
-// tableToCreate says whether a dry run found the PostgreSQL table missing
-// where a real run would create it.
+// tableToCreate says whether a dry run found the SQL table missing where a
+// real run would create it.
 func tableToCreate(cfg sessionstore.Config, schema *sessionstore.SchemaResult) bool {
-	return cfg.Backend == sessionstore.BackendPostgreSQL && cfg.CreateTable && schema != nil && !schema.Present &&
+	sql := cfg.Backend == sessionstore.BackendPostgreSQL || cfg.Backend == sessionstore.BackendMySQL
+	return sql && cfg.CreateTable && schema != nil && !schema.Present &&
 		strings.HasPrefix(schema.Message, "dry run: would create table ")
 }
 

@@ -254,3 +254,13 @@ func (c Config) WantsSchema() bool {
 	}
 	return false
 }
+
+// WantsSchemaCheck says whether the backend has a schema that `check` can
+// look at (a table, an index): the SQL backends and MongoDB.
+func (c Config) WantsSchemaCheck() bool {
+	switch c.Backend {
+	case BackendPostgreSQL, BackendMySQL, BackendMongoDB:
+		return true
+	}
+	return false
+}
