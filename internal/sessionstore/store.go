@@ -264,3 +264,19 @@ func (c Config) WantsSchemaCheck() bool {
 	}
 	return false
 }
+
+// SQLTableMessage is the message of a cleanup of Flask-Session's SQLAlchemy
+// table, the same on every SQL backend: the outcome, the rows kept for
+// having no expiry (and why they have none), and the error that stopped it.
+func SQLTableMessage(rep Report, err error) string {
+	var b strings.Builder
+	WriteOutcome(&b, rep, "sessions", "of", err)
+	if n := rep.Kept["noExpiry"]; n > 0 {
+		fmt.Fprintf(&b, "; kept %d with no expiry (non-permanent sessions of Flask-Session 0.3/0.4, or rows written before 0.7:"+
+			" 0.3/0.4 serve them until the browser drops the cookie, 0.7+ deletes one only when it reads it; delete them by hand once no app version needs them)", n)
+	}
+	if err != nil {
+		fmt.Fprintf(&b, "; stopped: %v", err)
+	}
+	return b.String()
+}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
@@ -80,7 +79,7 @@ func (s *myStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptions)
 	rep := sessionstore.Report{Backend: sessionstore.BackendMySQL, DryRun: opts.DryRun}
 	done := func(err error) (sessionstore.Report, error) {
 		rep.Duration = time.Since(start)
-		rep.Message = myMessage(rep, err)
+		rep.Message = sessionstore.SQLTableMessage(rep, err)
 		return rep, err
 	}
 	conn, err := s.myConn(ctx, "cleanup")
@@ -126,17 +125,4 @@ func (s *myStore) myCount(ctx context.Context, conn *sql.Conn, cut myCutoff, rep
 	rep.Scanned, rep.Expired = total, expired
 	rep.AddKept("noExpiry", total-withExpiry)
 	return nil
-}
-
-func myMessage(rep sessionstore.Report, err error) string {
-	var b strings.Builder
-	sessionstore.WriteOutcome(&b, rep, "sessions", "of", err)
-	if n := rep.Kept["noExpiry"]; n > 0 {
-		fmt.Fprintf(&b, "; kept %d with no expiry (non-permanent sessions of Flask-Session 0.3/0.4, or rows written before 0.7:"+
-			" 0.3/0.4 serve them until the browser drops the cookie, 0.7+ deletes one only when it reads it; delete them by hand once no app version needs them)", n)
-	}
-	if err != nil {
-		fmt.Fprintf(&b, "; stopped: %v", err)
-	}
-	return b.String()
 }

@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -77,7 +75,7 @@ func (s *pgStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptions)
 	rep := sessionstore.Report{Backend: sessionstore.BackendPostgreSQL, DryRun: opts.DryRun}
 	done := func(err error) (sessionstore.Report, error) {
 		rep.Duration = time.Since(start)
-		rep.Message = s.pgMessage(rep, err)
+		rep.Message = sessionstore.SQLTableMessage(rep, err)
 		return rep, err
 	}
 	conn, err := s.pgConnect(ctx)
@@ -120,17 +118,4 @@ SELECT count(*), count(expiry), count(*) FILTER (WHERE expiry <= `+cut.literal+`
 	rep.Scanned, rep.Expired = counts[0], counts[2]
 	rep.AddKept("noExpiry", counts[0]-counts[1])
 	return nil
-}
-
-func (s *pgStore) pgMessage(rep sessionstore.Report, err error) string {
-	var b strings.Builder
-	sessionstore.WriteOutcome(&b, rep, "sessions", "of", err)
-	if n := rep.Kept["noExpiry"]; n > 0 {
-		fmt.Fprintf(&b, "; kept %d with no expiry (non-permanent sessions of Flask-Session 0.3/0.4, or rows written before 0.7:"+
-			" 0.3/0.4 serve them until the browser drops the cookie, 0.7+ deletes one only when it reads it; delete them by hand once no app version needs them)", n)
-	}
-	if err != nil {
-		fmt.Fprintf(&b, "; stopped: %v", err)
-	}
-	return b.String()
 }
