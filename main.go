@@ -46,84 +46,70 @@ func main() {
 // subcommands run the bundled store logic; see cmd_store.go.
 var subcommands = map[string]func(args []string) int{}
 
-func runManager(args []string) int {
-	var (
-		metricsAddr     string
-		secureMetrics   bool
-		probeAddr       string
-		leaderElect     bool
-		watchNamespaces string
-		cleanupImage    string
-		kubeconfig      string
-		probeInterval   time.Duration
-		probeTimeout    time.Duration
-		probeWorkers    int
-		pprofAddr       string
-		maxReconciles   int
-	)
+// managerFlags are the manager's command-line settings.
+type managerFlags struct {
+	metricsAddr     string
+	secureMetrics   bool
+	probeAddr       string
+	leaderElect     bool
+	watchNamespaces string
+	cleanupImage    string
+	kubeconfig      string
+	probeInterval   time.Duration
+	probeTimeout    time.Duration
+	probeWorkers    int
+	pprofAddr       string
+	maxReconciles   int
+	zap             zap.Options
+}
+
+// parseManagerFlags reads the manager's flags from args.
+func parseManagerFlags(args []string) (*managerFlags, error) {
+	f := &managerFlags{}
 	fs := flag.NewFlagSet("sessionstore-operator", flag.ContinueOnError)
-	fs.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8443",
 		"address the metrics endpoint binds to; \"0\" turns it off")
-	fs.BoolVar(&secureMetrics, "metrics-secure", true,
+	fs.BoolVar(&f.secureMetrics, "metrics-secure", true,
 		"serve metrics over HTTPS with authentication and authorization (TokenReview and SubjectAccessReview)")
-	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
-	fs.BoolVar(&leaderElect, "leader-elect", false,
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false,
 		"elect a leader, so that only one of several replicas reconciles")
-	fs.StringVar(&watchNamespaces, "watch-namespaces", os.Getenv("WATCH_NAMESPACES"),
+	fs.StringVar(&f.watchNamespaces, "watch-namespaces", os.Getenv("WATCH_NAMESPACES"),
 		"comma-separated namespaces to watch (env WATCH_NAMESPACES); empty watches all")
-	fs.StringVar(&cleanupImage, "cleanup-image", envOr("OPERATOR_IMAGE", version.Image()),
+	fs.StringVar(&f.cleanupImage, "cleanup-image", envOr("OPERATOR_IMAGE", version.Image()),
 		"image the cleanup CronJobs run, the operator's own (env OPERATOR_IMAGE; default this build's, tagged by its version)")
-	fs.StringVar(&kubeconfig, "kubeconfig", "",
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "",
 		"kubeconfig file; default $KUBECONFIG, then in-cluster, then ~/.kube/config")
-	fs.DurationVar(&probeInterval, "probe-interval", controllers.DefaultProbeInterval,
+	fs.DurationVar(&f.probeInterval, "probe-interval", controllers.DefaultProbeInterval,
 		"how often a reachable store is probed; an unreachable one is retried sooner, backing off up to this")
-	fs.DurationVar(&probeTimeout, "probe-timeout", controllers.DefaultProbeTimeout, "how long one probe of a store may take")
-	fs.IntVar(&probeWorkers, "probe-concurrency", controllers.DefaultProbeConcurrency, "how many stores are probed at once")
-	fs.IntVar(&maxReconciles, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles, "how many stores are reconciled at once")
-	fs.StringVar(&pprofAddr, "pprof-bind-address", "0", "address net/http/pprof binds to (as 127.0.0.1:6060); \"0\" turns it off")
-	zapOpts := zap.Options{}
-	zapOpts.BindFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	fs.DurationVar(&f.probeTimeout, "probe-timeout", controllers.DefaultProbeTimeout, "how long one probe of a store may take")
+	fs.IntVar(&f.probeWorkers, "probe-concurrency", controllers.DefaultProbeConcurrency, "how many stores are probed at once")
+	fs.IntVar(&f.maxReconciles, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles, "how many stores are reconciled at once")
+	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "0", "address net/http/pprof binds to (as 127.0.0.1:6060); \"0\" turns it off")
+	f.zap.BindFlags(fs)
+	return f, fs.Parse(args)
+}
+
+func runManager(args []string) int {
+	f, err := parseManagerFlags(args)
+	if err != nil {
 		return 2
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
 	setupLog := ctrl.Log.WithName("setup")
-
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(v1.AddToScheme(scheme))
-
-	namespaces := splitList(watchNamespaces)
-	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics}
-	if secureMetrics {
-		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
-	}
-	restConfig, err := loadRESTConfig(kubeconfig)
-	if err != nil {
-		setupLog.Error(err, "unable to load the kubeconfig")
-		return 1
-	}
-	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
-		Scheme:                        scheme,
-		Metrics:                       metricsOpts,
-		HealthProbeBindAddress:        probeAddr,
-		LeaderElection:                leaderElect,
-		LeaderElectionID:              controllers.LeaderElectionID,
-		LeaderElectionReleaseOnCancel: true,
-		Cache:                         controllers.CacheOptions(namespaces),
-		PprofBindAddress:              pprofAddr,
-	})
+	namespaces := splitList(f.watchNamespaces)
+	mgr, err := newManager(f, namespaces)
 	if err != nil {
 		setupLog.Error(err, "unable to create the manager")
 		return 1
 	}
 	ctx := ctrl.SetupSignalHandler()
-	if _, err := controllers.Setup(ctx, mgr, controllers.Options{
-		CleanupImage: cleanupImage, Namespaces: namespaces,
+	if err := controllers.Setup(ctx, mgr, controllers.Options{
+		CleanupImage: f.cleanupImage, Namespaces: namespaces,
 		// Cluster-scoped policies need a cluster-wide install.
 		ClusterPolicies: len(namespaces) == 0,
-		ProbeInterval:   probeInterval, ProbeTimeout: probeTimeout, ProbeConcurrency: probeWorkers,
-		MaxConcurrentReconciles: maxReconciles,
+		ProbeInterval:   f.probeInterval, ProbeTimeout: f.probeTimeout, ProbeConcurrency: f.probeWorkers,
+		MaxConcurrentReconciles: f.maxReconciles,
 	}); err != nil {
 		setupLog.Error(err, "unable to set up the SessionStore controller")
 		return 1
@@ -136,12 +122,37 @@ func runManager(args []string) int {
 		setupLog.Error(err, "unable to set up the ready check")
 		return 1
 	}
-	setupLog.Info("starting the manager", "version", version.Version, "namespaces", namespacesForLog(namespaces), "cleanupImage", cleanupImage)
+	setupLog.Info("starting the manager", "version", version.Version, "namespaces", namespacesForLog(namespaces), "cleanupImage", f.cleanupImage)
 	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "the manager stopped")
 		return 1
 	}
 	return 0
+}
+
+// newManager makes the controller-runtime manager the flags describe.
+func newManager(f *managerFlags, namespaces []string) (ctrl.Manager, error) {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1.AddToScheme(scheme))
+	metricsOpts := metricsserver.Options{BindAddress: f.metricsAddr, SecureServing: f.secureMetrics}
+	if f.secureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	restConfig, err := loadRESTConfig(f.kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	return ctrl.NewManager(restConfig, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        f.probeAddr,
+		LeaderElection:                f.leaderElect,
+		LeaderElectionID:              controllers.LeaderElectionID,
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(namespaces),
+		PprofBindAddress:              f.pprofAddr,
+	})
 }
 
 func loadRESTConfig(kubeconfig string) (*rest.Config, error) {

@@ -20,7 +20,7 @@ const cacheCatchUpTimeout = 2 * time.Second
 // writes queue the store again at once; without the wait, that reconcile
 // read a status older than the one just written and its write conflicted
 // (two thirds of new stores paid a rejected write and a retry after 200ms).
-func (r *SessionStoreReconciler) awaitCachedStore(ctx context.Context, key client.ObjectKey, stale string) {
+func (r *sessionStoreReconciler) awaitCachedStore(ctx context.Context, key client.ObjectKey, stale string) {
 	_ = wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, cacheCatchUpTimeout, true, func(ctx context.Context) (bool, error) {
 		cached := &v1.SessionStore{}
 		if err := r.Client.Get(ctx, key, cached); err != nil {

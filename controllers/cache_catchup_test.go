@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 )
 
 // TestNewStoreWritesItsStatusWithoutConflicts: a new filesystem store's
@@ -24,7 +25,7 @@ func TestNewStoreWritesItsStatusWithoutConflicts(t *testing.T) {
 	for i := 0; i < stores; i++ {
 		name := fmt.Sprintf("fresh-%d", i)
 		g.Eventually(func(g Gomega) {
-			c := condition(getStore(g, ns, name), ConditionLastCleanupSucceeded)
+			c := condition(getStore(g, ns, name), v1.ConditionLastCleanupSucceeded)
 			g.Expect(c.Message).To(HavePrefix("the first run is due"))
 		}, eventually, poll).Should(Succeed())
 	}

@@ -75,15 +75,15 @@ func TestCleanupRunsAreReported(t *testing.T) {
 	endsAt := func(i int) time.Time { return first.Add(time.Duration(2*i) * time.Second) }
 	store := createStore(t, filesystemStore(ns, "runs"))
 	got := waitConfigured(t, ns, "runs")
-	g.Expect(condition(got, ConditionLastCleanupSucceeded).Reason).To(Equal(ReasonNotRunYet))
-	g.Expect(condition(got, ConditionStoreReachable).Reason).To(Equal(ReasonAwaitingCleanupRun))
+	g.Expect(condition(got, v1.ConditionLastCleanupSucceeded).Reason).To(Equal(v1.ReasonNotRunYet))
+	g.Expect(condition(got, v1.ConditionStoreReachable).Reason).To(Equal(v1.ReasonAwaitingCleanupRun))
 
 	// A run that succeeds.
 	simulateRun(t, store, "runs-cleanup-29000001", runEnding{succeeded: true,
 		terminationReport: reportJSON(t, map[string]any{"backend": "filesystem", "scanned": 1200, "expired": 400,
 			"deleted": 398, "kept": map[string]int{"unreadable": 2}, "batches": 2, "duration": int64(1500 * time.Millisecond)}),
 		finished: endsAt(0)})
-	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded)
+	got = waitCondition(t, ns, "runs", v1.ConditionLastCleanupSucceeded, metav1.ConditionTrue, v1.ReasonSucceeded)
 	res := got.Status.Cleanup.LastResult
 	g.Expect(res).NotTo(BeNil())
 	g.Expect(res.JobName).To(Equal("runs-cleanup-29000001"))
@@ -94,8 +94,8 @@ func TestCleanupRunsAreReported(t *testing.T) {
 	g.Expect(res.Kept).To(BeEquivalentTo(2))
 	g.Expect(res.Duration.Duration).To(Equal(1500 * time.Millisecond))
 	g.Expect(got.Status.Cleanup.LastSuccessfulTime).NotTo(BeNil())
-	g.Expect(condition(got, ConditionStoreReachable).Status).To(Equal(metav1.ConditionTrue), "a run that read the directory reached it")
-	g.Expect(condition(got, ConditionReady).Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(condition(got, v1.ConditionStoreReachable).Status).To(Equal(metav1.ConditionTrue), "a run that read the directory reached it")
+	g.Expect(condition(got, v1.ConditionReady).Status).To(Equal(metav1.ConditionTrue))
 	g.Expect(metricValue(t, "sessionstore_last_cleanup_deleted_sessions", ns, "runs")).To(Equal(398.0))
 	g.Expect(metricValue(t, "sessionstore_last_successful_cleanup_timestamp_seconds", ns, "runs")).
 		To(BeNumerically("==", got.Status.Cleanup.LastSuccessfulTime.Unix()))
@@ -105,27 +105,27 @@ func TestCleanupRunsAreReported(t *testing.T) {
 	simulateRun(t, store, "runs-cleanup-29000061", runEnding{reason: batchv1.JobReasonBackoffLimitExceeded, exitCode: 1,
 		terminationReport: reportJSON(t, map[string]any{"backend": "filesystem", "error": "ping: /flask_session is not a directory",
 			"errorKind": "InvalidConfig"}), finished: endsAt(1)})
-	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonFailed)
-	g.Expect(condition(got, ConditionLastCleanupSucceeded).Message).To(ContainSubstring("is not a directory"))
+	got = waitCondition(t, ns, "runs", v1.ConditionLastCleanupSucceeded, metav1.ConditionFalse, v1.ReasonFailed)
+	g.Expect(condition(got, v1.ConditionLastCleanupSucceeded).Message).To(ContainSubstring("is not a directory"))
 	g.Expect(got.Status.Cleanup.LastResult.Succeeded).To(BeFalse())
 	g.Expect(got.Status.Cleanup.LastSuccessfulTime.Equal(lastSuccess)).To(BeTrue(), "the last success stays the last success")
-	g.Expect(condition(got, ConditionReady).Status).To(Equal(metav1.ConditionFalse))
-	g.Expect(condition(got, ConditionStoreReachable).Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(condition(got, v1.ConditionReady).Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(condition(got, v1.ConditionStoreReachable).Status).To(Equal(metav1.ConditionFalse))
 	g.Eventually(func(g Gomega) {
-		g.Expect(eventReasons(g, ns, "runs")).To(ContainElement(EventCleanupFailed))
+		g.Expect(eventReasons(g, ns, "runs")).To(ContainElement(v1.EventCleanupFailed))
 	}, eventually, poll).Should(Succeed())
 
 	// A run stopped at its deadline, after deleting some.
 	simulateRun(t, store, "runs-cleanup-29000121", runEnding{reason: batchv1.JobReasonDeadlineExceeded, exitCode: 1,
 		terminationReport: reportJSON(t, map[string]any{"backend": "filesystem", "scanned": 5000, "expired": 5000,
 			"deleted": 4000, "stoppedEarly": true, "error": "stopped early: deadline"}), finished: endsAt(2)})
-	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonDeadlineExceeded)
+	got = waitCondition(t, ns, "runs", v1.ConditionLastCleanupSucceeded, metav1.ConditionFalse, v1.ReasonDeadlineExceeded)
 	g.Expect(got.Status.Cleanup.LastResult.Deleted).To(BeEquivalentTo(4000))
-	g.Expect(condition(got, ConditionLastCleanupSucceeded).Message).To(ContainSubstring("deadline"))
+	g.Expect(condition(got, v1.ConditionLastCleanupSucceeded).Message).To(ContainSubstring("deadline"))
 
 	// A run whose pod never wrote a report (killed before it started).
 	simulateRun(t, store, "runs-cleanup-29000181", runEnding{reason: batchv1.JobReasonBackoffLimitExceeded, finished: endsAt(3)})
-	got = waitCondition(t, ns, "runs", ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonFailed)
+	got = waitCondition(t, ns, "runs", v1.ConditionLastCleanupSucceeded, metav1.ConditionFalse, v1.ReasonFailed)
 	g.Expect(got.Status.Cleanup.LastResult.JobName).To(Equal("runs-cleanup-29000181"))
 
 	g.Expect(runCount(t, ns, "runs", "succeeded")).To(Equal(1.0))
@@ -140,8 +140,8 @@ func TestCleanupThatNeverRan(t *testing.T) {
 	suspended := filesystemStore(ns, "paused")
 	suspended.Spec.Cleanup.Suspend = true
 	createStore(t, suspended)
-	got := waitCondition(t, ns, "paused", ConditionLastCleanupSucceeded, metav1.ConditionUnknown, ReasonSuspended)
-	g.Expect(condition(got, ConditionCleanupScheduled).Reason).To(Equal(ReasonSuspended))
+	got := waitCondition(t, ns, "paused", v1.ConditionLastCleanupSucceeded, metav1.ConditionUnknown, v1.ReasonSuspended)
+	g.Expect(condition(got, v1.ConditionCleanupScheduled).Reason).To(Equal(v1.ReasonSuspended))
 
 	// The CronJob controller last scheduled a run three hours ago and none
 	// since, though the schedule is hourly: a run was missed.
@@ -150,9 +150,9 @@ func TestCleanupThatNeverRan(t *testing.T) {
 	cj := waitCronJob(t, ns, "missed-cleanup")
 	cj.Status.LastScheduleTime = ptr.To(metav1.NewTime(time.Now().Add(-3 * time.Hour)))
 	g.Expect(k8sClient.Status().Update(ctx(), cj)).To(Succeed())
-	got = waitCondition(t, ns, "missed", ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonMissedSchedule)
+	got = waitCondition(t, ns, "missed", v1.ConditionLastCleanupSucceeded, metav1.ConditionFalse, v1.ReasonMissedSchedule)
 	g.Expect(got.Status.Cleanup.LastScheduleTime).NotTo(BeNil())
-	g.Expect(condition(got, ConditionReady).Reason).To(Equal(ReasonMissedSchedule))
+	g.Expect(condition(got, v1.ConditionReady).Reason).To(Equal(v1.ReasonMissedSchedule))
 }
 
 func runCount(t *testing.T, ns, name, result string) float64 {

@@ -30,19 +30,14 @@ import (
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=patch;delete
 // +kubebuilder:rbac:groups=sessionstore.dev,resources=clustersessioncleanuppolicies/status,verbs=patch
 
-// Event reasons of the gate.
-const (
-	EventCleanupSkipped = "CleanupSkipped"
-)
-
 // gateKey is the gate's one work item: every decision weighs every governed
 // Job (a server's limit spans namespaces and policies), so decisions are
 // made one at a time, over all of them.
 var gateKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "cleanup-gate"}}
 
-// CleanupGate un-suspends the suspended cleanup Jobs of governed stores when
+// cleanupGate un-suspends the suspended cleanup Jobs of governed stores when
 // their policy allows: not suspended, in an open window, under its limits.
-type CleanupGate struct {
+type cleanupGate struct {
 	Client   client.Client
 	Recorder events.EventRecorder
 	Clock    clock.PassiveClock
@@ -58,7 +53,7 @@ type CleanupGate struct {
 }
 
 // SetupWithManager registers the gate.
-func (g *CleanupGate) SetupWithManager(mgr ctrl.Manager) error {
+func (g *cleanupGate) SetupWithManager(mgr ctrl.Manager) error {
 	g.initMemory()
 	toGate := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{gateKey}
@@ -74,7 +69,7 @@ func (g *CleanupGate) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // initMemory empties what the gate remembers of its own writes.
-func (g *CleanupGate) initMemory() {
+func (g *cleanupGate) initMemory() {
 	g.started, g.deleted, g.written = map[types.UID]bool{}, map[types.UID]bool{}, map[string]v1.ClusterSessionCleanupPolicyStatus{}
 }
 
@@ -88,7 +83,7 @@ func (policyCountsChanged) Update(e event.UpdateEvent) bool {
 
 // Reconcile weighs every governed Job: deletes those whose starting deadline
 // passed, starts those the gate lets through, and writes the policies' status.
-func (g *CleanupGate) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+func (g *cleanupGate) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
 	now := g.Clock.Now()
 	policies := &v1.ClusterSessionCleanupPolicyList{}
 	if err := g.Client.List(ctx, policies); err != nil {

@@ -41,7 +41,7 @@ func TestGateFollowsTheClock(t *testing.T) {
 	stale := job("stale", "old", clk.Now().Add(-time.Hour))
 	c := fake.NewClientBuilder().WithScheme(testScheme).WithObjects(pol, store, fresh, stale).
 		WithStatusSubresource(&v1.SessionStore{}, &v1.ClusterSessionCleanupPolicy{}).Build()
-	gate := &CleanupGate{Client: c, Clock: clk}
+	gate := &cleanupGate{Client: c, Clock: clk}
 	gate.initMemory()
 
 	res, err := gate.Reconcile(ctx(), gateKey)

@@ -112,7 +112,7 @@ func startManagerOn(t *testing.T, cfg *rest.Config) {
 		t.Fatal(err)
 	}
 	mctx, cancel := context.WithCancel(context.Background())
-	if _, err := Setup(mctx, mgr, Options{CleanupImage: testImage, ClusterPolicies: true, MetricsRegistry: prometheus.NewRegistry()}); err != nil {
+	if _, err := setup(mctx, mgr, Options{CleanupImage: testImage, ClusterPolicies: true, MetricsRegistry: prometheus.NewRegistry()}); err != nil {
 		cancel()
 		t.Fatal(err)
 	}

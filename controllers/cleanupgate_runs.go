@@ -29,7 +29,7 @@ type governedRuns struct {
 	running, waiting []policy.Run
 }
 
-func (g *CleanupGate) governedRuns(ctx context.Context) (governedRuns, error) {
+func (g *cleanupGate) governedRuns(ctx context.Context) (governedRuns, error) {
 	jobs := &batchv1.JobList{}
 	if err := g.Client.List(ctx, jobs, client.HasLabels{specs.PolicyLabel}); err != nil {
 		return governedRuns{}, err
@@ -105,7 +105,7 @@ func (r governedRuns) splitExpired(views map[string]*policyView, now time.Time) 
 
 // start un-suspends each run's Job. The patch carries the Job's UID, so a
 // Job deleted and made again under the same name is not started unseen.
-func (g *CleanupGate) start(ctx context.Context, runs []policy.Run) error {
+func (g *cleanupGate) start(ctx context.Context, runs []policy.Run) error {
 	var errs []error
 	for _, run := range runs {
 		patch := []byte(fmt.Sprintf(`{"metadata":{"uid":%q},"spec":{"suspend":false}}`, run.UID))
@@ -122,7 +122,7 @@ func (g *CleanupGate) start(ctx context.Context, runs []policy.Run) error {
 	return errors.Join(errs...)
 }
 
-func (g *CleanupGate) remember(m map[types.UID]bool, uid types.UID) {
+func (g *cleanupGate) remember(m map[types.UID]bool, uid types.UID) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m[uid] = true
@@ -130,7 +130,7 @@ func (g *CleanupGate) remember(m map[types.UID]bool, uid types.UID) {
 
 // skip deletes each expired run's Job and records on its store why it
 // never started: held says what held it last.
-func (g *CleanupGate) skip(ctx context.Context, expired []policy.Run, held map[string]string) error {
+func (g *cleanupGate) skip(ctx context.Context, expired []policy.Run, held map[string]string) error {
 	var errs []error
 	for _, run := range expired {
 		job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: run.Namespace, Name: run.Name}}
@@ -150,7 +150,7 @@ func (g *CleanupGate) skip(ctx context.Context, expired []policy.Run, held map[s
 }
 
 // recordSkip writes the skip into the store's status and an event.
-func (g *CleanupGate) recordSkip(ctx context.Context, run policy.Run, reason string) error {
+func (g *cleanupGate) recordSkip(ctx context.Context, run policy.Run, reason string) error {
 	store := &v1.SessionStore{}
 	if err := g.Client.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Store}, store); err != nil {
 		return client.IgnoreNotFound(err)
@@ -163,7 +163,7 @@ func (g *CleanupGate) recordSkip(ctx context.Context, run policy.Run, reason str
 		return fmt.Errorf("recording the skip of %s: %w", run.Name, err)
 	}
 	if g.Recorder != nil {
-		g.Recorder.Eventf(store, nil, corev1.EventTypeWarning, EventCleanupSkipped, "SkipCleanup", "%s", message)
+		g.Recorder.Eventf(store, nil, corev1.EventTypeWarning, v1.EventCleanupSkipped, "SkipCleanup", "%s", message)
 	}
 	return nil
 }

@@ -15,15 +15,6 @@ import (
 	"github.com/sessionstore/sessionstore-operator/internal/policy"
 )
 
-// Policy conditions.
-const (
-	// ConditionWindowsValid is False while a window (or the time zone)
-	// cannot be read: the policy's runs are held until it is fixed.
-	ConditionWindowsValid = "WindowsValid"
-	ReasonValid           = "Valid"
-	ReasonInvalidWindow   = "InvalidWindow"
-)
-
 // policyTotals counts, per policy, what its status shows.
 type policyTotals struct {
 	stores, running, waiting, skippedLastDay int32
@@ -31,7 +22,7 @@ type policyTotals struct {
 
 // writePolicyStatus writes each policy's totals, window state and
 // conditions when they differ from what this gate last wrote.
-func (g *CleanupGate) writePolicyStatus(ctx context.Context, views map[string]*policyView, runs governedRuns, d policy.Decision, now time.Time) error {
+func (g *cleanupGate) writePolicyStatus(ctx context.Context, views map[string]*policyView, runs governedRuns, d policy.Decision, now time.Time) error {
 	totals, err := g.countTotals(ctx, runs, d, now)
 	if err != nil {
 		return err
@@ -60,7 +51,7 @@ func (g *CleanupGate) writePolicyStatus(ctx context.Context, views map[string]*p
 	return errors.Join(errs...)
 }
 
-func (g *CleanupGate) rememberStatus(name string, st v1.ClusterSessionCleanupPolicyStatus) {
+func (g *cleanupGate) rememberStatus(name string, st v1.ClusterSessionCleanupPolicyStatus) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.written[name] = st
@@ -81,7 +72,7 @@ func policyStatusEqual(a, b v1.ClusterSessionCleanupPolicyStatus) bool {
 // countTotals counts the stores each policy governs (from their status),
 // those skipped in the last day, and the runs started and waiting after
 // this pass.
-func (g *CleanupGate) countTotals(ctx context.Context, runs governedRuns, d policy.Decision, now time.Time) (map[string]*policyTotals, error) {
+func (g *cleanupGate) countTotals(ctx context.Context, runs governedRuns, d policy.Decision, now time.Time) (map[string]*policyTotals, error) {
 	stores := &v1.SessionStoreList{}
 	if err := g.Client.List(ctx, stores); err != nil {
 		return nil, err
@@ -127,10 +118,10 @@ func desiredPolicyStatus(v *policyView, t *policyTotals, now time.Time) v1.Clust
 	if !v.nextChange.IsZero() {
 		st.NextWindowChange = &metav1.Time{Time: v.nextChange.UTC().Truncate(time.Second)}
 	}
-	cond := metav1.Condition{Type: ConditionWindowsValid, Status: metav1.ConditionTrue, Reason: ReasonValid,
+	cond := metav1.Condition{Type: v1.ConditionWindowsValid, Status: metav1.ConditionTrue, Reason: v1.ReasonValid,
 		Message: "every window can be read", ObservedGeneration: v.policy.Generation}
 	if v.invalid != nil {
-		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonInvalidWindow
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1.ReasonInvalidWindow
 		cond.Message = fmt.Sprintf("%v; no run of this policy starts until it is fixed", v.invalid)
 	}
 	meta.SetStatusCondition(&st.Conditions, cond)

@@ -247,7 +247,7 @@ func TestGateWindowsHoldRuns(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		pol := getPolicy(g, p.Name)
 		g.Expect(pol.Status.WindowState).To(Equal(v1.WindowStateInvalid))
-		c := findCondition(pol.Status.Conditions, ConditionWindowsValid)
+		c := findCondition(pol.Status.Conditions, v1.ConditionWindowsValid)
 		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
 		g.Expect(c.Message).To(ContainSubstring("spec.windows[0].schedule"))
 	}, eventually, poll).Should(Succeed())
@@ -347,7 +347,7 @@ func TestGateSkipsARunPastItsStartingDeadline(t *testing.T) {
 		g.Expect(st.LastSkipReason).To(ContainSubstring(job.Name))
 		g.Expect(st.LastSkipReason).To(ContainSubstring("policy gate-deadline is suspended"))
 		g.Expect(getPolicy(g, "gate-deadline").Status.SkippedLastDay).To(BeEquivalentTo(1))
-		g.Expect(eventReasons(g, ns, "a-store")).To(ContainElement(EventCleanupSkipped))
+		g.Expect(eventReasons(g, ns, "a-store")).To(ContainElement(v1.EventCleanupSkipped))
 	}, eventually, poll).Should(Succeed())
 }
 

@@ -86,9 +86,9 @@ func TestForeignCronJobIsAConflictNotALoop(t *testing.T) {
 	mark := writeCount.Load()
 	createStore(t, filesystemStore(ns, "app"))
 
-	store := waitCondition(t, ns, "app", ConditionCleanupScheduled, metav1.ConditionFalse, ReasonCronJobConflict)
-	g.Expect(condition(store, ConditionReady).Reason).To(Equal(ReasonCronJobConflict))
-	expectOneEvent(t, ns, "app", ReasonCronJobConflict)
+	store := waitCondition(t, ns, "app", v1.ConditionCleanupScheduled, metav1.ConditionFalse, v1.ReasonCronJobConflict)
+	g.Expect(condition(store, v1.ConditionReady).Reason).To(Equal(v1.ReasonCronJobConflict))
+	expectOneEvent(t, ns, "app", v1.ReasonCronJobConflict)
 	expectNoRetries(t, ns)
 	g.Expect(writesSince(mark, ns)).NotTo(ContainElement(ContainSubstring("CronJobApplyConfiguration")), "never applied over it")
 	got := &batchv1.CronJob{}
@@ -111,10 +111,10 @@ func TestScheduleKubernetesAcceptsButNeverRunsIsInvalid(t *testing.T) {
 			cj := waitCronJob(t, ns, tc.name+"-cleanup")
 
 			mark := patchStore(t, ns, tc.name, func(s *v1.SessionStore) { s.Spec.Cleanup.Schedule = tc.schedule })
-			store := waitCondition(t, ns, tc.name, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonInvalidSchedule)
-			g.Expect(condition(store, ConditionCleanupScheduled).Message).To(ContainSubstring(tc.says))
-			g.Expect(condition(store, ConditionReady).Reason).To(Equal(ReasonInvalidSchedule))
-			expectOneEvent(t, ns, tc.name, ReasonInvalidSchedule)
+			store := waitCondition(t, ns, tc.name, v1.ConditionCleanupScheduled, metav1.ConditionFalse, v1.ReasonInvalidSchedule)
+			g.Expect(condition(store, v1.ConditionCleanupScheduled).Message).To(ContainSubstring(tc.says))
+			g.Expect(condition(store, v1.ConditionReady).Reason).To(Equal(v1.ReasonInvalidSchedule))
+			expectOneEvent(t, ns, tc.name, v1.ReasonInvalidSchedule)
 			expectNoRetries(t, ns)
 			g.Expect(writesSince(mark, ns)).To(Equal([]string{
 				fmt.Sprintf("status patch *v1.SessionStore %s/%s", ns, tc.name)}), "one status write, no apply")
@@ -135,9 +135,9 @@ func TestCronJobTheAPIServerRejectsIsReportedOnce(t *testing.T) {
 	// The CRD's pattern takes any IANA-like name; the CronJob API knows
 	// the real zones only.
 	mark := patchStore(t, ns, "mars", func(s *v1.SessionStore) { s.Spec.Cleanup.TimeZone = ptr.To("Mars/Olympus") })
-	store := waitCondition(t, ns, "mars", ConditionCleanupScheduled, metav1.ConditionFalse, ReasonApplyFailed)
-	g.Expect(condition(store, ConditionCleanupScheduled).Message).To(ContainSubstring("Mars/Olympus"))
-	expectOneEvent(t, ns, "mars", ReasonApplyFailed)
+	store := waitCondition(t, ns, "mars", v1.ConditionCleanupScheduled, metav1.ConditionFalse, v1.ReasonApplyFailed)
+	g.Expect(condition(store, v1.ConditionCleanupScheduled).Message).To(ContainSubstring("Mars/Olympus"))
+	expectOneEvent(t, ns, "mars", v1.ReasonApplyFailed)
 	expectNoRetries(t, ns)
 	g.Expect(writesSince(mark, ns)).To(Equal([]string{
 		fmt.Sprintf("apply *v1.CronJobApplyConfiguration %s/mars-cleanup", ns),
@@ -146,5 +146,5 @@ func TestCronJobTheAPIServerRejectsIsReportedOnce(t *testing.T) {
 
 	// Fixing the spec schedules the cleanup again.
 	patchStore(t, ns, "mars", func(s *v1.SessionStore) { s.Spec.Cleanup.TimeZone = ptr.To("Europe/Paris") })
-	waitCondition(t, ns, "mars", ConditionCleanupScheduled, metav1.ConditionTrue, ReasonScheduled)
+	waitCondition(t, ns, "mars", v1.ConditionCleanupScheduled, metav1.ConditionTrue, v1.ReasonScheduled)
 }

@@ -103,8 +103,8 @@ func waitConfigured(t *testing.T, ns, name string) *v1.SessionStore {
 	var store *v1.SessionStore
 	g.Eventually(func(g Gomega) {
 		store = getStore(g, ns, name)
-		g.Expect(condition(store, ConditionConnectionSecretReady).Status).To(Equal(metav1.ConditionTrue))
-		g.Expect(condition(store, ConditionCleanupScheduled).Reason).To(BeElementOf(ReasonScheduled, ReasonNativeExpiry, ReasonSuspended))
+		g.Expect(condition(store, v1.ConditionConnectionSecretReady).Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(condition(store, v1.ConditionCleanupScheduled).Reason).To(BeElementOf(v1.ReasonScheduled, v1.ReasonNativeExpiry, v1.ReasonSuspended))
 		g.Expect(store.Status.ObservedGeneration).To(Equal(store.Generation))
 	}, eventually, poll).Should(Succeed())
 	return store
@@ -112,7 +112,7 @@ func waitConfigured(t *testing.T, ns, name string) *v1.SessionStore {
 
 func waitReady(t *testing.T, ns, name string) *v1.SessionStore {
 	t.Helper()
-	return waitCondition(t, ns, name, ConditionReady, metav1.ConditionTrue, ReasonReady)
+	return waitCondition(t, ns, name, v1.ConditionReady, metav1.ConditionTrue, v1.ReasonReady)
 }
 
 func getSecret(g Gomega, ns, name string) *corev1.Secret {

@@ -44,7 +44,7 @@ func TestHistoryLimitsOfZeroStillReportRuns(t *testing.T) {
 	store.Spec.Cleanup.FailedJobsHistoryLimit = ptr.To[int32](0)
 	createStore(t, store)
 	got := waitConfigured(t, ns, "nohistory")
-	g.Expect(condition(got, ConditionLastCleanupSucceeded).Reason).To(Equal(ReasonNotRunYet))
+	g.Expect(condition(got, v1.ConditionLastCleanupSucceeded).Reason).To(Equal(v1.ReasonNotRunYet))
 
 	// A run that succeeded five minutes ago, its Job gone.
 	now := time.Now()
@@ -54,7 +54,7 @@ func TestHistoryLimitsOfZeroStillReportRuns(t *testing.T) {
 	})
 	cj := waitCronJob(t, ns, "nohistory-cleanup")
 	g.Expect(cj.Status.LastSuccessfulTime).NotTo(BeNil())
-	expectLastCleanup(t, ns, "nohistory", metav1.ConditionTrue, ReasonSucceeded, func(g Gomega, got *v1.SessionStore) {
+	expectLastCleanup(t, ns, "nohistory", metav1.ConditionTrue, v1.ReasonSucceeded, func(g Gomega, got *v1.SessionStore) {
 		g.Expect(got.Status.Cleanup.LastSuccessfulTime).NotTo(BeNil())
 		g.Expect(got.Status.Cleanup.LastSuccessfulTime.Equal(cj.Status.LastSuccessfulTime)).To(BeTrue())
 		g.Expect(got.Status.Cleanup.LastResult.Succeeded).To(BeTrue())
@@ -66,16 +66,16 @@ func TestHistoryLimitsOfZeroStillReportRuns(t *testing.T) {
 		Started: now.Add(-30 * time.Second), Finished: now.Add(-time.Second), ExitCode: 1,
 		TerminationMessage: reportJSON(t, map[string]any{"backend": "filesystem", "error": "ping: permission denied"}),
 	})
-	expectLastCleanup(t, ns, "nohistory", metav1.ConditionFalse, ReasonFailed, func(g Gomega, got *v1.SessionStore) {
+	expectLastCleanup(t, ns, "nohistory", metav1.ConditionFalse, v1.ReasonFailed, func(g Gomega, got *v1.SessionStore) {
 		g.Expect(got.Status.Cleanup.LastResult.Succeeded).To(BeFalse())
 		g.Expect(got.Status.Cleanup.LastSuccessfulTime.Equal(cj.Status.LastSuccessfulTime)).To(BeTrue(), "the last success stays the last success")
-		g.Expect(condition(got, ConditionReady).Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(condition(got, v1.ConditionReady).Status).To(Equal(metav1.ConditionFalse))
 	})
 	// One Event object for the failed run. Its series count is not checked:
 	// recordTransitions can repeat an event when the cached store predates
 	// the last status write, a race outside this test's subject.
-	g.Eventually(func(g Gomega) { g.Expect(eventsOf(g, ns, "nohistory", EventCleanupFailed)).To(HaveLen(1)) }, eventually, poll).Should(Succeed())
-	g.Consistently(func(g Gomega) { g.Expect(eventsOf(g, ns, "nohistory", EventCleanupFailed)).To(HaveLen(1)) }, time.Second, poll).Should(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(eventsOf(g, ns, "nohistory", v1.EventCleanupFailed)).To(HaveLen(1)) }, eventually, poll).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(eventsOf(g, ns, "nohistory", v1.EventCleanupFailed)).To(HaveLen(1)) }, time.Second, poll).Should(Succeed())
 }
 
 // expectLastCleanup waits for LastCleanupSucceeded to say so, then checks
@@ -84,7 +84,7 @@ func expectLastCleanup(t *testing.T, ns, name string, status metav1.ConditionSta
 	t.Helper()
 	assert := func(g Gomega) {
 		got := getStore(g, ns, name)
-		c := condition(got, ConditionLastCleanupSucceeded)
+		c := condition(got, v1.ConditionLastCleanupSucceeded)
 		g.Expect(c.Status).To(Equal(status), "%+v", c)
 		g.Expect(c.Reason).To(Equal(reason), "%+v", c)
 		g.Expect(got.Status.Cleanup.LastResult).NotTo(BeNil())

@@ -70,15 +70,15 @@ func TestKstatusReadsEachState(t *testing.T) {
 	}, eventually, poll).Should(Succeed())
 
 	createStore(t, localRedisStore(ns, "down", testservers.FreePort(t), false))
-	down := waitCondition(t, ns, "down", ConditionStoreReachable, metav1.ConditionFalse, "ConnectionRefused")
+	down := waitCondition(t, ns, "down", v1.ConditionStoreReachable, metav1.ConditionFalse, "ConnectionRefused")
 	expectHealth(t, down, status.InProgressStatus, "Progressing")
 
 	// A time zone the CRD's pattern lets through but the CronJob API refuses.
 	bad := filesystemStore(ns, "badzone")
 	bad.Spec.Cleanup.TimeZone = ptr.To("Mars/Olympus_Mons")
 	createStore(t, bad)
-	stalled := waitCondition(t, ns, "badzone", ConditionStalled, metav1.ConditionTrue, ReasonApplyFailed)
-	g.Expect(condition(stalled, ConditionReady).Status).To(Equal(metav1.ConditionFalse))
+	stalled := waitCondition(t, ns, "badzone", v1.ConditionStalled, metav1.ConditionTrue, v1.ReasonApplyFailed)
+	g.Expect(condition(stalled, v1.ConditionReady).Status).To(Equal(metav1.ConditionFalse))
 	expectHealth(t, stalled, status.FailedStatus, "Degraded")
 
 	createSecret(t, ns, "mongo", map[string]string{"uri": "http://not-mongo.example"})
@@ -87,7 +87,7 @@ func TestKstatusReadsEachState(t *testing.T) {
 		Spec: v1.SessionStoreSpec{Backend: v1.BackendMongoDB,
 			MongoDB: &v1.MongoDBSpec{URISecretRef: v1.SecretKeySelector{Name: "mongo", Key: "uri"}}},
 	})
-	stalled = waitCondition(t, ns, "badsecret", ConditionStalled, metav1.ConditionTrue, ReasonInvalidSecretValue)
+	stalled = waitCondition(t, ns, "badsecret", v1.ConditionStalled, metav1.ConditionTrue, v1.ReasonInvalidSecretValue)
 	expectHealth(t, stalled, status.FailedStatus, "Degraded")
 }
 
@@ -100,16 +100,16 @@ func TestTransientAPIErrorDoesNotFlipReady(t *testing.T) {
 	ns := newNamespace(t)
 	createStore(t, filesystemStore(ns, "files"))
 	before := waitReady(t, ns, "files")
-	readySince := condition(before, ConditionReady).LastTransitionTime
+	readySince := condition(before, v1.ConditionReady).LastTransitionTime
 	g.Expect(metricValue(t, "sessionstore_ready", ns, "files")).To(Equal(1.0))
 
 	noCronJobs(t, ns)
 	cj := waitCronJob(t, ns, "files-cleanup")
 	g.Expect(k8sClient.Delete(ctx(), cj)).To(Succeed())
 
-	failing := waitCondition(t, ns, "files", ConditionReconciling, metav1.ConditionTrue, ReasonReconcileError)
-	g.Expect(condition(failing, ConditionReconciling).Message).To(ContainSubstring("quota"))
-	ready := condition(failing, ConditionReady)
+	failing := waitCondition(t, ns, "files", v1.ConditionReconciling, metav1.ConditionTrue, v1.ReasonReconcileError)
+	g.Expect(condition(failing, v1.ConditionReconciling).Message).To(ContainSubstring("quota"))
+	ready := condition(failing, v1.ConditionReady)
 	g.Expect(ready.Status).To(Equal(metav1.ConditionTrue), "Ready flipped on an API error")
 	g.Expect(ready.LastTransitionTime).To(Equal(readySince))
 	g.Expect(metricValue(t, "sessionstore_ready", ns, "files")).To(Equal(1.0))
@@ -120,7 +120,7 @@ func TestTransientAPIErrorDoesNotFlipReady(t *testing.T) {
 	waitCronJob(t, ns, "files-cleanup")
 	g.Eventually(func(g Gomega) {
 		s := getStore(g, ns, "files")
-		g.Expect(condition(s, ConditionReconciling).Type).To(BeEmpty(), "Reconciling cleared")
+		g.Expect(condition(s, v1.ConditionReconciling).Type).To(BeEmpty(), "Reconciling cleared")
 		g.Expect(kstatusOf(t, s)).To(Equal(status.CurrentStatus))
 		g.Expect(argoHealthOf(t, s)).To(Equal("Healthy"))
 		expectGenerationsAgree(g, s)

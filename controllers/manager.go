@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	batchv1 "k8s.io/api/batch/v1"
@@ -17,8 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	"time"
 
+	"github.com/sessionstore/sessionstore-operator/internal/prober"
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
 
@@ -77,7 +79,7 @@ const (
 	DefaultProbeInterval    = 5 * time.Minute
 	DefaultProbeTimeout     = 5 * time.Second
 	DefaultProbeConcurrency = 4
-	DefaultProbeMinBackoff  = 5 * time.Second
+	defaultProbeMinBackoff  = 5 * time.Second
 	// Enough reconciles at once to keep a 2-core API server busy; more only
 	// queue there.
 	DefaultMaxConcurrentReconciles = 16
@@ -111,8 +113,15 @@ type Options struct {
 	Clock clock.Clock
 }
 
-// Setup adds the SessionStore controller to mgr.
-func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreReconciler, error) {
+// Setup adds the SessionStore controller, its prober and, with
+// ClusterPolicies, the cleanup gate to mgr.
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	_, err := setup(ctx, mgr, opts)
+	return err
+}
+
+// setup is Setup, returning the reconciler for the tests to look into.
+func setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*sessionStoreReconciler, error) {
 	if opts.CleanupImage == "" {
 		return nil, fmt.Errorf("the cleanup image is not set")
 	}
@@ -120,32 +129,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreRe
 	if err != nil {
 		return nil, fmt.Errorf("creating the Secret metadata client: %w", err)
 	}
-	if opts.MaxConcurrentReconciles <= 0 {
-		opts.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles
-	}
-	if opts.ProbeInterval <= 0 {
-		opts.ProbeInterval = DefaultProbeInterval
-	}
-	if opts.ProbeTimeout <= 0 {
-		opts.ProbeTimeout = DefaultProbeTimeout
-	}
-	if opts.ProbeConcurrency <= 0 {
-		opts.ProbeConcurrency = DefaultProbeConcurrency
-	}
-	if opts.ProbeMinBackoff <= 0 {
-		opts.ProbeMinBackoff = DefaultProbeMinBackoff
-	}
+	opts.fillDefaults()
 	// go-redis logs each failed dial to stderr by itself; the probe reports
 	// the same failure once, as a condition.
 	redis.SetLogger(discardRedisLog{})
-	if opts.MetricsRegistry == nil {
-		opts.MetricsRegistry = ctrlmetrics.Registry
-	}
-	metrics := NewMetrics(opts.MetricsRegistry)
-	prober := NewProber(opts.ProbeInterval, opts.ProbeTimeout, opts.ProbeMinBackoff, opts.ProbeConcurrency)
-	prober.Metrics = metrics
-	r := &SessionStoreReconciler{
-		Prober:                  prober,
+	metrics := newStoreMetrics(opts.MetricsRegistry)
+	storeProber := prober.New(opts.ProbeInterval, opts.ProbeTimeout, opts.ProbeMinBackoff, opts.ProbeConcurrency)
+	storeProber.Metrics = metrics
+	r := &sessionStoreReconciler{
+		Prober:                  storeProber,
 		Metrics:                 metrics,
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
@@ -156,19 +148,41 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) (*SessionStoreRe
 		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 		CleanupImage:            opts.CleanupImage,
 		ClusterPolicies:         opts.ClusterPolicies,
+		Clock:                   opts.Clock,
 	}
-	if opts.Clock == nil {
-		opts.Clock = clock.RealClock{}
-	}
-	r.Clock = opts.Clock
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return nil, err
 	}
 	if !opts.ClusterPolicies {
 		return r, nil
 	}
-	gate := &CleanupGate{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sessionstore-cleanup-gate"), Clock: opts.Clock}
+	gate := &cleanupGate{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sessionstore-cleanup-gate"), Clock: opts.Clock}
 	return r, gate.SetupWithManager(mgr)
+}
+
+// fillDefaults gives each zero setting its default.
+func (o *Options) fillDefaults() {
+	if o.MaxConcurrentReconciles <= 0 {
+		o.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles
+	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = DefaultProbeInterval
+	}
+	if o.ProbeTimeout <= 0 {
+		o.ProbeTimeout = DefaultProbeTimeout
+	}
+	if o.ProbeConcurrency <= 0 {
+		o.ProbeConcurrency = DefaultProbeConcurrency
+	}
+	if o.ProbeMinBackoff <= 0 {
+		o.ProbeMinBackoff = defaultProbeMinBackoff
+	}
+	if o.MetricsRegistry == nil {
+		o.MetricsRegistry = ctrlmetrics.Registry
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
 }
 
 type discardRedisLog struct{}

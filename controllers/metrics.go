@@ -14,9 +14,9 @@ import (
 
 var storeLabels = []string{"namespace", "name", "backend"}
 
-// Metrics are the operator's Prometheus series, one set per SessionStore,
+// storeMetrics are the operator's Prometheus series, one set per SessionStore,
 // served on the manager's metrics endpoint.
-type Metrics struct {
+type storeMetrics struct {
 	ready        *prometheus.GaugeVec
 	reachable    *prometheus.GaugeVec
 	lastSuccess  *prometheus.GaugeVec
@@ -30,9 +30,9 @@ type Metrics struct {
 	lastCounted map[types.NamespacedName]types.UID
 }
 
-// NewMetrics makes the series and registers them with reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
+// newStoreMetrics makes the series and registers them with reg.
+func newStoreMetrics(reg prometheus.Registerer) *storeMetrics {
+	m := &storeMetrics{
 		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sessionstore_ready", Help: "1 when the SessionStore is Ready, else 0."}, storeLabels),
 		reachable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -59,13 +59,13 @@ func labelsOf(store *v1.SessionStore) prometheus.Labels {
 }
 
 // observeStatus sets the gauges from a store's status.
-func (m *Metrics) observeStatus(store *v1.SessionStore, status *v1.SessionStoreStatus) {
+func (m *storeMetrics) observeStatus(store *v1.SessionStore, status *v1.SessionStoreStatus) {
 	if m == nil {
 		return
 	}
 	l := labelsOf(store)
-	m.ready.With(l).Set(boolGauge(meta.IsStatusConditionTrue(status.Conditions, ConditionReady)))
-	m.reachable.With(l).Set(boolGauge(meta.IsStatusConditionTrue(status.Conditions, ConditionStoreReachable)))
+	m.ready.With(l).Set(boolGauge(meta.IsStatusConditionTrue(status.Conditions, v1.ConditionReady)))
+	m.reachable.With(l).Set(boolGauge(meta.IsStatusConditionTrue(status.Conditions, v1.ConditionStoreReachable)))
 	if t := status.Cleanup.LastSuccessfulTime; t != nil {
 		m.lastSuccess.With(l).Set(float64(t.Unix()))
 	}
@@ -77,7 +77,7 @@ func (m *Metrics) observeStatus(store *v1.SessionStore, status *v1.SessionStoreS
 // observeRun counts a finished run once, by its outcome (succeeded, failed,
 // deadline_exceeded). Runs that finished before the manager started were
 // counted by its predecessor.
-func (m *Metrics) observeRun(store *v1.SessionStore, job *batchv1.Job, result *v1.CleanupResult, outcome string) {
+func (m *storeMetrics) observeRun(store *v1.SessionStore, job *batchv1.Job, result *v1.CleanupResult, outcome string) {
 	if m == nil || result.CompletionTime == nil || result.CompletionTime.Time.Before(m.startedAt.Add(-time.Second)) {
 		return
 	}
@@ -93,8 +93,8 @@ func (m *Metrics) observeRun(store *v1.SessionStore, job *batchv1.Job, result *v
 	m.runs.With(l).Inc()
 }
 
-// observeProbe records a probe's latency.
-func (m *Metrics) observeProbe(store *v1.SessionStore, latency time.Duration) {
+// ObserveProbe records a probe's latency (prober.Recorder).
+func (m *storeMetrics) ObserveProbe(store *v1.SessionStore, latency time.Duration) {
 	if m == nil {
 		return
 	}
@@ -102,7 +102,7 @@ func (m *Metrics) observeProbe(store *v1.SessionStore, latency time.Duration) {
 }
 
 // forget drops every series of a deleted store.
-func (m *Metrics) forget(key types.NamespacedName) {
+func (m *storeMetrics) forget(key types.NamespacedName) {
 	if m == nil {
 		return
 	}
@@ -115,12 +115,12 @@ func (m *Metrics) forget(key types.NamespacedName) {
 	m.lastSuccess.DeletePartialMatch(l)
 	m.lastDeleted.DeletePartialMatch(l)
 	m.runs.DeletePartialMatch(l)
-	m.forgetProbes(key)
+	m.ForgetProbes(key)
 }
 
-// forgetProbes drops a store's probe series, for a store the prober no
-// longer probes.
-func (m *Metrics) forgetProbes(key types.NamespacedName) {
+// ForgetProbes drops a store's probe series, for a store the prober no
+// longer probes (prober.Recorder).
+func (m *storeMetrics) ForgetProbes(key types.NamespacedName) {
 	if m == nil {
 		return
 	}

@@ -43,9 +43,9 @@ func TestMissedScheduleAcrossTimeZones(t *testing.T) {
 				now    time.Time
 				reason string
 			}{
-				{tc.due.Add(-time.Minute), ReasonNotRunYet},
-				{missedAfter.Add(-time.Second), ReasonNotRunYet},
-				{missedAfter, ReasonMissedSchedule},
+				{tc.due.Add(-time.Minute), v1.ReasonNotRunYet},
+				{missedAfter.Add(-time.Second), v1.ReasonNotRunYet},
+				{missedAfter, v1.ReasonMissedSchedule},
 			} {
 				reason, message := noRunReason(t, cj, at.now)
 				if reason != at.reason {
@@ -65,10 +65,10 @@ func noRunReason(t *testing.T, cj *batchv1.CronJob, now time.Time) (string, stri
 	store := &v1.SessionStore{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s", UID: "uid-1"}}
 	cj.OwnerReferences = []metav1.OwnerReference{{APIVersion: "sessionstore.dev/v1", Kind: "SessionStore",
 		Name: "s", UID: "uid-1", Controller: ptr.To(true)}}
-	r := &SessionStoreReconciler{Clock: testingclock.NewFakePassiveClock(now)}
+	r := &sessionStoreReconciler{Clock: testingclock.NewFakePassiveClock(now)}
 	s := &reconcileScope{store: store}
 	r.reportNoRun(s, cj)
-	c := meta.FindStatusCondition(s.status.Conditions, ConditionLastCleanupSucceeded)
+	c := meta.FindStatusCondition(s.status.Conditions, v1.ConditionLastCleanupSucceeded)
 	if c == nil {
 		t.Fatal("no LastCleanupSucceeded condition")
 	}

@@ -80,7 +80,7 @@ func TestMySQLStoreReadyAndCronJobCleans(t *testing.T) {
 	createSecret(t, ns, "mysql-creds", map[string]string{"username": user, "password": myCtrlPassword})
 	createStore(t, myCtrlStore(ns, "my-real", database, true))
 	store := waitReady(t, ns, "my-real")
-	g.Expect(condition(store, ConditionSchemaReady).Reason).To(Equal(ReasonSchemaCreated))
+	g.Expect(condition(store, v1.ConditionSchemaReady).Reason).To(Equal(v1.ReasonSchemaCreated))
 
 	secret := waitSecret(t, ns, "my-real-session-store")
 	uri := string(secret.Data[sessionstore.EnvFlaskSQLAlchemyURI])
@@ -101,7 +101,7 @@ func TestMySQLStoreReadyAndCronJobCleans(t *testing.T) {
 	var left int
 	g.Expect(myCtrlAdmin(t).QueryRow("SELECT COUNT(*) FROM " + database + ".sessions").Scan(&left)).To(Succeed())
 	g.Expect(left).To(Equal(len(live)), "exactly the expired sessions went")
-	store = waitCondition(t, ns, "my-real", ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded)
+	store = waitCondition(t, ns, "my-real", v1.ConditionLastCleanupSucceeded, metav1.ConditionTrue, v1.ReasonSucceeded)
 	g.Expect(store.Status.Cleanup.LastResult.Deleted).To(BeEquivalentTo(4))
 }
 
@@ -114,18 +114,18 @@ func TestMySQLStoreReasons(t *testing.T) {
 	database, user := myCtrlDatabase(t)
 	creds := createSecret(t, ns, "mysql-creds", map[string]string{"username": user, "password": "not-" + myCtrlPassword})
 	createStore(t, myCtrlStore(ns, "my-reasons", database, false))
-	got := waitCondition(t, ns, "my-reasons", ConditionStoreReachable, metav1.ConditionFalse, string(sessionstore.ErrAuth))
-	g.Expect(condition(got, ConditionStoreReachable).Message).NotTo(ContainSubstring(myCtrlPassword))
+	got := waitCondition(t, ns, "my-reasons", v1.ConditionStoreReachable, metav1.ConditionFalse, string(sessionstore.ErrAuth))
+	g.Expect(condition(got, v1.ConditionStoreReachable).Message).NotTo(ContainSubstring(myCtrlPassword))
 
 	creds.StringData = map[string]string{"password": myCtrlPassword}
 	g.Expect(k8sClient.Update(ctx(), creds)).To(Succeed())
-	got = waitCondition(t, ns, "my-reasons", ConditionStoreReachable, metav1.ConditionFalse, ReasonTableMissing)
-	g.Expect(condition(got, ConditionReady).Message).To(ContainSubstring(database + ".sessions"))
+	got = waitCondition(t, ns, "my-reasons", v1.ConditionStoreReachable, metav1.ConditionFalse, v1.ReasonTableMissing)
+	g.Expect(condition(got, v1.ConditionReady).Message).To(ContainSubstring(database + ".sessions"))
 
 	got.Spec.MySQL.CreateTable = ptr.To(true)
 	g.Expect(k8sClient.Update(ctx(), got)).To(Succeed())
 	got = waitReady(t, ns, "my-reasons")
-	g.Expect(condition(got, ConditionSchemaReady).Reason).To(Equal(ReasonSchemaCreated))
+	g.Expect(condition(got, v1.ConditionSchemaReady).Reason).To(Equal(v1.ReasonSchemaCreated))
 }
 
 // Admission names spec.mysql in its messages, as it does spec.postgresql.

@@ -29,7 +29,7 @@ const (
 // lookupOwned reads obj's name from the cache, which holds only objects with
 // the managed label, and on a miss asks the API server for its metadata, so
 // an unlabelled object of that name is never taken over by an apply.
-func (r *SessionStoreReconciler) lookupOwned(ctx context.Context, store *v1.SessionStore, obj client.Object) (ownership, error) {
+func (r *sessionStoreReconciler) lookupOwned(ctx context.Context, store *v1.SessionStore, obj client.Object) (ownership, error) {
 	key := client.ObjectKeyFromObject(obj)
 	err := r.Client.Get(ctx, key, obj)
 	if err == nil {
@@ -64,7 +64,7 @@ func (r *SessionStoreReconciler) lookupOwned(ctx context.Context, store *v1.Sess
 // reconcile wrote, could get wrong (announcing a change twice). nil when it
 // cannot be read. A list by name: the role grants list on SessionStores,
 // not get.
-func (r *SessionStoreReconciler) storedStatus(ctx context.Context, store *v1.SessionStore) *v1.SessionStoreStatus {
+func (r *sessionStoreReconciler) storedStatus(ctx context.Context, store *v1.SessionStore) *v1.SessionStoreStatus {
 	fresh := &v1.SessionStoreList{}
 	if err := r.APIReader.List(ctx, fresh, client.InNamespace(store.Namespace),
 		client.MatchingFields{"metadata.name": store.Name}); err != nil || len(fresh.Items) != 1 {

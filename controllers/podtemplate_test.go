@@ -140,11 +140,11 @@ func TestCronJobRunsForRealOnPostgreSQL(t *testing.T) {
 		g.Expect(readBack[s.SID]).To(BeNil(), "expired session %s still there", s.SID)
 	}
 
-	store := waitCondition(t, ns, "pg-real", ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded)
+	store := waitCondition(t, ns, "pg-real", v1.ConditionLastCleanupSucceeded, metav1.ConditionTrue, v1.ReasonSucceeded)
 	g.Expect(store.Status.Cleanup.LastResult.Deleted).To(BeEquivalentTo(4))
 	g.Expect(store.Status.Cleanup.LastResult.Scanned).To(BeEquivalentTo(11), "5 live, 4 expired, 2 within the grace period")
 	g.Expect(store.Status.Cleanup.LastScheduleTime).NotTo(BeNil())
-	g.Expect(condition(store, ConditionReady).Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(condition(store, v1.ConditionReady).Status).To(Equal(metav1.ConditionTrue))
 }
 
 func TestCronJobRunsForRealOnFerretDB(t *testing.T) {
@@ -159,7 +159,7 @@ func TestCronJobRunsForRealOnFerretDB(t *testing.T) {
 	})
 	store := waitReady(t, ns, "mongo-real")
 	// FerretDB 1.x has no TTL indexes: said, and not an error.
-	g.Expect(condition(store, ConditionSchemaReady).Reason).To(Equal(ReasonTTLUnsupported))
+	g.Expect(condition(store, v1.ConditionSchemaReady).Reason).To(Equal(v1.ReasonTTLUnsupported))
 
 	const url = "mongodb://127.0.0.1:27017/"
 	live := parseSessions(t, flaskScript(t, "", "flask_mongodb_sessions.py", "write", url, database, "sessions", "session:", "3600", "3"))
@@ -179,7 +179,7 @@ func TestCronJobRunsForRealOnFerretDB(t *testing.T) {
 	for _, s := range expired {
 		g.Expect(readBack[s.SID]).To(BeNil(), "expired session %s still there", s.SID)
 	}
-	store = waitCondition(t, ns, "mongo-real", ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded)
+	store = waitCondition(t, ns, "mongo-real", v1.ConditionLastCleanupSucceeded, metav1.ConditionTrue, v1.ReasonSucceeded)
 	g.Expect(store.Status.Cleanup.LastResult.Deleted).To(BeEquivalentTo(6))
 }
 
@@ -196,7 +196,7 @@ func TestCronJobRunsForRealOnFilesystem(t *testing.T) {
 	store.Spec.Filesystem.Path = dir
 	createStore(t, store)
 	// No probe reaches a claim from the manager: the store waits for a run.
-	waitCondition(t, ns, "files-real", ConditionStoreReachable, metav1.ConditionUnknown, ReasonAwaitingCleanupRun)
+	waitCondition(t, ns, "files-real", v1.ConditionStoreReachable, metav1.ConditionUnknown, v1.ReasonAwaitingCleanupRun)
 
 	live := parseSessions(t, flaskScript(t, "", "flask_filesystem_sessions.py", "write", dir, "3600", "4"))
 	expired := parseSessions(t, flaskScript(t, "", "flask_filesystem_sessions.py", "write", dir, "-600", "5"))
@@ -221,10 +221,10 @@ func TestCronJobRunsForRealOnFilesystem(t *testing.T) {
 	// cachelib's count file holds the true count again.
 	g.Expect(strings.TrimSpace(flaskScript(t, "", "flask_filesystem_sessions.py", "count", dir))).To(Equal("6"))
 
-	got := waitCondition(t, ns, "files-real", ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded)
+	got := waitCondition(t, ns, "files-real", v1.ConditionLastCleanupSucceeded, metav1.ConditionTrue, v1.ReasonSucceeded)
 	g.Expect(got.Status.Cleanup.LastResult.Deleted).To(BeEquivalentTo(5))
-	got = waitCondition(t, ns, "files-real", ConditionStoreReachable, metav1.ConditionTrue, ReasonCleanupRunReached)
-	g.Expect(condition(got, ConditionReady).Status).To(Equal(metav1.ConditionTrue))
+	got = waitCondition(t, ns, "files-real", v1.ConditionStoreReachable, metav1.ConditionTrue, v1.ReasonCleanupRunReached)
+	g.Expect(condition(got, v1.ConditionReady).Status).To(Equal(metav1.ConditionTrue))
 }
 
 // sidsJSON is the list of session ids the scripts' read command takes.

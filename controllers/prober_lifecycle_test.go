@@ -1,20 +1,14 @@
 package controllers
 
 import (
-	"context"
-	"strconv"
 	"testing"
-	"time"
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
-	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
@@ -28,11 +22,11 @@ func TestProberForgetsAStoreBeingDeleted(t *testing.T) {
 	store.Finalizers = []string{"example.com/hold"}
 	createStore(t, store)
 	waitReady(t, ns, "held")
-	g.Expect(testReconciler.Prober.knows(key)).To(BeTrue())
+	g.Expect(testReconciler.Prober.Holds(key)).To(BeTrue())
 	g.Eventually(func() uint64 { return probeCount(t, ns, "held") }, eventually, poll).Should(BeNumerically(">", 0))
 
 	g.Expect(k8sClient.Delete(ctx(), store)).To(Succeed())
-	g.Eventually(func() bool { return testReconciler.Prober.knows(key) }, eventually, poll).Should(BeFalse())
+	g.Eventually(func() bool { return testReconciler.Prober.Holds(key) }, eventually, poll).Should(BeFalse())
 	g.Eventually(func() []string { return seriesOf(t, ns, "held") }, eventually, poll).Should(BeEmpty())
 
 	held := getStore(g, ns, "held")
@@ -55,36 +49,9 @@ func TestProberForgetsAStoreWhoseCredentialsAreGone(t *testing.T) {
 	g.Eventually(func() uint64 { return probeCount(t, ns, "locked") }, eventually, poll).Should(BeNumerically(">", 0))
 
 	g.Expect(k8sClient.Delete(ctx(), secret)).To(Succeed())
-	waitCondition(t, ns, "locked", ConditionStoreReachable, metav1.ConditionFalse, ReasonSecretNotFound)
-	g.Eventually(func() bool { return testReconciler.Prober.knows(key) }, eventually, poll).Should(BeFalse())
+	waitCondition(t, ns, "locked", v1.ConditionStoreReachable, metav1.ConditionFalse, v1.ReasonSecretNotFound)
+	g.Eventually(func() bool { return testReconciler.Prober.Holds(key) }, eventually, poll).Should(BeFalse())
 	g.Eventually(func() uint64 { return probeCount(t, ns, "locked") }, eventually, poll).Should(BeZero())
-}
-
-// A probe worker never hangs on the change channel: at shutdown nobody
-// drains it, and the worker must return when its context ends.
-func TestProberDoesNotBlockOnAFullChangeChannel(t *testing.T) {
-	p := NewProber(time.Minute, time.Second, time.Second, 1)
-	p.changed = make(chan event.TypedGenericEvent[*v1.SessionStore]) // nobody reads it
-	key := types.NamespacedName{Namespace: "ns", Name: "s"}
-	env := map[string]string{sessionstore.EnvBackend: "redis",
-		sessionstore.EnvURL: "redis://127.0.0.1:" + strconv.Itoa(testservers.FreePort(t)) + "/0"}
-	p.requests[key] = probeRequest{store: &v1.SessionStore{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s"}},
-		env: env, envHash: hashEnv(env)}
-
-	workerCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = p.Reconcile(workerCtx, reconcile.Request{NamespacedName: key})
-	}()
-	// The probe finds the port refused, a new outcome, and tries to tell.
-	NewWithT(t).Eventually(func() bool { return p.knows(key) && p.probedOnce(key) }, eventually, poll).Should(BeTrue())
-	stop()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the probe worker still blocks on the change channel after its context ended")
-	}
 }
 
 // seriesOf lists the sessionstore_* metric families that hold a series of
@@ -105,20 +72,4 @@ func seriesOf(t *testing.T, ns, name string) []string {
 		}
 	}
 	return found
-}
-
-// knows tells whether the prober holds anything of a store.
-func (p *Prober) knows(key types.NamespacedName) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, requested := p.requests[key]
-	_, probed := p.outcomes[key]
-	return requested || probed
-}
-
-// probedOnce tells whether the prober holds an outcome for a store.
-func (p *Prober) probedOnce(key types.NamespacedName) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.outcomes[key] != nil
 }

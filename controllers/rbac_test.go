@@ -252,7 +252,7 @@ func storeServed(ctx context.Context, ns, name string) error {
 		if err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: name + "-cleanup"}, &batchv1.CronJob{}); err != nil {
 			return err
 		}
-		return storeConditionIs(ctx, ns, name, ConditionReady, metav1.ConditionTrue)
+		return storeConditionIs(ctx, ns, name, v1.ConditionReady, metav1.ConditionTrue)
 	})
 }
 
@@ -299,7 +299,7 @@ func conflictEventOnce(ctx context.Context, ns, name string) error {
 	}
 	n := 0
 	for _, e := range events.Items {
-		if e.Regarding.Name == name && e.Reason == EventSecretConflict {
+		if e.Regarding.Name == name && e.Reason == v1.EventSecretConflict {
 			n++
 			if e.Series != nil {
 				return fmt.Errorf("the SecretConflict event became a series of %d", e.Series.Count)
@@ -325,7 +325,7 @@ func conflictEventCounted(ctx context.Context, ns, name string, n int32) error {
 		return err
 	}
 	for _, e := range events.Items {
-		if e.Regarding.Name != name || e.Reason != EventSecretConflict {
+		if e.Regarding.Name != name || e.Reason != v1.EventSecretConflict {
 			continue
 		}
 		count := int32(1)

@@ -38,19 +38,19 @@ func TestStoreDownThenUp(t *testing.T) {
 	port := testservers.FreePort(t)
 	createStore(t, localRedisStore(ns, "flaky", port, false))
 
-	store := waitCondition(t, ns, "flaky", ConditionStoreReachable, metav1.ConditionFalse, "ConnectionRefused")
-	ready := condition(store, ConditionReady)
+	store := waitCondition(t, ns, "flaky", v1.ConditionStoreReachable, metav1.ConditionFalse, "ConnectionRefused")
+	ready := condition(store, v1.ConditionReady)
 	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
 	g.Expect(ready.Message).To(HavePrefix("StoreReachable:"), "Ready names the first thing wrong")
 	g.Eventually(func(g Gomega) {
-		g.Expect(eventReasons(g, ns, "flaky")).To(ContainElement(EventStoreUnreachable))
+		g.Expect(eventReasons(g, ns, "flaky")).To(ContainElement(v1.EventStoreUnreachable))
 	}, eventually, poll).Should(Succeed())
 
 	// The server comes up: nobody touches the store, it becomes Ready.
 	startRedis(t, port, "")
 	waitReady(t, ns, "flaky")
 	g.Eventually(func(g Gomega) {
-		g.Expect(eventReasons(g, ns, "flaky")).To(ContainElement(EventStoreReachable))
+		g.Expect(eventReasons(g, ns, "flaky")).To(ContainElement(v1.EventStoreReachable))
 	}, eventually, poll).Should(Succeed())
 	g.Expect(metricValue(t, "sessionstore_reachable", ns, "flaky")).To(Equal(1.0))
 	g.Expect(metricValue(t, "sessionstore_ready", ns, "flaky")).To(Equal(1.0))
@@ -64,8 +64,8 @@ func TestWrongPasswordThenRotated(t *testing.T) {
 	auth := createSecret(t, ns, "redis-auth", map[string]string{"password": "a wrong one"})
 	createStore(t, localRedisStore(ns, "locked", port, true))
 
-	store := waitCondition(t, ns, "locked", ConditionStoreReachable, metav1.ConditionFalse, "AuthenticationFailed")
-	msg := condition(store, ConditionStoreReachable).Message
+	store := waitCondition(t, ns, "locked", v1.ConditionStoreReachable, metav1.ConditionFalse, "AuthenticationFailed")
+	msg := condition(store, v1.ConditionStoreReachable).Message
 	g.Expect(msg).NotTo(ContainSubstring("a wrong one"), "no credential in status")
 	g.Expect(strings.ToLower(msg)).NotTo(ContainSubstring("wrong%20one"))
 
@@ -101,15 +101,15 @@ func TestPostgresWrongPasswordThenRotated(t *testing.T) {
 			Host: host, Port: int32(portNumber), Database: role, SSLMode: "disable",
 			CredentialsSecretRef: &v1.SecretReference{Name: "pg"}}},
 	})
-	store := waitCondition(t, ns, "locked-pg", ConditionStoreReachable, metav1.ConditionFalse, "AuthenticationFailed")
-	msg := condition(store, ConditionStoreReachable).Message
+	store := waitCondition(t, ns, "locked-pg", v1.ConditionStoreReachable, metav1.ConditionFalse, "AuthenticationFailed")
+	msg := condition(store, v1.ConditionStoreReachable).Message
 	g.Expect(msg).To(ContainSubstring("28P01"))
 	g.Expect(msg).NotTo(ContainSubstring("wrong"), "no credential in status")
 
 	creds.StringData = map[string]string{"username": role, "password": password}
 	g.Expect(k8sClient.Update(ctx(), creds)).To(Succeed())
 	store = waitReady(t, ns, "locked-pg")
-	g.Expect(condition(store, ConditionSchemaReady).Status).To(Equal(metav1.ConditionTrue), "the table was made as the role")
+	g.Expect(condition(store, v1.ConditionSchemaReady).Status).To(Equal(metav1.ConditionTrue), "the table was made as the role")
 }
 
 func TestMissingTableWithAndWithoutCreateTable(t *testing.T) {
@@ -127,18 +127,18 @@ func TestMissingTableWithAndWithoutCreateTable(t *testing.T) {
 	}
 	createStore(t, store)
 
-	got := waitCondition(t, ns, "tables", ConditionStoreReachable, metav1.ConditionFalse, ReasonTableMissing)
-	g.Expect(condition(got, ConditionSchemaReady).Reason).To(Equal(ReasonTableMissing))
-	g.Expect(condition(got, ConditionReady).Message).To(ContainSubstring("web_sessions"))
+	got := waitCondition(t, ns, "tables", v1.ConditionStoreReachable, metav1.ConditionFalse, v1.ReasonTableMissing)
+	g.Expect(condition(got, v1.ConditionSchemaReady).Reason).To(Equal(v1.ReasonTableMissing))
+	g.Expect(condition(got, v1.ConditionReady).Message).To(ContainSubstring("web_sessions"))
 	g.Expect(tableExists(t, db, "web_sessions")).To(BeFalse(), "createTable false creates nothing")
 
 	got.Spec.PostgreSQL.CreateTable = ptr.To(true)
 	g.Expect(k8sClient.Update(ctx(), got)).To(Succeed())
 	got = waitReady(t, ns, "tables")
-	g.Expect(condition(got, ConditionSchemaReady).Reason).To(Equal(ReasonSchemaCreated))
+	g.Expect(condition(got, v1.ConditionSchemaReady).Reason).To(Equal(v1.ReasonSchemaCreated))
 	g.Expect(tableExists(t, db, "web_sessions")).To(BeTrue())
 	g.Eventually(func(g Gomega) {
-		g.Expect(eventReasons(g, ns, "tables")).To(ContainElement(EventSchemaCreated))
+		g.Expect(eventReasons(g, ns, "tables")).To(ContainElement(v1.EventSchemaCreated))
 	}, eventually, poll).Should(Succeed())
 
 	// The manager never builds the index it is asked for (a build waits for
@@ -146,15 +146,15 @@ func TestMissingTableWithAndWithoutCreateTable(t *testing.T) {
 	// reachable, and SchemaReady says the index is pending.
 	got.Spec.PostgreSQL.CreateExpiryIndex = ptr.To(true)
 	g.Expect(k8sClient.Update(ctx(), got)).To(Succeed())
-	got = waitCondition(t, ns, "tables", ConditionSchemaReady, metav1.ConditionFalse, ReasonSchemaPending)
-	g.Expect(condition(got, ConditionStoreReachable).Status).To(Equal(metav1.ConditionTrue), "an index still to build is not unreachability")
+	got = waitCondition(t, ns, "tables", v1.ConditionSchemaReady, metav1.ConditionFalse, v1.ReasonSchemaPending)
+	g.Expect(condition(got, v1.ConditionStoreReachable).Status).To(Equal(metav1.ConditionTrue), "an index still to build is not unreachability")
 	waitReady(t, ns, "tables")
 	g.Expect(tableExists(t, db, "web_sessions_expiry_idx")).To(BeFalse(), "the manager built an index")
 
 	// A cleanup run builds it; the next probe sees it.
 	runCronJob(t, ns, "tables")
 	g.Expect(tableExists(t, db, "web_sessions_expiry_idx")).To(BeTrue(), "the cleanup run built the index")
-	waitCondition(t, ns, "tables", ConditionSchemaReady, metav1.ConditionTrue, ReasonSchemaPresent)
+	waitCondition(t, ns, "tables", v1.ConditionSchemaReady, metav1.ConditionTrue, v1.ReasonSchemaPresent)
 }
 
 // Many stores that never answer must neither starve a healthy one nor be
@@ -173,7 +173,7 @@ func TestManyDeadStoresDoNotStarveHealthyOnes(t *testing.T) {
 	createStore(t, localRedisStore(ns, "healthy", healthyPort, false))
 	waitReady(t, ns, "healthy")
 	for i := 0; i < 8; i++ {
-		waitCondition(t, ns, fmt.Sprintf("silent-%d", i), ConditionStoreReachable, metav1.ConditionFalse, "Timeout")
+		waitCondition(t, ns, fmt.Sprintf("silent-%d", i), v1.ConditionStoreReachable, metav1.ConditionFalse, "Timeout")
 	}
 
 	// A dead store is still retried (the backoff's exact waits are shown

@@ -78,8 +78,8 @@ func TestRenameOntoForeignSecretKeepsOld(t *testing.T) {
 	foreign := createSecret(t, ns, "shared-settings", map[string]string{"owner": "another team"})
 
 	renameConnectionSecret(t, ns, "app", "shared-settings", nil)
-	store := waitCondition(t, ns, "app", ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonSecretConflict)
-	g.Expect(condition(store, ConditionConnectionSecretReady).Message).
+	store := waitCondition(t, ns, "app", v1.ConditionConnectionSecretReady, metav1.ConditionFalse, v1.ReasonSecretConflict)
+	g.Expect(condition(store, v1.ConditionConnectionSecretReady).Message).
 		To(ContainSubstring("the previous Secret app-session-store is kept until then"))
 	expectSecretKept(t, old)
 	g.Expect(cronJobSecretName(g, ns, "app-cleanup")).To(Equal("app-session-store"), "the CronJob's pods still load the kept Secret")
@@ -106,8 +106,8 @@ func TestRenameWithMissingCredentialsKeepsOld(t *testing.T) {
 	renameConnectionSecret(t, ns, "shop", "shop-db", func(s *v1.SessionStore) {
 		s.Spec.PostgreSQL.CredentialsSecretRef.Name = "pg-credentials-v2"
 	})
-	store := waitCondition(t, ns, "shop", ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonSecretNotFound)
-	message := condition(store, ConditionConnectionSecretReady).Message
+	store := waitCondition(t, ns, "shop", v1.ConditionConnectionSecretReady, metav1.ConditionFalse, v1.ReasonSecretNotFound)
+	message := condition(store, v1.ConditionConnectionSecretReady).Message
 	g.Expect(message).To(ContainSubstring("pg-credentials-v2"))
 	g.Expect(message).To(ContainSubstring("the previous Secret shop-session-store is kept until then"))
 	expectSecretKept(t, old)

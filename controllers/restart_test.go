@@ -24,7 +24,7 @@ func TestRestartedProberMakesNoStatusWrite(t *testing.T) {
 		Spec: v1.SessionStoreSpec{Backend: v1.BackendPostgreSQL, PostgreSQL: &v1.PostgreSQLSpec{
 			Host: "127.0.0.1", Database: db, SSLMode: "disable", CredentialsSecretRef: &v1.SecretReference{Name: "pg"}}},
 	})
-	waitCondition(t, ns, "made", ConditionSchemaReady, metav1.ConditionTrue, ReasonSchemaCreated)
+	waitCondition(t, ns, "made", v1.ConditionSchemaReady, metav1.ConditionTrue, v1.ReasonSchemaCreated)
 	waitIdleAfter(t, 0, 1)
 
 	// What a restart leaves: a prober that knows nothing of the store.
@@ -35,9 +35,9 @@ func TestRestartedProberMakesNoStatusWrite(t *testing.T) {
 	patch := client.MergeFrom(store.DeepCopy())
 	store.Annotations = map[string]string{"kubectl.kubernetes.io/restartedAt": "now"}
 	g.Expect(k8sClient.Patch(ctx(), store, patch)).To(Succeed())
-	g.Eventually(func() bool { return testReconciler.Prober.probedOnce(key) }, eventually, poll).Should(BeTrue())
+	g.Eventually(func() bool { return testReconciler.Prober.Latest(key) != nil }, eventually, poll).Should(BeTrue())
 	waitIdleAfter(t, reconcilesBefore, 2)
 
 	g.Expect(writesSince(writesBefore, ns)).To(BeEmpty(), "a restart rewrote the status")
-	g.Expect(condition(getStore(g, ns, "made"), ConditionSchemaReady).Reason).To(Equal(ReasonSchemaCreated))
+	g.Expect(condition(getStore(g, ns, "made"), v1.ConditionSchemaReady).Reason).To(Equal(v1.ReasonSchemaCreated))
 }

@@ -168,7 +168,7 @@ func startRestrictedManager(t testing.TB, s managerSettings) *restrictedManager 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
-	if _, err := Setup(ctx, mgr, Options{
+	if _, err := setup(ctx, mgr, Options{
 		CleanupImage: testImage, Namespaces: s.namespaces, MetricsRegistry: prometheus.NewRegistry(),
 		ClusterPolicies: s.clusterPolicies,
 		ProbeInterval:   3 * time.Second, ProbeTimeout: 2 * time.Second, ProbeMinBackoff: 500 * time.Millisecond,

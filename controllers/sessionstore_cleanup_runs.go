@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -26,10 +27,10 @@ const missedScheduleGrace = 2 * time.Minute
 
 // observeCleanupRuns reads the Jobs the cleanup CronJob started and the Pods
 // they ran, and reports the last run in status.
-func (r *SessionStoreReconciler) observeCleanupRuns(ctx context.Context, s *reconcileScope) error {
+func (r *sessionStoreReconciler) observeCleanupRuns(ctx context.Context, s *reconcileScope) error {
 	store := s.store
 	if specs.HasNativeExpiry(store.Spec.Backend) {
-		meta.RemoveStatusCondition(&s.status.Conditions, ConditionLastCleanupSucceeded)
+		meta.RemoveStatusCondition(&s.status.Conditions, v1.ConditionLastCleanupSucceeded)
 		s.status.Cleanup.LastScheduleTime, s.status.Cleanup.LastSuccessfulTime, s.status.Cleanup.LastResult = nil, nil, nil
 		return nil
 	}
@@ -66,7 +67,7 @@ func (r *SessionStoreReconciler) observeCleanupRuns(ctx context.Context, s *reco
 		return r.reportRun(ctx, s, &finished[0])
 	}
 	if running != nil {
-		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionUnknown, ReasonRunning,
+		setCondition(s, v1.ConditionLastCleanupSucceeded, metav1.ConditionUnknown, v1.ReasonRunning,
 			fmt.Sprintf("the first run, Job %s, is under way", running.Name))
 		return nil
 	}
@@ -100,7 +101,7 @@ func lastRunRemoved(cronJob *batchv1.CronJob, jobs []batchv1.Job) (succeeded, re
 // reportRemovedRun reports a run whose Job the history limit removed, from
 // the CronJob's status: its outcome, not its counts or error. A run already
 // reported, from its Job before the Job went, keeps that fuller report.
-func (r *SessionStoreReconciler) reportRemovedRun(ctx context.Context, s *reconcileScope, cronJob *batchv1.CronJob, succeeded bool) {
+func (r *sessionStoreReconciler) reportRemovedRun(ctx context.Context, s *reconcileScope, cronJob *batchv1.CronJob, succeeded bool) {
 	scheduled := cronJob.Status.LastScheduleTime
 	// The CronJob controller names a run's Job by its scheduled minute.
 	jobName := fmt.Sprintf("%s-%d", cronJob.Name, scheduled.Unix()/60)
@@ -113,13 +114,13 @@ func (r *SessionStoreReconciler) reportRemovedRun(ctx context.Context, s *reconc
 		result.CompletionTime = cronJob.Status.LastSuccessfulTime
 		countedAt = result.CompletionTime
 		result.Message = "succeeded; its Job was removed at once (successfulJobsHistoryLimit 0), so its counts are not known"
-		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded,
+		setCondition(s, v1.ConditionLastCleanupSucceeded, metav1.ConditionTrue, v1.ReasonSucceeded,
 			fmt.Sprintf("Job %s %s", jobName, result.Message))
 	} else {
 		result.Message = fmt.Sprintf("the run scheduled at %s did not succeed, and its Job was removed at once "+
 			"(failedJobsHistoryLimit 0), so its error is not known; set failedJobsHistoryLimit to 1 or more to keep it",
 			scheduled.UTC().Format(time.RFC3339))
-		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonFailed,
+		setCondition(s, v1.ConditionLastCleanupSucceeded, metav1.ConditionFalse, v1.ReasonFailed,
 			fmt.Sprintf("Job %s failed: %s", jobName, result.Message))
 	}
 	s.status.Cleanup.LastResult = result
@@ -134,7 +135,7 @@ func (r *SessionStoreReconciler) reportRemovedRun(ctx context.Context, s *reconc
 // result, and keeps it. The cached store can predate the status the last
 // reconcile wrote, so before a new result replaces the cached one, the
 // status stored on the API server is asked; this happens only at a change.
-func (r *SessionStoreReconciler) keepReportedRun(ctx context.Context, s *reconcileScope, jobName string) bool {
+func (r *sessionStoreReconciler) keepReportedRun(ctx context.Context, s *reconcileScope, jobName string) bool {
 	if last := s.status.Cleanup.LastResult; last != nil && last.JobName == jobName {
 		return true
 	}
@@ -143,7 +144,7 @@ func (r *SessionStoreReconciler) keepReportedRun(ctx context.Context, s *reconci
 		return false
 	}
 	s.status.Cleanup.LastResult = stored.Cleanup.LastResult
-	if c := meta.FindStatusCondition(stored.Conditions, ConditionLastCleanupSucceeded); c != nil {
+	if c := meta.FindStatusCondition(stored.Conditions, v1.ConditionLastCleanupSucceeded); c != nil {
 		meta.SetStatusCondition(&s.status.Conditions, *c)
 	}
 	return true
@@ -200,7 +201,7 @@ func jobFinishTime(job *batchv1.Job) time.Time {
 }
 
 // reportRun puts a finished run's report in status.
-func (r *SessionStoreReconciler) reportRun(ctx context.Context, s *reconcileScope, job *batchv1.Job) error {
+func (r *sessionStoreReconciler) reportRun(ctx context.Context, s *reconcileScope, job *batchv1.Job) error {
 	cond, _ := jobOutcome(job)
 	report, err := r.runReport(ctx, s.store, job)
 	if err != nil {
@@ -226,21 +227,21 @@ func (r *SessionStoreReconciler) reportRun(ctx context.Context, s *reconcileScop
 	case result.Succeeded:
 		outcome = "succeeded"
 		result.Message = truncate(runSummary(report, "the cleanup succeeded"), 1024)
-		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionTrue, ReasonSucceeded,
+		setCondition(s, v1.ConditionLastCleanupSucceeded, metav1.ConditionTrue, v1.ReasonSucceeded,
 			fmt.Sprintf("Job %s: %s", job.Name, result.Message))
 	case cond.Reason == batchv1.JobReasonDeadlineExceeded:
 		outcome = "deadline_exceeded"
 		result.Message = truncate(fmt.Sprintf("stopped at its deadline of %ds; %s", ptrInt64(job.Spec.ActiveDeadlineSeconds),
 			runSummary(report, "no report")), 1024)
-		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonDeadlineExceeded,
+		setCondition(s, v1.ConditionLastCleanupSucceeded, metav1.ConditionFalse, v1.ReasonDeadlineExceeded,
 			fmt.Sprintf("Job %s %s", job.Name, result.Message))
 	default:
 		why := cond.Message
 		if report != nil && report.Error != "" {
 			why = report.Error
 		}
-		result.Message = truncate(nonEmpty(why, "the cleanup failed"), 1024)
-		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionFalse, failureReason(report),
+		result.Message = truncate(cmp.Or(why, "the cleanup failed"), 1024)
+		setCondition(s, v1.ConditionLastCleanupSucceeded, metav1.ConditionFalse, failureReason(report),
 			fmt.Sprintf("Job %s failed: %s", job.Name, result.Message))
 	}
 	s.status.Cleanup.LastResult = result
@@ -261,7 +262,7 @@ func failureReason(report *sessionstore.RunResult) string {
 			return string(report.ErrorKind)
 		}
 	}
-	return ReasonFailed
+	return v1.ReasonFailed
 }
 
 // reachabilityFromRun reports a filesystem store's reachability from its
@@ -269,17 +270,17 @@ func failureReason(report *sessionstore.RunResult) string {
 func reachabilityFromRun(s *reconcileScope, result *v1.CleanupResult, report *sessionstore.RunResult) {
 	switch {
 	case result.Succeeded:
-		setCondition(s, ConditionStoreReachable, metav1.ConditionTrue, ReasonCleanupRunReached,
+		setCondition(s, v1.ConditionStoreReachable, metav1.ConditionTrue, v1.ReasonCleanupRunReached,
 			fmt.Sprintf("cleanup Job %s read the directory", result.JobName))
 	case report != nil && report.ErrorKind != "":
-		setCondition(s, ConditionStoreReachable, metav1.ConditionFalse, string(report.ErrorKind),
+		setCondition(s, v1.ConditionStoreReachable, metav1.ConditionFalse, string(report.ErrorKind),
 			fmt.Sprintf("cleanup Job %s: %s", result.JobName, result.Message))
 	}
 }
 
 // runReport reads the report `cleanup` left as the termination message of
 // the Job's last Pod; nil when there is none (the pod never started).
-func (r *SessionStoreReconciler) runReport(ctx context.Context, store *v1.SessionStore, job *batchv1.Job) (*sessionstore.RunResult, error) {
+func (r *sessionStoreReconciler) runReport(ctx context.Context, store *v1.SessionStore, job *batchv1.Job) (*sessionstore.RunResult, error) {
 	pods := &corev1.PodList{}
 	if err := r.Client.List(ctx, pods, client.InNamespace(store.Namespace),
 		client.MatchingLabels{specs.StoreLabel: store.Name, batchv1.JobNameLabel: job.Name}); err != nil {
@@ -308,14 +309,14 @@ func (r *SessionStoreReconciler) runReport(ctx context.Context, store *v1.Sessio
 
 // reportNoRun says why there is no run to report: suspended, not due yet,
 // or due and never started (the CronJob controller missed it).
-func (r *SessionStoreReconciler) reportNoRun(s *reconcileScope, cronJob *batchv1.CronJob) {
+func (r *sessionStoreReconciler) reportNoRun(s *reconcileScope, cronJob *batchv1.CronJob) {
 	if s.store.Spec.Cleanup.Suspend {
-		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionUnknown, ReasonSuspended,
+		setCondition(s, v1.ConditionLastCleanupSucceeded, metav1.ConditionUnknown, v1.ReasonSuspended,
 			"no run: the cleanup is suspended")
 		return
 	}
 	if cronJob == nil || !metav1.IsControlledBy(cronJob, s.store) {
-		setConditionIfAbsent(s, ConditionLastCleanupSucceeded, metav1.ConditionUnknown, ReasonNotRunYet, "no cleanup CronJob yet")
+		setConditionIfAbsent(s, v1.ConditionLastCleanupSucceeded, metav1.ConditionUnknown, v1.ReasonNotRunYet, "no cleanup CronJob yet")
 		return
 	}
 	since := cronJob.CreationTimestamp.Time
@@ -328,12 +329,12 @@ func (r *SessionStoreReconciler) reportNoRun(s *reconcileScope, cronJob *batchv1
 	}
 	deadline := due.Add(time.Duration(ptrInt64(cronJob.Spec.StartingDeadlineSeconds))*time.Second + missedScheduleGrace)
 	if now := r.now(); now.Before(deadline) {
-		setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionUnknown, ReasonNotRunYet,
+		setCondition(s, v1.ConditionLastCleanupSucceeded, metav1.ConditionUnknown, v1.ReasonNotRunYet,
 			fmt.Sprintf("the first run is due at %s", due.UTC().Format(time.RFC3339)))
 		s.requeueWithin(deadline.Sub(now) + time.Second)
 		return
 	}
-	setCondition(s, ConditionLastCleanupSucceeded, metav1.ConditionFalse, ReasonMissedSchedule,
+	setCondition(s, v1.ConditionLastCleanupSucceeded, metav1.ConditionFalse, v1.ReasonMissedSchedule,
 		fmt.Sprintf("a run was due at %s and never started; check the CronJob %s and the cluster's Job controller",
 			due.UTC().Format(time.RFC3339), cronJob.Name))
 }

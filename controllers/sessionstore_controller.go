@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 
+	"time"
+
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,15 +26,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"time"
 
+	"github.com/sessionstore/sessionstore-operator/internal/prober"
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 )
 
-// SessionStoreReconciler reconciles SessionStore objects.
-type SessionStoreReconciler struct {
+// sessionStoreReconciler reconciles SessionStore objects.
+type sessionStoreReconciler struct {
 	// Client reads from the manager's cache (SessionStores, and only the
 	// Secrets and CronJobs the operator labelled) and writes to the API server.
 	Client client.Client
@@ -51,9 +53,9 @@ type SessionStoreReconciler struct {
 	// CleanupImage is the operator's own image, run by cleanup CronJobs.
 	CleanupImage string
 	// Prober reaches the stores, off the reconcile path.
-	Prober *Prober
+	Prober *prober.Prober
 	// Metrics are the per-store Prometheus series.
-	Metrics *Metrics
+	Metrics *storeMetrics
 	// ClusterPolicies: ClusterSessionCleanupPolicies govern cleanups (not in
 	// namespaced mode, which cannot read cluster-scoped objects).
 	ClusterPolicies bool
@@ -131,7 +133,7 @@ type phase struct {
 // reports what it found. Errors that only a change of spec or of a referenced
 // Secret can fix are conditions, not returned errors, so they do not retry in
 // a loop; the watches bring the store back when something changes.
-func (r *SessionStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *sessionStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	store := &v1.SessionStore{}
 	if err := r.Client.Get(ctx, req.NamespacedName, store); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -184,11 +186,11 @@ func (r *SessionStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request
 const staleStatusRetry = 200 * time.Millisecond
 
 // SetupWithManager registers the controller and its watches.
-func (r *SessionStoreReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+func (r *sessionStoreReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	if err := indexReferencedSecrets(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
-	if err := r.Prober.setupProbeController(mgr); err != nil {
+	if err := r.Prober.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	byStoreLabel := handler.EnqueueRequestsFromMapFunc(storeFromLabel)
@@ -208,7 +210,7 @@ func (r *SessionStoreReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		Owns(&corev1.Secret{}).
 		Owns(&batchv1.CronJob{}).
 		WatchesRawSource(r.referencedSecretSource()).
-		WatchesRawSource(r.Prober.changedSource()).
+		WatchesRawSource(r.Prober.Changes()).
 		// The CronJob owns its Jobs, and Jobs their Pods: find the store
 		// by the label the pod template carries.
 		Watches(&batchv1.Job{}, byStoreLabel).

@@ -31,8 +31,8 @@ func TestPostgreSQLStoreGetsSecretAndCronJob(t *testing.T) {
 	store := waitConfigured(t, ns, "shop")
 	g.Expect(store.Status.ConnectionSecretName).To(Equal("shop-session-store"))
 	g.Expect(store.Status.Cleanup.CronJobName).To(Equal("shop-cleanup"))
-	g.Expect(condition(store, ConditionConnectionSecretReady).Status).To(Equal(metav1.ConditionTrue))
-	g.Expect(condition(store, ConditionCleanupScheduled).Reason).To(Equal(ReasonScheduled))
+	g.Expect(condition(store, v1.ConditionConnectionSecretReady).Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(condition(store, v1.ConditionCleanupScheduled).Reason).To(Equal(v1.ReasonScheduled))
 
 	secret := waitSecret(t, ns, "shop-session-store")
 	data := stringData(secret)
@@ -207,9 +207,9 @@ func TestEachBackendSecret(t *testing.T) {
 				g.Expect(store.Status.Cleanup.CronJobName).To(Equal(tc.store.Name + "-cleanup"))
 			} else {
 				g.Expect(isNotFound(err)).To(BeTrue(), "no CronJob for native expiry, got %v", err)
-				c := condition(store, ConditionCleanupScheduled)
+				c := condition(store, v1.ConditionCleanupScheduled)
 				g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
-				g.Expect(c.Reason).To(Equal(ReasonNativeExpiry))
+				g.Expect(c.Reason).To(Equal(v1.ReasonNativeExpiry))
 				g.Expect(store.Status.Cleanup.CronJobName).To(BeEmpty())
 			}
 		})
@@ -321,18 +321,18 @@ func TestMissingSecretThenRecovery(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	createStore(t, redisStore(ns, "waits"))
-	store := waitCondition(t, ns, "waits", ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonSecretNotFound)
-	g.Expect(condition(store, ConditionConnectionSecretReady).Message).To(ContainSubstring("redis-auth"))
-	ready := condition(store, ConditionReady)
+	store := waitCondition(t, ns, "waits", v1.ConditionConnectionSecretReady, metav1.ConditionFalse, v1.ReasonSecretNotFound)
+	g.Expect(condition(store, v1.ConditionConnectionSecretReady).Message).To(ContainSubstring("redis-auth"))
+	ready := condition(store, v1.ConditionReady)
 	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
-	g.Expect(ready.Reason).To(Equal(ReasonSecretNotFound))
+	g.Expect(ready.Reason).To(Equal(v1.ReasonSecretNotFound))
 	g.Expect(ready.Message).To(ContainSubstring("redis-auth"))
 	err := k8sClient.Get(ctx(), types.NamespacedName{Namespace: ns, Name: "waits-session-store"}, &corev1.Secret{})
 	g.Expect(isNotFound(err)).To(BeTrue())
 
 	// A Secret without the key is a different problem, named as such.
 	wrong := createSecret(t, ns, "redis-auth", map[string]string{"pass": "x"})
-	waitCondition(t, ns, "waits", ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonSecretKeyMissing)
+	waitCondition(t, ns, "waits", v1.ConditionConnectionSecretReady, metav1.ConditionFalse, v1.ReasonSecretKeyMissing)
 
 	wrong.StringData = map[string]string{"password": "now-here"}
 	g.Expect(k8sClient.Update(ctx(), wrong)).To(Succeed())
@@ -345,10 +345,10 @@ func TestForeignSecretIsNeverOverwritten(t *testing.T) {
 	ns := newNamespace(t)
 	foreign := createSecret(t, ns, "taken-session-store", map[string]string{"owner": "someone else"})
 	createStore(t, filesystemStore(ns, "taken"))
-	store := waitCondition(t, ns, "taken", ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonSecretConflict)
-	g.Expect(condition(store, ConditionReady).Reason).To(Equal(ReasonSecretConflict))
+	store := waitCondition(t, ns, "taken", v1.ConditionConnectionSecretReady, metav1.ConditionFalse, v1.ReasonSecretConflict)
+	g.Expect(condition(store, v1.ConditionReady).Reason).To(Equal(v1.ReasonSecretConflict))
 	// Its pods would load someone else's Secret: no CronJob either.
-	g.Expect(condition(store, ConditionCleanupScheduled).Reason).To(Equal(ReasonConnectionSecretNotReady))
+	g.Expect(condition(store, v1.ConditionCleanupScheduled).Reason).To(Equal(v1.ReasonConnectionSecretNotReady))
 
 	g.Consistently(func(g Gomega) {
 		got := getSecret(g, ns, "taken-session-store")
@@ -358,7 +358,7 @@ func TestForeignSecretIsNeverOverwritten(t *testing.T) {
 	err := k8sClient.Get(ctx(), types.NamespacedName{Namespace: ns, Name: "taken-cleanup"}, &batchv1.CronJob{})
 	g.Expect(isNotFound(err)).To(BeTrue())
 	g.Eventually(func(g Gomega) {
-		g.Expect(eventReasons(g, ns, "taken")).To(ContainElement(EventSecretConflict))
+		g.Expect(eventReasons(g, ns, "taken")).To(ContainElement(v1.EventSecretConflict))
 	}, eventually, poll).Should(Succeed())
 	// More reconciles of the same state: no more events.
 	for i := 0; i < 3; i++ {
@@ -370,7 +370,7 @@ func TestForeignSecretIsNeverOverwritten(t *testing.T) {
 	g.Consistently(func(g Gomega) {
 		n := 0
 		for _, reason := range eventReasons(g, ns, "taken") {
-			if reason == EventSecretConflict {
+			if reason == v1.EventSecretConflict {
 				n++
 			}
 		}

@@ -14,24 +14,25 @@ import (
 	batchv1ac "k8s.io/client-go/applyconfigurations/batch/v1"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
 
 // reconcileCleanupCronJob keeps the cleanup CronJob as the spec says, for
 // backends that need one, and announces a problem that needs a person.
-func (r *SessionStoreReconciler) reconcileCleanupCronJob(ctx context.Context, s *reconcileScope) error {
+func (r *sessionStoreReconciler) reconcileCleanupCronJob(ctx context.Context, s *reconcileScope) error {
 	err := r.scheduleCleanup(ctx, s)
 	r.announceCleanupProblem(ctx, s)
 	return err
 }
 
 // scheduleCleanup writes the CronJob and sets CleanupScheduled.
-func (r *SessionStoreReconciler) scheduleCleanup(ctx context.Context, s *reconcileScope) error {
+func (r *sessionStoreReconciler) scheduleCleanup(ctx context.Context, s *reconcileScope) error {
 	store := s.store
 	if specs.HasNativeExpiry(store.Spec.Backend) {
 		s.status.Cleanup.CronJobName = ""
 		s.status.Cleanup.EffectiveSchedule = ""
-		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonNativeExpiry,
+		setCondition(s, v1.ConditionCleanupScheduled, metav1.ConditionFalse, v1.ReasonNativeExpiry,
 			fmt.Sprintf("%s expires sessions by itself; no cleanup is needed", store.Spec.Backend))
 		return nil
 	}
@@ -42,13 +43,13 @@ func (r *SessionStoreReconciler) scheduleCleanup(ctx context.Context, s *reconci
 	}
 	s.status.Cleanup.EffectiveSchedule = schedule
 	if err := validateCleanupSchedule(schedule, time.Now()); err != nil {
-		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonInvalidSchedule, err.Error())
+		setCondition(s, v1.ConditionCleanupScheduled, metav1.ConditionFalse, v1.ReasonInvalidSchedule, err.Error())
 		return nil
 	}
 	if !s.connectionSecretReady {
 		// The CronJob's pods load the connection Secret: never point them at
 		// one that is missing or belongs to someone else.
-		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonConnectionSecretNotReady,
+		setCondition(s, v1.ConditionCleanupScheduled, metav1.ConditionFalse, v1.ReasonConnectionSecretNotReady,
 			"waiting for the connection Secret before scheduling the cleanup")
 		return nil
 	}
@@ -59,11 +60,11 @@ func (r *SessionStoreReconciler) scheduleCleanup(ctx context.Context, s *reconci
 	name := specs.CleanupCronJobName(store)
 	s.status.Cleanup.CronJobName = name
 	if store.Spec.Cleanup.Suspend {
-		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonSuspended,
+		setCondition(s, v1.ConditionCleanupScheduled, metav1.ConditionFalse, v1.ReasonSuspended,
 			fmt.Sprintf("CronJob %s is suspended by spec.cleanup.suspend", name))
 		return nil
 	}
-	setCondition(s, ConditionCleanupScheduled, metav1.ConditionTrue, ReasonScheduled,
+	setCondition(s, v1.ConditionCleanupScheduled, metav1.ConditionTrue, v1.ReasonScheduled,
 		fmt.Sprintf("CronJob %s runs the cleanup at %q", name, schedule))
 	return nil
 }
@@ -90,7 +91,7 @@ func validateCleanupSchedule(schedule string, now time.Time) error {
 // server rejects as invalid is a condition, not an error: only a change of
 // spec fixes it, and the watch brings that change, so retrying in between
 // would only repeat the rejection.
-func (r *SessionStoreReconciler) applyCleanupCronJob(ctx context.Context, s *reconcileScope) (bool, error) {
+func (r *sessionStoreReconciler) applyCleanupCronJob(ctx context.Context, s *reconcileScope) (bool, error) {
 	desired := specs.GovernedCleanupCronJob(s.store, r.CleanupImage, s.governance)
 	if err := controllerutil.SetControllerReference(s.store, desired, r.Scheme); err != nil {
 		return false, err
@@ -101,7 +102,7 @@ func (r *SessionStoreReconciler) applyCleanupCronJob(ctx context.Context, s *rec
 		return false, err
 	}
 	if owner == foreign {
-		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonCronJobConflict,
+		setCondition(s, v1.ConditionCleanupScheduled, metav1.ConditionFalse, v1.ReasonCronJobConflict,
 			fmt.Sprintf("CronJob %s exists and is not managed by this SessionStore; delete it or rename the SessionStore", desired.Name))
 		return false, nil
 	}
@@ -111,7 +112,7 @@ func (r *SessionStoreReconciler) applyCleanupCronJob(ctx context.Context, s *rec
 	}
 	applied, err := applyIfDrifted(ctx, r.Client, want, owned)
 	if err != nil {
-		setCondition(s, ConditionCleanupScheduled, metav1.ConditionFalse, ReasonApplyFailed,
+		setCondition(s, v1.ConditionCleanupScheduled, metav1.ConditionFalse, v1.ReasonApplyFailed,
 			fmt.Sprintf("writing CronJob %s: %v", desired.Name, err))
 		if apierrors.IsInvalid(err) {
 			return false, nil
@@ -141,7 +142,7 @@ func cronJobApplyConfigurations(desired, existing *batchv1.CronJob, owner owners
 // cleanupProblems are the CleanupScheduled reasons that need a person: each
 // is announced by one event when it begins, never once per reconcile.
 var cleanupProblems = map[string]bool{
-	ReasonCronJobConflict: true, ReasonInvalidSchedule: true, ReasonApplyFailed: true,
+	v1.ReasonCronJobConflict: true, v1.ReasonInvalidSchedule: true, v1.ReasonApplyFailed: true,
 }
 
 // announceCleanupProblem emits one Warning event, named by the condition's
@@ -149,14 +150,14 @@ var cleanupProblems = map[string]bool{
 // store can predate the status the last reconcile wrote (a reconcile that an
 // owned object's event started), so a problem the API server's copy already
 // shows is not announced again.
-func (r *SessionStoreReconciler) announceCleanupProblem(ctx context.Context, s *reconcileScope) {
-	now := meta.FindStatusCondition(s.status.Conditions, ConditionCleanupScheduled)
+func (r *sessionStoreReconciler) announceCleanupProblem(ctx context.Context, s *reconcileScope) {
+	now := meta.FindStatusCondition(s.status.Conditions, v1.ConditionCleanupScheduled)
 	if r.Recorder == nil || now == nil || !cleanupProblems[now.Reason] ||
-		hasConditionReason(s.store.Status.Conditions, ConditionCleanupScheduled, now.Reason) {
+		hasConditionReason(s.store.Status.Conditions, v1.ConditionCleanupScheduled, now.Reason) {
 		return
 	}
 	if stored := r.storedStatus(ctx, s.store); stored != nil &&
-		hasConditionReason(stored.Conditions, ConditionCleanupScheduled, now.Reason) {
+		hasConditionReason(stored.Conditions, v1.ConditionCleanupScheduled, now.Reason) {
 		return
 	}
 	r.Recorder.Eventf(s.store, nil, corev1.EventTypeWarning, now.Reason, "ScheduleCleanup", "%s", now.Message)

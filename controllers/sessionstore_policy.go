@@ -26,7 +26,7 @@ import (
 // what it makes of the store's CronJob (s.governance) and status. Without a
 // governing policy (or in namespaced mode) nothing changes from before
 // policies existed.
-func (r *SessionStoreReconciler) governCleanup(ctx context.Context, s *reconcileScope) error {
+func (r *sessionStoreReconciler) governCleanup(ctx context.Context, s *reconcileScope) error {
 	st := &s.status.Cleanup
 	st.Policy, st.Server, st.NextRunTime, st.WindowState = "", "", nil, ""
 	if !r.ClusterPolicies || specs.HasNativeExpiry(s.store.Spec.Backend) {
@@ -62,7 +62,7 @@ func (r *SessionStoreReconciler) governCleanup(ctx context.Context, s *reconcile
 // policyWindows is the policy's window state for the store's status, with
 // a reconcile asked for when it changes, and the clock minutes its allow
 // windows cover (nil: all).
-func (r *SessionStoreReconciler) policyWindows(s *reconcileScope, p *v1.ClusterSessionCleanupPolicy, now time.Time) (string, []bool) {
+func (r *sessionStoreReconciler) policyWindows(s *reconcileScope, p *v1.ClusterSessionCleanupPolicy, now time.Time) (string, []bool) {
 	windows, err := policy.ParseWindows(&p.Spec, now)
 	if err != nil {
 		return v1.WindowStateInvalid, nil
@@ -78,7 +78,7 @@ func (r *SessionStoreReconciler) policyWindows(s *reconcileScope, p *v1.ClusterS
 }
 
 // governingPolicy is the policy that governs store, or nil.
-func (r *SessionStoreReconciler) governingPolicy(ctx context.Context, store *v1.SessionStore) (*v1.ClusterSessionCleanupPolicy, error) {
+func (r *sessionStoreReconciler) governingPolicy(ctx context.Context, store *v1.SessionStore) (*v1.ClusterSessionCleanupPolicy, error) {
 	policies := &v1.ClusterSessionCleanupPolicyList{}
 	if err := r.Client.List(ctx, policies); err != nil {
 		return nil, err
@@ -93,7 +93,7 @@ func (r *SessionStoreReconciler) governingPolicy(ctx context.Context, store *v1.
 	return policy.Select(policies.Items, store, ns.Labels), nil
 }
 
-func (r *SessionStoreReconciler) now() time.Time {
+func (r *sessionStoreReconciler) now() time.Time {
 	if r.Clock != nil {
 		return r.Clock.Now()
 	}
@@ -137,7 +137,7 @@ func firstZone(zones ...*string) *string {
 // storesAPolicyMayMove enqueues the stores a policy's change may move: those
 // it governs now (its selector may have shrunk, or it is gone), those its
 // selector matches, and every store when it is a default policy.
-func (r *SessionStoreReconciler) storesAPolicyMayMove(ctx context.Context, obj client.Object) []reconcile.Request {
+func (r *sessionStoreReconciler) storesAPolicyMayMove(ctx context.Context, obj client.Object) []reconcile.Request {
 	p, ok := obj.(*v1.ClusterSessionCleanupPolicy)
 	if !ok {
 		return nil
@@ -164,7 +164,7 @@ func (r *SessionStoreReconciler) storesAPolicyMayMove(ctx context.Context, obj c
 }
 
 // storesInNamespace enqueues the stores of a namespace whose labels changed.
-func (r *SessionStoreReconciler) storesInNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
+func (r *sessionStoreReconciler) storesInNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
 	stores := &v1.SessionStoreList{}
 	if err := r.Client.List(ctx, stores, client.InNamespace(ns.GetName())); err != nil {
 		ctrlLog(ctx).Error(err, "listing stores for a namespace change")

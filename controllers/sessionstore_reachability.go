@@ -14,14 +14,14 @@ import (
 
 // observeStore reports whether the store answers and is prepared, from the
 // prober's latest outcome; it never waits for a probe.
-func (r *SessionStoreReconciler) observeStore(_ context.Context, s *reconcileScope) error {
+func (r *sessionStoreReconciler) observeStore(_ context.Context, s *reconcileScope) error {
 	if s.connectionProblem != nil || s.podEnv == nil {
-		reason, message := ReasonConnectionSecretNotReady, "the connection settings are not known"
+		reason, message := v1.ReasonConnectionSecretNotReady, "the connection settings are not known"
 		if p := s.connectionProblem; p != nil {
 			reason, message = p.reason, p.message
 		}
-		setCondition(s, ConditionStoreReachable, metav1.ConditionFalse, reason, message)
-		setCondition(s, ConditionSchemaReady, metav1.ConditionUnknown, reason, "the store cannot be reached without its connection settings")
+		setCondition(s, v1.ConditionStoreReachable, metav1.ConditionFalse, reason, message)
+		setCondition(s, v1.ConditionSchemaReady, metav1.ConditionUnknown, reason, "the store cannot be reached without its connection settings")
 		// Nothing to probe with: drop the credentials the prober still holds.
 		r.Prober.Forget(types.NamespacedName{Namespace: s.store.Namespace, Name: s.store.Name})
 		return nil
@@ -29,8 +29,8 @@ func (r *SessionStoreReconciler) observeStore(_ context.Context, s *reconcileSco
 	if s.store.Spec.Backend == v1.BackendFilesystem {
 		// The manager does not mount the claim: the cleanup runs tell
 		// whether the directory is there (observeCleanupRuns).
-		setCondition(s, ConditionSchemaReady, metav1.ConditionTrue, ReasonNotNeeded, "a directory needs no schema")
-		setConditionIfAbsent(s, ConditionStoreReachable, metav1.ConditionUnknown, ReasonAwaitingCleanupRun,
+		setCondition(s, v1.ConditionSchemaReady, metav1.ConditionTrue, v1.ReasonNotNeeded, "a directory needs no schema")
+		setConditionIfAbsent(s, v1.ConditionStoreReachable, metav1.ConditionUnknown, v1.ReasonAwaitingCleanupRun,
 			"the manager does not mount the claim; the first cleanup run will tell")
 		return nil
 	}
@@ -41,28 +41,28 @@ func (r *SessionStoreReconciler) observeStore(_ context.Context, s *reconcileSco
 		s.requeueWithin(2*r.Prober.Timeout + time.Second)
 	}
 	if outcome == nil {
-		setConditionIfAbsent(s, ConditionStoreReachable, metav1.ConditionUnknown, ReasonProbing, "the first probe is under way")
-		setConditionIfAbsent(s, ConditionSchemaReady, metav1.ConditionUnknown, ReasonProbing, "the first probe is under way")
+		setConditionIfAbsent(s, v1.ConditionStoreReachable, metav1.ConditionUnknown, v1.ReasonProbing, "the first probe is under way")
+		setConditionIfAbsent(s, v1.ConditionSchemaReady, metav1.ConditionUnknown, v1.ReasonProbing, "the first probe is under way")
 		return nil
 	}
 	if outcome.Reachable {
-		setCondition(s, ConditionStoreReachable, metav1.ConditionTrue, ReasonReachable, outcome.Message)
+		setCondition(s, v1.ConditionStoreReachable, metav1.ConditionTrue, v1.ReasonReachable, outcome.Message)
 	} else {
-		setCondition(s, ConditionStoreReachable, metav1.ConditionFalse, outcome.Reason, outcome.Message)
+		setCondition(s, v1.ConditionStoreReachable, metav1.ConditionFalse, outcome.Reason, outcome.Message)
 	}
 	cfgWantsSchema := wantsSchemaFromEnv(s.podEnv)
 	switch {
-	case outcome.Schema != nil && outcome.Schema.Reason == ReasonSchemaPresent && createdBefore(s):
+	case outcome.Schema != nil && outcome.Schema.Reason == v1.ReasonSchemaPresent && createdBefore(s):
 		// A new manager (a restart) finds present what its predecessor
 		// created: the same fact, not worth a write.
 	case outcome.Schema != nil && outcome.Schema.Ready:
-		setCondition(s, ConditionSchemaReady, metav1.ConditionTrue, outcome.Schema.Reason, outcome.Schema.Message)
+		setCondition(s, v1.ConditionSchemaReady, metav1.ConditionTrue, outcome.Schema.Reason, outcome.Schema.Message)
 	case outcome.Schema != nil:
-		setCondition(s, ConditionSchemaReady, metav1.ConditionFalse, outcome.Schema.Reason, outcome.Schema.Message)
+		setCondition(s, v1.ConditionSchemaReady, metav1.ConditionFalse, outcome.Schema.Reason, outcome.Schema.Message)
 	case !cfgWantsSchema:
-		setCondition(s, ConditionSchemaReady, metav1.ConditionTrue, ReasonNotNeeded, "nothing to prepare")
+		setCondition(s, v1.ConditionSchemaReady, metav1.ConditionTrue, v1.ReasonNotNeeded, "nothing to prepare")
 	default:
-		setConditionIfAbsent(s, ConditionSchemaReady, metav1.ConditionUnknown, outcome.Reason,
+		setConditionIfAbsent(s, v1.ConditionSchemaReady, metav1.ConditionUnknown, outcome.Reason,
 			"the store must be reachable before it can be prepared")
 	}
 	return nil
@@ -71,8 +71,8 @@ func (r *SessionStoreReconciler) observeStore(_ context.Context, s *reconcileSco
 // createdBefore tells whether SchemaReady already says the operator
 // created the schema, for this generation.
 func createdBefore(s *reconcileScope) bool {
-	c := meta.FindStatusCondition(s.status.Conditions, ConditionSchemaReady)
-	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == ReasonSchemaCreated &&
+	c := meta.FindStatusCondition(s.status.Conditions, v1.ConditionSchemaReady)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == v1.ReasonSchemaCreated &&
 		c.ObservedGeneration == s.store.Generation
 }
 

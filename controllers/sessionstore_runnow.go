@@ -22,7 +22,7 @@ import (
 // runNow creates the Job of a new sessionstore.dev/run-now token, once:
 // the Job's name is derived from the token, and the token is echoed in
 // status.cleanup.lastHandledRunRequest.
-func (r *SessionStoreReconciler) runNow(ctx context.Context, s *reconcileScope) error {
+func (r *sessionStoreReconciler) runNow(ctx context.Context, s *reconcileScope) error {
 	token := s.store.Annotations[v1.RunNowAnnotation]
 	if token == "" || token == s.status.Cleanup.LastHandledRunRequest || s.status.Cleanup.CronJobName == "" {
 		return nil

@@ -37,7 +37,7 @@ type secretProblem struct {
 func (p *secretProblem) Error() string { return p.message }
 
 // reconcileConnectionSecret writes the Secret apps load with envFrom.
-func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, s *reconcileScope) error {
+func (r *sessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, s *reconcileScope) error {
 	name := specs.ConnectionSecretName(s.store)
 	s.status.ConnectionSecretName = name
 
@@ -48,12 +48,12 @@ func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, 
 	var data map[string]string
 	if problem == nil {
 		if data, err = specs.ConnectionData(s.store, values); err != nil {
-			problem = &secretProblem{ReasonInvalidSecretValue, err.Error()}
+			problem = &secretProblem{v1.ReasonInvalidSecretValue, err.Error()}
 		}
 	}
 	if problem != nil {
 		s.connectionProblem = problem
-		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, problem.reason, problem.message)
+		setCondition(s, v1.ConditionConnectionSecretReady, metav1.ConditionFalse, problem.reason, problem.message)
 		return nil
 	}
 	s.podEnv = specs.CleanupPodEnv(s.store, data)
@@ -64,7 +64,7 @@ func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, 
 		return err
 	}
 	if owner == foreign {
-		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonSecretConflict,
+		setCondition(s, v1.ConditionConnectionSecretReady, metav1.ConditionFalse, v1.ReasonSecretConflict,
 			fmt.Sprintf("Secret %s exists and is not managed by this SessionStore; delete it or set spec.connectionSecretName", name))
 		return nil
 	}
@@ -77,7 +77,7 @@ func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, 
 	}
 	applied, err := applyIfDrifted(ctx, r.Client, want, owned)
 	if err != nil {
-		setCondition(s, ConditionConnectionSecretReady, metav1.ConditionFalse, ReasonApplyFailed,
+		setCondition(s, v1.ConditionConnectionSecretReady, metav1.ConditionFalse, v1.ReasonApplyFailed,
 			fmt.Sprintf("writing Secret %s: %v", name, apierrors.ReasonForError(err)))
 		return err
 	}
@@ -85,7 +85,7 @@ func (r *SessionStoreReconciler) reconcileConnectionSecret(ctx context.Context, 
 		ctrlLog(ctx).Info("connection Secret written", "secret", name)
 	}
 	s.connectionSecretReady = true
-	setCondition(s, ConditionConnectionSecretReady, metav1.ConditionTrue, ReasonSecretReady,
+	setCondition(s, v1.ConditionConnectionSecretReady, metav1.ConditionTrue, v1.ReasonSecretReady,
 		fmt.Sprintf("Secret %s holds the connection settings", name))
 	return nil
 }
@@ -113,7 +113,7 @@ func readReferencedSecrets(ctx context.Context, apiReader client.Reader, store *
 			secret := &corev1.Secret{}
 			err := apiReader.Get(ctx, types.NamespacedName{Namespace: store.Namespace, Name: ref.Name}, secret)
 			if apierrors.IsNotFound(err) {
-				return nil, &secretProblem{ReasonSecretNotFound,
+				return nil, &secretProblem{v1.ReasonSecretNotFound,
 					fmt.Sprintf("Secret %s referenced by %s not found", ref.Name, ref.Field)}, nil
 			}
 			if err != nil {
@@ -122,7 +122,7 @@ func readReferencedSecrets(ctx context.Context, apiReader client.Reader, store *
 			values[ref.Name] = secret.Data
 		}
 		if _, ok := values[ref.Name][ref.Key]; !ok {
-			return nil, &secretProblem{ReasonSecretKeyMissing,
+			return nil, &secretProblem{v1.ReasonSecretKeyMissing,
 				fmt.Sprintf("Secret %s referenced by %s has no key %q", ref.Name, ref.Field, ref.Key)}, nil
 		}
 	}
@@ -133,7 +133,7 @@ func readReferencedSecrets(ctx context.Context, apiReader client.Reader, store *
 // under a name it no longer uses (after spec.connectionSecretName changed),
 // but only once the Secret under the new name is written and current: until
 // then apps, and restarted app pods above all, still load the old one.
-func (r *SessionStoreReconciler) removeStaleConnectionSecrets(ctx context.Context, s *reconcileScope) error {
+func (r *sessionStoreReconciler) removeStaleConnectionSecrets(ctx context.Context, s *reconcileScope) error {
 	stale, err := r.staleConnectionSecrets(ctx, s.store)
 	if err != nil || len(stale) == 0 {
 		return err
@@ -154,7 +154,7 @@ func (r *SessionStoreReconciler) removeStaleConnectionSecrets(ctx context.Contex
 
 // staleConnectionSecrets lists the connection Secrets store controls under a
 // name other than its current one.
-func (r *SessionStoreReconciler) staleConnectionSecrets(ctx context.Context, store *v1.SessionStore) ([]corev1.Secret, error) {
+func (r *sessionStoreReconciler) staleConnectionSecrets(ctx context.Context, store *v1.SessionStore) ([]corev1.Secret, error) {
 	owned := &corev1.SecretList{}
 	if err := r.Client.List(ctx, owned, client.InNamespace(store.Namespace),
 		client.MatchingLabels{specs.StoreLabel: store.Name, specs.ComponentLabel: "connection"}); err != nil {
@@ -173,7 +173,7 @@ func (r *SessionStoreReconciler) staleConnectionSecrets(ctx context.Context, sto
 // keepStaleSecretsMeanwhile says on the ConnectionSecretReady condition that
 // the old Secrets are kept while the new one cannot be written.
 func keepStaleSecretsMeanwhile(s *reconcileScope, stale []corev1.Secret) {
-	c := meta.FindStatusCondition(s.status.Conditions, ConditionConnectionSecretReady)
+	c := meta.FindStatusCondition(s.status.Conditions, v1.ConditionConnectionSecretReady)
 	if c == nil || c.Status == metav1.ConditionTrue {
 		return
 	}
@@ -182,7 +182,7 @@ func keepStaleSecretsMeanwhile(s *reconcileScope, stale []corev1.Secret) {
 		names = append(names, secret.Name)
 	}
 	sort.Strings(names)
-	setCondition(s, ConditionConnectionSecretReady, c.Status, c.Reason,
+	setCondition(s, v1.ConditionConnectionSecretReady, c.Status, c.Reason,
 		fmt.Sprintf("%s; the previous Secret %s is kept until then", c.Message, strings.Join(names, ", ")))
 }
 
@@ -201,7 +201,7 @@ func indexReferencedSecrets(ctx context.Context, indexer client.FieldIndexer) er
 // referencedSecretSource tells the stores when a Secret they involve
 // changes, appears or goes away (a credential rotated, a conflicting Secret
 // deleted), from a watch of Secrets' metadata that caches none of them.
-func (r *SessionStoreReconciler) referencedSecretSource() source.Source {
+func (r *sessionStoreReconciler) referencedSecretSource() source.Source {
 	return &secretChangeWatch{
 		secrets:     r.SecretMetadata.Resource(secretsResource),
 		stores:      r.Client,
@@ -211,7 +211,7 @@ func (r *SessionStoreReconciler) referencedSecretSource() source.Source {
 	}
 }
 
-func (r *SessionStoreReconciler) storesUsingSecret(ctx context.Context, secret *metav1.PartialObjectMetadata) []reconcile.Request {
+func (r *sessionStoreReconciler) storesUsingSecret(ctx context.Context, secret *metav1.PartialObjectMetadata) []reconcile.Request {
 	stores := &v1.SessionStoreList{}
 	if err := r.Client.List(ctx, stores, client.InNamespace(secret.Namespace),
 		client.MatchingFields{secretNamesIndex: secret.Name}); err != nil {

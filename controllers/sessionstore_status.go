@@ -12,96 +12,34 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
-)
-
-// Condition types. Tools alert on them: they are stable.
-const (
-	ConditionReady                 = "Ready"
-	ConditionConnectionSecretReady = "ConnectionSecretReady"
-	ConditionCleanupScheduled      = "CleanupScheduled"
-	ConditionStoreReachable        = "StoreReachable"
-	ConditionSchemaReady           = "SchemaReady"
-	ConditionLastCleanupSucceeded  = "LastCleanupSucceeded"
-	// ConditionReconciling is True while the last reconcile failed on an
-	// API call and is being retried; ConditionStalled is True while Ready is
-	// False for a reason only a person can fix. Both are kstatus's
-	// abnormal-true conditions (read by Flux, kubectl wait, Argo CD).
-	ConditionReconciling = "Reconciling"
-	ConditionStalled     = "Stalled"
-)
-
-// Condition reasons, CamelCase and stable.
-const (
-	ReasonReady                    = "Ready"
-	ReasonNotReady                 = "NotReady"
-	ReasonReconcileError           = "ReconcileError"
-	ReasonSecretReady              = "SecretReady"
-	ReasonSecretNotFound           = "SecretNotFound"
-	ReasonSecretKeyMissing         = "SecretKeyMissing"
-	ReasonInvalidSecretValue       = "InvalidSecretValue"
-	ReasonSecretConflict           = "SecretConflict"
-	ReasonApplyFailed              = "ApplyFailed"
-	ReasonScheduled                = "Scheduled"
-	ReasonSuspended                = "Suspended"
-	ReasonNativeExpiry             = "NativeExpiry"
-	ReasonInvalidSchedule          = "InvalidSchedule"
-	ReasonConnectionSecretNotReady = "ConnectionSecretNotReady"
-	ReasonCronJobConflict          = "CronJobConflict"
-
-	// StoreReachable. Probe failures use the store error's kind as reason
-	// (ConnectionRefused, AuthenticationFailed, Timeout, DNSError,
-	// TLSError, TableMissing, StoreError).
-	ReasonReachable          = "Reachable"
-	ReasonProbing            = "Probing"
-	ReasonInvalidConfig      = "InvalidConfig"
-	ReasonTableMissing       = "TableMissing"
-	ReasonAwaitingCleanupRun = "AwaitingCleanupRun"
-	ReasonCleanupRunReached  = "CleanupRunReachedStore"
-
-	// SchemaReady.
-	ReasonSchemaPresent  = "SchemaPresent"
-	ReasonSchemaCreated  = "SchemaCreated"
-	ReasonTTLUnsupported = "TTLUnsupported"
-	// ReasonSchemaPending: the table is there, and the expiry index asked
-	// for is missing or being built; a cleanup run builds it, the manager
-	// never does. The store works meanwhile.
-	ReasonSchemaPending = "SchemaPending"
-	ReasonNotNeeded     = "NotNeeded"
-
-	// LastCleanupSucceeded.
-	ReasonSucceeded        = "Succeeded"
-	ReasonFailed           = "Failed"
-	ReasonDeadlineExceeded = "DeadlineExceeded"
-	ReasonMissedSchedule   = "MissedSchedule"
-	ReasonNotRunYet        = "NotRunYet"
-	ReasonRunning          = "Running"
 )
 
 // readinessConditions are summarised by Ready, in the order their problems
 // are named.
 var readinessConditions = []string{
-	ConditionConnectionSecretReady, ConditionStoreReachable, ConditionSchemaReady,
-	ConditionCleanupScheduled, ConditionLastCleanupSucceeded,
+	v1.ConditionConnectionSecretReady, v1.ConditionStoreReachable, v1.ConditionSchemaReady,
+	v1.ConditionCleanupScheduled, v1.ConditionLastCleanupSucceeded,
 }
 
 // fineReasons lists reasons for which a condition that is not True is not a
 // problem for Ready.
 var fineReasons = map[string]bool{
-	ReasonNativeExpiry: true, ReasonSuspended: true, ReasonAwaitingCleanupRun: true,
-	ReasonNotRunYet: true, ReasonRunning: true, ReasonSchemaPending: true,
+	v1.ReasonNativeExpiry: true, v1.ReasonSuspended: true, v1.ReasonAwaitingCleanupRun: true,
+	v1.ReasonNotRunYet: true, v1.ReasonRunning: true, v1.ReasonSchemaPending: true,
 }
 
 // stallReasons are the reasons of a not-Ready store that the operator cannot
 // fix by retrying: a spec, a Secret or a store needs a person.
 var stallReasons = map[string]bool{
-	ReasonInvalidSchedule: true, ReasonInvalidConfig: true, ReasonInvalidSecretValue: true,
-	ReasonSecretConflict: true, ReasonCronJobConflict: true, ReasonApplyFailed: true,
+	v1.ReasonInvalidSchedule: true, v1.ReasonInvalidConfig: true, v1.ReasonInvalidSecretValue: true,
+	v1.ReasonSecretConflict: true, v1.ReasonCronJobConflict: true, v1.ReasonApplyFailed: true,
 	string(sessionstore.ErrTableMismatch): true, string(sessionstore.ErrClockSkew): true,
 }
 
 // optionalConditions may be absent without making the store unready.
-var optionalConditions = map[string]bool{ConditionLastCleanupSucceeded: true}
+var optionalConditions = map[string]bool{v1.ConditionLastCleanupSucceeded: true}
 
 func setCondition(s *reconcileScope, condType string, status metav1.ConditionStatus, reason, message string) {
 	meta.SetStatusCondition(&s.status.Conditions, metav1.Condition{
@@ -129,17 +67,17 @@ func summarizeReady(s *reconcileScope, reconcileErr error) {
 		// gauge) stay as last observed, and the failure is reported where
 		// kstatus looks for it.
 		keepReady(s)
-		setCondition(s, ConditionReconciling, metav1.ConditionTrue, ReasonReconcileError,
+		setCondition(s, v1.ConditionReconciling, metav1.ConditionTrue, v1.ReasonReconcileError,
 			truncate("retrying with backoff: "+reconcileErr.Error(), 1024))
 		return
 	}
-	meta.RemoveStatusCondition(&s.status.Conditions, ConditionReconciling)
+	meta.RemoveStatusCondition(&s.status.Conditions, v1.ConditionReconciling)
 	status, reason, message := readiness(s)
-	setCondition(s, ConditionReady, status, reason, message)
+	setCondition(s, v1.ConditionReady, status, reason, message)
 	if status == metav1.ConditionFalse && stallReasons[reason] {
-		setCondition(s, ConditionStalled, metav1.ConditionTrue, reason, message)
+		setCondition(s, v1.ConditionStalled, metav1.ConditionTrue, reason, message)
 	} else {
-		meta.RemoveStatusCondition(&s.status.Conditions, ConditionStalled)
+		meta.RemoveStatusCondition(&s.status.Conditions, v1.ConditionStalled)
 	}
 }
 
@@ -151,29 +89,29 @@ func readiness(s *reconcileScope) (metav1.ConditionStatus, string, string) {
 			if optionalConditions[condType] {
 				continue
 			}
-			return metav1.ConditionFalse, ReasonNotReady, condType + " is not known yet"
+			return metav1.ConditionFalse, v1.ReasonNotReady, condType + " is not known yet"
 		}
 		if c.Status != metav1.ConditionTrue && !fineReasons[c.Reason] {
 			return metav1.ConditionFalse, c.Reason, fmt.Sprintf("%s: %s", condType, c.Message)
 		}
 	}
-	return metav1.ConditionTrue, ReasonReady, "the session store is ready for apps"
+	return metav1.ConditionTrue, v1.ReasonReady, "the session store is ready for apps"
 }
 
 // keepReady leaves Ready as the API server holds it, or Unknown when it was
 // never known.
 func keepReady(s *reconcileScope) {
-	if meta.FindStatusCondition(s.status.Conditions, ConditionReady) != nil {
+	if meta.FindStatusCondition(s.status.Conditions, v1.ConditionReady) != nil {
 		return
 	}
-	setCondition(s, ConditionReady, metav1.ConditionUnknown, ReasonReconcileError,
+	setCondition(s, v1.ConditionReady, metav1.ConditionUnknown, v1.ReasonReconcileError,
 		"not known yet: the first reconcile failed and is retried")
 }
 
 // writeStatus writes the status built by the phases, once, and only when it
 // differs from what the API server holds: a reconcile with nothing to do
 // makes no write at all.
-func (r *SessionStoreReconciler) writeStatus(ctx context.Context, s *reconcileScope, reconcileErr error) error {
+func (r *sessionStoreReconciler) writeStatus(ctx context.Context, s *reconcileScope, reconcileErr error) error {
 	summarizeReady(s, reconcileErr)
 	// Every condition was reconsidered for this generation, so they and
 	// the top level all say so, even when a phase failed (which

@@ -44,7 +44,7 @@ var (
 	testScheme     = runtime.NewScheme()
 	testCfg        *rest.Config
 	testMgr        ctrl.Manager
-	testReconciler *SessionStoreReconciler
+	testReconciler *sessionStoreReconciler
 	writeCount     atomic.Int64 // writes the manager's client made
 	writeLog       sync.Map     // what each write was, by its number
 	testImage      = "registry.example/sessionstore-operator:test"
@@ -139,7 +139,7 @@ func runSuite(m *testing.M) int {
 	}
 	suiteCtx, suiteCancel = context.WithCancel(context.Background())
 	defer suiteCancel()
-	if testReconciler, err = Setup(suiteCtx, testMgr, Options{
+	if testReconciler, err = setup(suiteCtx, testMgr, Options{
 		CleanupImage: testImage, ClusterPolicies: true,
 		// Short periods so that recovery and backoff show within a test.
 		ProbeInterval: 3 * time.Second, ProbeTimeout: 2 * time.Second, ProbeMinBackoff: 500 * time.Millisecond,

@@ -19,10 +19,10 @@ func TestSummarizeReady(t *testing.T) {
 		status    metav1.ConditionStatus
 	}
 	allGood := []cond{
-		{ConditionConnectionSecretReady, ReasonSecretReady, metav1.ConditionTrue},
-		{ConditionStoreReachable, ReasonReachable, metav1.ConditionTrue},
-		{ConditionSchemaReady, ReasonSchemaPresent, metav1.ConditionTrue},
-		{ConditionCleanupScheduled, ReasonScheduled, metav1.ConditionTrue},
+		{v1.ConditionConnectionSecretReady, v1.ReasonSecretReady, metav1.ConditionTrue},
+		{v1.ConditionStoreReachable, v1.ReasonReachable, metav1.ConditionTrue},
+		{v1.ConditionSchemaReady, v1.ReasonSchemaPresent, metav1.ConditionTrue},
+		{v1.ConditionCleanupScheduled, v1.ReasonScheduled, metav1.ConditionTrue},
 	}
 	with := func(c cond) []cond {
 		out := []cond{}
@@ -42,22 +42,22 @@ func TestSummarizeReady(t *testing.T) {
 		reason               string
 		stalled, reconciling bool
 	}{
-		{"all true", allGood, nil, metav1.ConditionTrue, ReasonReady, false, false},
-		{"unreachable", with(cond{ConditionStoreReachable, "ConnectionRefused", metav1.ConditionFalse}), nil,
+		{"all true", allGood, nil, metav1.ConditionTrue, v1.ReasonReady, false, false},
+		{"unreachable", with(cond{v1.ConditionStoreReachable, "ConnectionRefused", metav1.ConditionFalse}), nil,
 			metav1.ConditionFalse, "ConnectionRefused", false, false},
-		{"index pending is fine", with(cond{ConditionSchemaReady, ReasonSchemaPending, metav1.ConditionFalse}), nil,
-			metav1.ConditionTrue, ReasonReady, false, false},
-		{"native expiry is fine", with(cond{ConditionCleanupScheduled, ReasonNativeExpiry, metav1.ConditionFalse}), nil,
-			metav1.ConditionTrue, ReasonReady, false, false},
-		{"conflict stalls", with(cond{ConditionConnectionSecretReady, ReasonSecretConflict, metav1.ConditionFalse}), nil,
-			metav1.ConditionFalse, ReasonSecretConflict, true, false},
-		{"missing Secret waits", with(cond{ConditionConnectionSecretReady, ReasonSecretNotFound, metav1.ConditionFalse}), nil,
-			metav1.ConditionFalse, ReasonSecretNotFound, false, false},
-		{"unknown condition", allGood[:3], nil, metav1.ConditionFalse, ReasonNotReady, false, false},
-		{"failed reconcile keeps Ready", append(allGood, cond{ConditionReady, ReasonReady, metav1.ConditionTrue}),
-			errors.New("the API server is away"), metav1.ConditionTrue, ReasonReady, false, true},
+		{"index pending is fine", with(cond{v1.ConditionSchemaReady, v1.ReasonSchemaPending, metav1.ConditionFalse}), nil,
+			metav1.ConditionTrue, v1.ReasonReady, false, false},
+		{"native expiry is fine", with(cond{v1.ConditionCleanupScheduled, v1.ReasonNativeExpiry, metav1.ConditionFalse}), nil,
+			metav1.ConditionTrue, v1.ReasonReady, false, false},
+		{"conflict stalls", with(cond{v1.ConditionConnectionSecretReady, v1.ReasonSecretConflict, metav1.ConditionFalse}), nil,
+			metav1.ConditionFalse, v1.ReasonSecretConflict, true, false},
+		{"missing Secret waits", with(cond{v1.ConditionConnectionSecretReady, v1.ReasonSecretNotFound, metav1.ConditionFalse}), nil,
+			metav1.ConditionFalse, v1.ReasonSecretNotFound, false, false},
+		{"unknown condition", allGood[:3], nil, metav1.ConditionFalse, v1.ReasonNotReady, false, false},
+		{"failed reconcile keeps Ready", append(allGood, cond{v1.ConditionReady, v1.ReasonReady, metav1.ConditionTrue}),
+			errors.New("the API server is away"), metav1.ConditionTrue, v1.ReasonReady, false, true},
 		{"failed first reconcile", nil, errors.New("the API server is away"),
-			metav1.ConditionUnknown, ReasonReconcileError, false, true},
+			metav1.ConditionUnknown, v1.ReasonReconcileError, false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -66,14 +66,14 @@ func TestSummarizeReady(t *testing.T) {
 				setCondition(s, c.t, c.status, c.reason, "m")
 			}
 			summarizeReady(s, tc.err)
-			ready := meta.FindStatusCondition(s.status.Conditions, ConditionReady)
+			ready := meta.FindStatusCondition(s.status.Conditions, v1.ConditionReady)
 			if ready == nil || ready.Status != tc.ready || ready.Reason != tc.reason {
 				t.Fatalf("Ready: %+v, want %s/%s", ready, tc.ready, tc.reason)
 			}
-			if got := meta.IsStatusConditionTrue(s.status.Conditions, ConditionStalled); got != tc.stalled {
+			if got := meta.IsStatusConditionTrue(s.status.Conditions, v1.ConditionStalled); got != tc.stalled {
 				t.Errorf("Stalled: %v, want %v", got, tc.stalled)
 			}
-			if got := meta.IsStatusConditionTrue(s.status.Conditions, ConditionReconciling); got != tc.reconciling {
+			if got := meta.IsStatusConditionTrue(s.status.Conditions, v1.ConditionReconciling); got != tc.reconciling {
 				t.Errorf("Reconciling: %v, want %v", got, tc.reconciling)
 			}
 		})

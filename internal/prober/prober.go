@@ -1,6 +1,10 @@
-package controllers
+// Package prober reaches each SessionStore from the manager (Ping, and
+// EnsureSchema where the spec asks) in a controller of its own, so that slow
+// or dead stores never hold up the reconciles of the others.
+package prober
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -22,6 +26,7 @@ import (
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
+
 	// Every backend, for sessionstore.New.
 	_ "github.com/sessionstore/sessionstore-operator/internal/sessionstore/backends"
 )
@@ -41,17 +46,23 @@ type Prober struct {
 	MinBackoff time.Duration
 	// Concurrency is how many probes run at once.
 	Concurrency int
-	// Metrics records probe latencies.
-	Metrics *Metrics
+	// Metrics records probe latencies, and drops a forgotten store's series.
+	Metrics Recorder
 	// Clock times the probes and the backoff; tests step a fake one.
 	Clock clock.PassiveClock
 
 	mu       sync.Mutex
 	requests map[types.NamespacedName]probeRequest
-	outcomes map[types.NamespacedName]*ProbeOutcome
+	outcomes map[types.NamespacedName]*Outcome
 
 	probeQueue chan event.TypedGenericEvent[*v1.SessionStore]
 	changed    chan event.TypedGenericEvent[*v1.SessionStore]
+}
+
+// Recorder is where probe latencies go: the manager's Prometheus series.
+type Recorder interface {
+	ObserveProbe(store *v1.SessionStore, latency time.Duration)
+	ForgetProbes(key types.NamespacedName)
 }
 
 // probeRequest is what to probe: the pod environment of the store, as the
@@ -62,8 +73,8 @@ type probeRequest struct {
 	envHash string
 }
 
-// ProbeOutcome is what the last probe of a store found.
-type ProbeOutcome struct {
+// Outcome is what the last probe of a store found.
+type Outcome struct {
 	// EnvHash identifies the settings probed (a hash: no credential).
 	EnvHash   string
 	Reachable bool
@@ -82,7 +93,7 @@ type SchemaOutcome struct {
 	Message string
 }
 
-func (o *ProbeOutcome) sameAs(other *ProbeOutcome) bool {
+func (o *Outcome) sameAs(other *Outcome) bool {
 	if o == nil || other == nil {
 		return o == other
 	}
@@ -91,9 +102,9 @@ func (o *ProbeOutcome) sameAs(other *ProbeOutcome) bool {
 	return same && (o.Schema == nil || *o.Schema == *other.Schema)
 }
 
-// NewProber returns a Prober with the given period, timeout, first retry
-// delay and number of probes at once (Setup fills in the defaults).
-func NewProber(interval, timeout, minBackoff time.Duration, concurrency int) *Prober {
+// New returns a Prober with the given period, timeout, first retry
+// delay and number of probes at once (the controllers' Setup fills in the defaults).
+func New(interval, timeout, minBackoff time.Duration, concurrency int) *Prober {
 	return &Prober{
 		Interval:    interval,
 		Timeout:     timeout,
@@ -101,7 +112,7 @@ func NewProber(interval, timeout, minBackoff time.Duration, concurrency int) *Pr
 		Concurrency: concurrency,
 		Clock:       clock.RealClock{},
 		requests:    map[types.NamespacedName]probeRequest{},
-		outcomes:    map[types.NamespacedName]*ProbeOutcome{},
+		outcomes:    map[types.NamespacedName]*Outcome{},
 		probeQueue:  make(chan event.TypedGenericEvent[*v1.SessionStore], 1024),
 		changed:     make(chan event.TypedGenericEvent[*v1.SessionStore], 1024),
 	}
@@ -124,7 +135,7 @@ func hashEnv(env map[string]string) string {
 // Outcome returns the latest outcome for store if it was probed with env, and
 // otherwise asks for a probe and returns the latest outcome for older
 // settings (or nil), which the caller shows until the new one comes.
-func (p *Prober) Outcome(store *v1.SessionStore, env map[string]string) (outcome *ProbeOutcome, current bool) {
+func (p *Prober) Outcome(store *v1.SessionStore, env map[string]string) (outcome *Outcome, current bool) {
 	key := types.NamespacedName{Namespace: store.Namespace, Name: store.Name}
 	hash := hashEnv(env)
 	p.mu.Lock()
@@ -154,7 +165,27 @@ func (p *Prober) Forget(key types.NamespacedName) {
 	delete(p.requests, key)
 	delete(p.outcomes, key)
 	p.mu.Unlock()
-	p.Metrics.forgetProbes(key)
+	if p.Metrics != nil {
+		p.Metrics.ForgetProbes(key)
+	}
+}
+
+// Holds tells whether the prober holds anything of a store: settings to
+// probe with, or an outcome. Forget makes it false.
+func (p *Prober) Holds(key types.NamespacedName) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, requested := p.requests[key]
+	_, probed := p.outcomes[key]
+	return requested || probed
+}
+
+// Latest returns the latest outcome for a store, whatever settings it was
+// probed with, without asking for a probe.
+func (p *Prober) Latest(key types.NamespacedName) *Outcome {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.outcomes[key]
 }
 
 // Reconcile probes one store; it is the probe controller's reconcile.
@@ -176,7 +207,9 @@ func (p *Prober) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	}
 	p.outcomes[req.NamespacedName] = outcome
 	// Under the lock, so a Forget cannot come between and leave a series.
-	p.Metrics.observeProbe(request.store, outcome.Latency)
+	if p.Metrics != nil {
+		p.Metrics.ObserveProbe(request.store, outcome.Latency)
+	}
 	p.mu.Unlock()
 
 	if !outcome.sameAs(previous) {
@@ -194,7 +227,7 @@ func (p *Prober) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 // nextProbe backs off while a store is down: each retry waits about as long
 // as the store has been down (so retries double), from MinBackoff up to the
 // probe interval.
-func (p *Prober) nextProbe(o *ProbeOutcome) time.Duration {
+func (p *Prober) nextProbe(o *Outcome) time.Duration {
 	if o.Reachable {
 		return p.Interval
 	}
@@ -208,9 +241,9 @@ func (p *Prober) nextProbe(o *ProbeOutcome) time.Duration {
 	return wait
 }
 
-func (p *Prober) probe(ctx context.Context, req probeRequest, previous *ProbeOutcome) *ProbeOutcome {
+func (p *Prober) probe(ctx context.Context, req probeRequest, previous *Outcome) *Outcome {
 	start := p.Clock.Now()
-	outcome := &ProbeOutcome{EnvHash: req.envHash, At: start}
+	outcome := &Outcome{EnvHash: req.envHash, At: start}
 	defer func() {
 		outcome.Latency = p.Clock.Since(start)
 		if outcome.Reachable {
@@ -222,62 +255,75 @@ func (p *Prober) probe(ctx context.Context, req probeRequest, previous *ProbeOut
 		}
 	}()
 
-	cfg, err := sessionstore.ConfigFromMap(req.env)
+	cfg, store, err := openStore(req.env)
+	if err != nil {
+		outcome.Reason, outcome.Message = v1.ReasonInvalidConfig, err.Error()
+		return outcome
+	}
+	defer func() { _ = store.Close() }()
+	p.reach(ctx, cfg, store, outcome, previous)
+	return outcome
+}
+
+// openStore reads a store's settings as the cleanup would, and opens it
+// without connecting.
+func openStore(env map[string]string) (sessionstore.Config, sessionstore.Store, error) {
+	cfg, err := sessionstore.ConfigFromMap(env)
 	if err == nil {
 		err = cfg.Validate()
 	}
 	if err != nil {
-		outcome.Reason, outcome.Message = ReasonInvalidConfig, err.Error()
-		return outcome
+		return cfg, nil, err
 	}
 	// An index build waits for every open transaction in the database:
 	// only cleanup runs, which bound it and clean anyway, ever build one.
 	cfg.DeferIndexBuild = true
 	store, err := sessionstore.New(cfg)
-	if err != nil {
-		outcome.Reason, outcome.Message = ReasonInvalidConfig, err.Error()
-		return outcome
-	}
-	defer func() { _ = store.Close() }()
+	return cfg, store, err
+}
 
-	pingCtx, cancel := context.WithTimeout(ctx, p.Timeout)
-	err = store.Ping(pingCtx)
-	cancel()
-	schemaWanted := cfg.WantsSchema()
-	if sessionstore.KindOf(err) == sessionstore.ErrMissingTable && !cfg.CreateTable {
-		outcome.Reason, outcome.Message = ReasonTableMissing, err.Error()+" (spec."+cfg.Backend+".createTable is false)"
-		outcome.Schema = &SchemaOutcome{Reason: ReasonTableMissing, Message: outcome.Message}
-		return outcome
+// reach pings the store and, where the spec asks, prepares it, filling in
+// outcome.
+func (p *Prober) reach(ctx context.Context, cfg sessionstore.Config, store sessionstore.Store, outcome, previous *Outcome) {
+	err := p.ping(ctx, store)
+	missingTable := sessionstore.KindOf(err) == sessionstore.ErrMissingTable
+	if missingTable && !cfg.CreateTable {
+		outcome.Reason, outcome.Message = v1.ReasonTableMissing, err.Error()+" (spec."+cfg.Backend+".createTable is false)"
+		outcome.Schema = &SchemaOutcome{Reason: v1.ReasonTableMissing, Message: outcome.Message}
+		return
 	}
-	if err != nil && sessionstore.KindOf(err) != sessionstore.ErrMissingTable {
+	if err != nil && !missingTable {
 		outcome.Reason, outcome.Message = reasonForStoreError(err), err.Error()
-		return outcome
+		return
 	}
-	if schemaWanted {
-		outcome.Schema = p.ensureSchema(ctx, store, previous, req.envHash)
-		if !outcome.Schema.Ready && outcome.Schema.Reason != ReasonSchemaPending {
+	if cfg.WantsSchema() {
+		outcome.Schema = p.ensureSchema(ctx, store, previous, outcome.EnvHash)
+		if !outcome.Schema.Ready && outcome.Schema.Reason != v1.ReasonSchemaPending {
 			outcome.Reason, outcome.Message = outcome.Schema.Reason, outcome.Schema.Message
-			return outcome
+			return
 		}
-		if err != nil { // the table was missing: reach it again now that it exists
-			pingCtx, cancel := context.WithTimeout(ctx, p.Timeout)
-			err = store.Ping(pingCtx)
-			cancel()
-			if err != nil {
+		if missingTable { // reach it again now that it exists
+			if err := p.ping(ctx, store); err != nil {
 				outcome.Reason, outcome.Message = reasonForStoreError(err), err.Error()
-				return outcome
+				return
 			}
 		}
 	}
 	outcome.Reachable = true
-	outcome.Reason = ReasonReachable
+	outcome.Reason = v1.ReasonReachable
 	outcome.Message = fmt.Sprintf("%s answered", cfg.Backend)
-	return outcome
+}
+
+// ping reaches the store within the probe timeout.
+func (p *Prober) ping(ctx context.Context, store sessionstore.Store) error {
+	pingCtx, cancel := context.WithTimeout(ctx, p.Timeout)
+	defer cancel()
+	return store.Ping(pingCtx)
 }
 
 // ensureSchema runs EnsureSchema once per settings; later probes keep the
 // earlier success rather than repeat DDL every interval.
-func (p *Prober) ensureSchema(ctx context.Context, store sessionstore.Store, previous *ProbeOutcome, envHash string) *SchemaOutcome {
+func (p *Prober) ensureSchema(ctx context.Context, store sessionstore.Store, previous *Outcome, envHash string) *SchemaOutcome {
 	if previous != nil && previous.EnvHash == envHash && previous.Schema != nil && previous.Schema.Ready {
 		kept := *previous.Schema
 		return &kept
@@ -290,18 +336,18 @@ func (p *Prober) ensureSchema(ctx context.Context, store sessionstore.Store, pre
 	case err != nil:
 		return &SchemaOutcome{Reason: reasonForStoreError(err), Message: "preparing the store: " + err.Error()}
 	case res.Pending:
-		return &SchemaOutcome{Reason: ReasonSchemaPending, Message: nonEmpty(res.Message,
+		return &SchemaOutcome{Reason: v1.ReasonSchemaPending, Message: cmp.Or(res.Message,
 			"the expiry index is missing or being built; the next cleanup run builds it")}
 	case !res.Present:
-		return &SchemaOutcome{Reason: ReasonTableMissing, Message: nonEmpty(res.Message, "the store is not prepared")}
+		return &SchemaOutcome{Reason: v1.ReasonTableMissing, Message: cmp.Or(res.Message, "the store is not prepared")}
 	case res.TTLUnsupported:
-		return &SchemaOutcome{Ready: true, Reason: ReasonTTLUnsupported, Message: nonEmpty(res.Message,
+		return &SchemaOutcome{Ready: true, Reason: v1.ReasonTTLUnsupported, Message: cmp.Or(res.Message,
 			"the server has no TTL indexes; the cleanup CronJob removes expired sessions")}
 	case len(res.Created) > 0:
-		return &SchemaOutcome{Ready: true, Reason: ReasonSchemaCreated,
+		return &SchemaOutcome{Ready: true, Reason: v1.ReasonSchemaCreated,
 			Message: "created " + strings.Join(res.Created, ", ")}
 	default:
-		return &SchemaOutcome{Ready: true, Reason: ReasonSchemaPresent, Message: nonEmpty(res.Message, "the store is prepared")}
+		return &SchemaOutcome{Ready: true, Reason: v1.ReasonSchemaPresent, Message: cmp.Or(res.Message, "the store is prepared")}
 	}
 }
 
@@ -314,16 +360,9 @@ func reasonForStoreError(err error) string {
 	return string(sessionstore.ErrUnknown)
 }
 
-func nonEmpty(s, fallback string) string {
-	if s != "" {
-		return s
-	}
-	return fallback
-}
-
-// setupProbeController registers the probe controller with mgr: its queue is
+// SetupWithManager registers the probe controller with mgr: its queue is
 // fed only by the main reconciler's requests and its own re-probes.
-func (p *Prober) setupProbeController(mgr ctrl.Manager) error {
+func (p *Prober) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("sessionstore-probe").
 		WithOptions(controller.Options{MaxConcurrentReconciles: p.Concurrency}).
@@ -331,7 +370,8 @@ func (p *Prober) setupProbeController(mgr ctrl.Manager) error {
 		Complete(p)
 }
 
-// changedSource tells the main controller that a probe outcome changed.
-func (p *Prober) changedSource() source.Source {
+// Changes is the source that tells the main controller a store's probe
+// outcome changed.
+func (p *Prober) Changes() source.Source {
 	return source.Channel(p.changed, &handler.TypedEnqueueRequestForObject[*v1.SessionStore]{})
 }
