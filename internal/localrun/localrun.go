@@ -127,7 +127,6 @@ func ResolveEnv(ctx context.Context, c client.Reader, namespace string, containe
 // status as the kubelet and the Job controller set it, and the CronJob's
 // lastScheduleTime.
 func Record(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, run *Run) (*batchv1.Job, error) {
-	scheduled := metav1.NewTime(run.Started.Truncate(time.Minute))
 	jobName := run.JobName
 	if jobName == "" {
 		jobName = fmt.Sprintf("%s-%d", cronJob.Name, run.Started.Unix()/60)
@@ -146,22 +145,44 @@ func Record(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, run 
 	if err := c.Create(ctx, job); err != nil {
 		return nil, fmt.Errorf("creating Job %s: %w", jobName, err)
 	}
+	if err := recordPod(ctx, c, cronJob, job, run, start, finish); err != nil {
+		return nil, err
+	}
+	setJobOutcome(job, run, start, finish)
+	if err := c.Status().Update(ctx, job); err != nil {
+		return nil, fmt.Errorf("setting Job %s status: %w", job.Name, err)
+	}
+	cronJob = cronJob.DeepCopy()
+	scheduled := metav1.NewTime(run.Started.Truncate(time.Minute))
+	cronJob.Status.LastScheduleTime = &scheduled
+	if run.ExitCode == 0 {
+		cronJob.Status.LastSuccessfulTime = &finish
+	}
+	if err := c.Status().Update(ctx, cronJob); err != nil {
+		return nil, fmt.Errorf("setting CronJob %s status: %w", cronJob.Name, err)
+	}
+	return job, nil
+}
+
+// recordPod creates the Job's Pod as the Job controller would, with the
+// status the kubelet would report for the run.
+func recordPod(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, job *batchv1.Job, run *Run, start, finish metav1.Time) error {
 	// The Job controller sets both its labels and their legacy short forms.
-	labels := map[string]string{batchv1.JobNameLabel: jobName, "job-name": jobName,
+	labels := map[string]string{batchv1.JobNameLabel: job.Name, "job-name": job.Name,
 		batchv1.ControllerUidLabel: string(job.UID), "controller-uid": string(job.UID)}
 	for k, v := range cronJob.Spec.JobTemplate.Spec.Template.Labels {
 		labels[k] = v
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace: cronJob.Namespace, Name: jobName + "-local", Labels: labels,
+			Namespace: cronJob.Namespace, Name: job.Name + "-local", Labels: labels,
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job",
 				Name: job.Name, UID: job.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
 		},
 		Spec: *cronJob.Spec.JobTemplate.Spec.Template.Spec.DeepCopy(),
 	}
 	if err := c.Create(ctx, pod); err != nil {
-		return nil, fmt.Errorf("creating Pod %s: %w", pod.Name, err)
+		return fmt.Errorf("creating Pod %s: %w", pod.Name, err)
 	}
 	container := pod.Spec.Containers[0]
 	pod.Status = corev1.PodStatus{
@@ -184,9 +205,14 @@ func Record(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, run 
 		pod.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
 	}
 	if err := c.Status().Update(ctx, pod); err != nil {
-		return nil, fmt.Errorf("setting Pod %s status: %w", pod.Name, err)
+		return fmt.Errorf("setting Pod %s status: %w", pod.Name, err)
 	}
+	return nil
+}
 
+// setJobOutcome fills in the Job status the Job controller would write for
+// the run: complete, or failed past its backoff limit.
+func setJobOutcome(job *batchv1.Job, run *Run, start, finish metav1.Time) {
 	job.Status.StartTime = &start
 	if run.ExitCode == 0 {
 		job.Status.Succeeded = 1
@@ -195,30 +221,18 @@ func Record(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, run 
 			{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: finish},
 			{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: finish},
 		}
-	} else {
-		job.Status.Failed = 1
-		reason := run.FailureReason
-		if reason == "" {
-			reason = batchv1.JobReasonBackoffLimitExceeded
-		}
-		job.Status.Conditions = []batchv1.JobCondition{
-			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: reason, LastTransitionTime: finish},
-			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: reason, LastTransitionTime: finish,
-				Message: "Job has reached the specified backoff limit"},
-		}
+		return
 	}
-	if err := c.Status().Update(ctx, job); err != nil {
-		return nil, fmt.Errorf("setting Job %s status: %w", job.Name, err)
+	job.Status.Failed = 1
+	reason := run.FailureReason
+	if reason == "" {
+		reason = batchv1.JobReasonBackoffLimitExceeded
 	}
-	cronJob = cronJob.DeepCopy()
-	cronJob.Status.LastScheduleTime = &scheduled
-	if run.ExitCode == 0 {
-		cronJob.Status.LastSuccessfulTime = &finish
+	job.Status.Conditions = []batchv1.JobCondition{
+		{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: reason, LastTransitionTime: finish},
+		{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: reason, LastTransitionTime: finish,
+			Message: "Job has reached the specified backoff limit"},
 	}
-	if err := c.Status().Update(ctx, cronJob); err != nil {
-		return nil, fmt.Errorf("setting CronJob %s status: %w", cronJob.Name, err)
-	}
-	return job, nil
 }
 
 func tail(s string, lines int) string {

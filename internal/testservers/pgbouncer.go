@@ -21,13 +21,7 @@ import (
 // refuses to run as root, so as root it runs as the postgres user.
 func PgBouncer(t testing.TB, pgHost string, pgPort, poolSize int) string {
 	t.Helper()
-	bin, err := exec.LookPath("pgbouncer")
-	if err != nil {
-		if _, statErr := os.Stat("/usr/sbin/pgbouncer"); statErr != nil {
-			t.Fatalf("pgbouncer is not installed: run hack/start-services.sh")
-		}
-		bin = "/usr/sbin/pgbouncer"
-	}
+	bin := pgbouncerBinary(t)
 	dir, err := os.MkdirTemp("", "pgbouncer-")
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +49,24 @@ logfile = %s
 	writeFile(t, filepath.Join(dir, "users.txt"), `"postgres" ""`+"\n")
 	writeFile(t, filepath.Join(dir, "pgbouncer.ini"), ini)
 
+	return startPgBouncer(t, bin, dir, port)
+}
+
+// pgbouncerBinary finds pgbouncer, on PATH or where Debian puts it.
+func pgbouncerBinary(t testing.TB) string {
+	bin, err := exec.LookPath("pgbouncer")
+	if err == nil {
+		return bin
+	}
+	if _, statErr := os.Stat("/usr/sbin/pgbouncer"); statErr != nil {
+		t.Fatalf("pgbouncer is not installed: run hack/start-services.sh")
+	}
+	return "/usr/sbin/pgbouncer"
+}
+
+// startPgBouncer runs pgbouncer on the configuration in dir until the test
+// ends, and returns its address once it listens.
+func startPgBouncer(t testing.TB, bin, dir string, port int) string {
 	cmd := exec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
 	if os.Geteuid() == 0 {
 		if _, err := user.Lookup("postgres"); err != nil {
