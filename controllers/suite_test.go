@@ -147,7 +147,9 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "FAIL: setup: %v\n", err)
 		return 1
 	}
+	managerDone := make(chan struct{})
 	go func() {
+		defer close(managerDone)
 		if err := testMgr.Start(suiteCtx); err != nil {
 			fmt.Fprintf(os.Stderr, "manager stopped: %v\n", err)
 		}
@@ -158,7 +160,7 @@ func runSuite(m *testing.M) int {
 	}
 	code := m.Run()
 	suiteCancel()
-	time.Sleep(200 * time.Millisecond)
+	<-managerDone // its workers finish before the control plane stops
 	return code
 }
 

@@ -635,12 +635,16 @@ func pgTestKeepsRefreshed(t *testing.T, walk string) {
 		// refreshes, between batches, of sessions expired at the cut-off
 		duringExpired atomic.Int64
 		wg            sync.WaitGroup
+		started       sync.WaitGroup // each writer connected, its first refresh done
 		errs          = make(chan error, 8)
 	)
 	for w := range 4 {
 		wg.Add(1)
+		started.Add(1)
 		go func() {
 			defer wg.Done()
+			markStarted := sync.OnceFunc(started.Done)
+			defer markStarted() // a writer that fails does not hold the cleanup back
 			c, err := pgx.Connect(ctx, pgTestURL(db))
 			if err != nil {
 				errs <- err
@@ -648,6 +652,9 @@ func pgTestKeepsRefreshed(t *testing.T, walk string) {
 			}
 			defer c.Close(context.Background())
 			for i := w; !stop.Load(); i += 4 {
+				if i == w+4 {
+					markStarted()
+				}
 				// Half the refreshes go to borderline sessions from the end
 				// of the table, which the cleanup reaches last, so many
 				// land after it read its clock and before their batch.
@@ -674,7 +681,7 @@ func pgTestKeepsRefreshed(t *testing.T, walk string) {
 			}
 		}()
 	}
-	time.Sleep(20 * time.Millisecond) // let the writers start
+	started.Wait() // the cleanup starts among running writers
 	rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10, Progress: func(r sessionstore.Report) { batches.Store(int64(r.Batches)) }})
 	stop.Store(true)
 	wg.Wait()
