@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/sessionstore/sessionstore-operator/internal/localrun"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
@@ -33,7 +32,7 @@ type runEnding struct {
 }
 
 // simulateRun makes a cleanup run of store's CronJob that ended as said,
-// recorded as the Job controller and kubelet would (internal/localrun).
+// recorded as the Job controller and kubelet would (recordRun).
 func simulateRun(t *testing.T, store *v1.SessionStore, jobName string, end runEnding) *batchv1.Job {
 	t.Helper()
 	cj := waitCronJob(t, store.Namespace, specs.CleanupCronJobName(store))
@@ -45,12 +44,12 @@ func simulateRun(t *testing.T, store *v1.SessionStore, jobName string, end runEn
 	if finished.IsZero() {
 		finished = time.Now().Add(-time.Second)
 	}
-	run := &localrun.Run{
+	run := &finishedRun{
 		JobName: jobName, FailureReason: end.reason, ExitCode: exit,
 		TerminationMessage: end.terminationReport,
 		Started:            finished.Add(-30 * time.Second), Finished: finished,
 	}
-	job, err := localrun.Record(ctx(), k8sClient, cj, run)
+	job, err := recordRun(ctx(), k8sClient, cj, run)
 	if err != nil {
 		t.Fatalf("recording run %s: %v", jobName, err)
 	}
