@@ -34,13 +34,9 @@ func (r *sessionStoreReconciler) observeCleanupRuns(ctx context.Context, s *reco
 		s.status.Cleanup.LastScheduleTime, s.status.Cleanup.LastSuccessfulTime, s.status.Cleanup.LastResult = nil, nil, nil
 		return nil
 	}
-	cronJob := &batchv1.CronJob{}
-	err := r.Client.Get(ctx, types.NamespacedName{Namespace: store.Namespace, Name: specs.CleanupCronJobName(store)}, cronJob)
+	cronJob, err := r.cleanupCronJob(ctx, s)
 	if err != nil {
-		if ignoreNotFound(err) != nil {
-			return err
-		}
-		cronJob = nil
+		return err
 	}
 	owned := cronJob != nil && metav1.IsControlledBy(cronJob, store)
 	if owned {
@@ -73,6 +69,20 @@ func (r *sessionStoreReconciler) observeCleanupRuns(ctx context.Context, s *reco
 	}
 	r.reportNoRun(s, cronJob)
 	return nil
+}
+
+// cleanupCronJob is the store's CronJob: the one this reconcile applied, or
+// the cached one; nil when there is none.
+func (r *sessionStoreReconciler) cleanupCronJob(ctx context.Context, s *reconcileScope) (*batchv1.CronJob, error) {
+	if s.appliedCronJob != nil {
+		return s.appliedCronJob, nil
+	}
+	cronJob := &batchv1.CronJob{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: s.store.Namespace, Name: specs.CleanupCronJobName(s.store)}, cronJob)
+	if err != nil {
+		return nil, ignoreNotFound(err)
+	}
+	return cronJob, nil
 }
 
 // lastRunRemoved tells whether the CronJob's last scheduled run has ended

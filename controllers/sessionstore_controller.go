@@ -84,6 +84,9 @@ type reconcileScope struct {
 	// statusStale: the status write met a newer store than the cached one;
 	// the reconcile is done again, on what the cache then holds.
 	statusStale bool
+	// appliedCronJob is the CronJob as this reconcile's apply left it (the
+	// API server's answer), newer than the cache until its event arrives.
+	appliedCronJob *batchv1.CronJob
 }
 
 // requeueWithin asks for a reconcile within d at the latest.

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -121,8 +122,26 @@ func (r *sessionStoreReconciler) applyCleanupCronJob(ctx context.Context, s *rec
 	}
 	if applied {
 		ctrlLog(ctx).Info("cleanup CronJob written", "cronJob", desired.Name, "schedule", desired.Spec.Schedule)
+		s.appliedCronJob = appliedObject(want)
 	}
 	return true, nil
+}
+
+// appliedObject is the CronJob the API server answered an apply with (the
+// apply fills want with it), or nil. observeCleanupRuns reads it instead of
+// the cache, which lacks a new CronJob for a few milliseconds: a new store
+// then reports when its first run is due in its first status write, not in
+// a second one once the CronJob's event has reached the cache.
+func appliedObject(want runtime.ApplyConfiguration) *batchv1.CronJob {
+	data, err := json.Marshal(want)
+	if err != nil {
+		return nil
+	}
+	cronJob := &batchv1.CronJob{}
+	if err := json.Unmarshal(data, cronJob); err != nil || cronJob.CreationTimestamp.IsZero() {
+		return nil
+	}
+	return cronJob
 }
 
 // cronJobApplyConfigurations returns desired as an apply configuration and,
