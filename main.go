@@ -97,6 +97,9 @@ func runManager(args []string) int {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
 	setupLog := ctrl.Log.WithName("setup")
+	if limit := setMemoryLimit(); limit > 0 {
+		setupLog.Info("Go memory limit set from the container's", "bytes", limit)
+	}
 	namespaces := splitList(f.watchNamespaces)
 	mgr, err := newManager(f, namespaces)
 	if err != nil {
