@@ -44,7 +44,8 @@ import (
 type config struct {
 	stores, namespaces, unrelated, workers int
 	steady                                 time.Duration
-	assets, manager, out                   string
+	assets, manager, out, managerArgs      string
+	memoryLimit                            int64
 }
 
 func main() {
@@ -57,12 +58,15 @@ func main() {
 	flag.StringVar(&c.assets, "assets", "bin/k8s", "folder holding kube-apiserver and etcd")
 	flag.StringVar(&c.manager, "manager", "bin/manager", "the manager binary")
 	flag.StringVar(&c.out, "out", "bin/scale", "folder for the log, results and profiles")
+	flag.Int64Var(&c.memoryLimit, "memory-limit", 256<<20,
+		"the container memory limit in bytes the manager is told of (env MEMORY_LIMIT, as config/manager passes it); 0 tells none")
+	flag.StringVar(&c.managerArgs, "manager-args", "", "more flags for the manager, space-separated")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
 	if err := os.MkdirAll(c.out, 0o755); err != nil {
 		fail(err)
 	}
-	report("load average at start: %s", loadAverage())
+	report("load average at start: %s; manager %s %s, MEMORY_LIMIT %d", loadAverage(), c.manager, c.managerArgs, c.memoryLimit)
 	if c.unrelated > 0 {
 		if err := unrelatedSecrets(c); err != nil {
 			fail(err)
@@ -179,6 +183,11 @@ func startManager(c config, cp *controlPlane, name string) (*manager, error) {
 		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:16081",
 		"--pprof-bind-address="+m.pprof, "--cleanup-image=registry.example/sessionstore-operator:scale",
 		"--zap-log-level=error")
+	m.cmd.Args = append(m.cmd.Args, strings.Fields(c.managerArgs)...)
+	m.cmd.Env = os.Environ()
+	if c.memoryLimit > 0 {
+		m.cmd.Env = append(m.cmd.Env, fmt.Sprintf("MEMORY_LIMIT=%d", c.memoryLimit))
+	}
 	m.cmd.Stdout, m.cmd.Stderr = log, log
 	if err := m.cmd.Start(); err != nil {
 		return nil, err
@@ -202,11 +211,13 @@ func (m *manager) stop() {
 	_ = m.cmd.Wait()
 }
 
-// rss is the manager's resident memory now and at its peak, in MB.
-func (m *manager) rss() (now, peak float64) {
+// rss is the manager's resident memory now and at its peak, and of it the
+// anonymous part (the Go runtime's heap and stacks; the rest is mostly the
+// binary's own pages, which the kernel can drop and read again), in MB.
+func (m *manager) rss() (now, peak, anon float64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		var kb float64
@@ -216,8 +227,11 @@ func (m *manager) rss() (now, peak float64) {
 		if _, err := fmt.Sscanf(line, "VmHWM: %f kB", &kb); err == nil {
 			peak = kb / 1024
 		}
+		if _, err := fmt.Sscanf(line, "RssAnon: %f kB", &kb); err == nil {
+			anon = kb / 1024
+		}
 	}
-	return now, peak
+	return now, peak, anon
 }
 
 // profile saves /debug/pprof/<kind> (with query) to out/<file>.
@@ -228,6 +242,27 @@ func (m *manager) profile(kind, query, file string) error {
 	}
 	defer resp.Body.Close()
 	f, err := os.Create(filepath.Join(m.out, file))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
+}
+
+// profile saves the API server's /debug/pprof/<kind> (with query) to
+// out/<file>: where its own time goes.
+func (cp *controlPlane) profile(kind, query, out, file string) error {
+	rc, err := rest.HTTPClientFor(cp.env.Config)
+	if err != nil {
+		return err
+	}
+	resp, err := rc.Get(strings.TrimSuffix(cp.env.Config.Host, "/") + "/debug/pprof/" + kind + query)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(filepath.Join(out, file))
 	if err != nil {
 		return err
 	}
