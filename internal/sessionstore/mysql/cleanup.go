@@ -1,6 +1,7 @@
 package mysql
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -104,7 +105,8 @@ func (s *myStore) Cleanup(ctx context.Context, opts sessionstore.CleanupOptions)
 	}
 	w := myWalk{store: s, conn: conn, cut: cut, key: myQuoteIdent(info.key), skipLocked: info.server.skipLocked(),
 		noWait:    info.server.mariaDB && !s.forceLockPath,
-		batchSize: opts.BatchSizeOr(myDefaultBatchSize), progress: func() { opts.ReportProgress(rep, start) }, rep: &rep}
+		batchSize: opts.BatchSizeOr(myDefaultBatchSize), maxSize: cmp.Or(s.maxBatch, myMaxBatch),
+		progress: func() { opts.ReportProgress(rep, start) }, rep: &rep}
 	return done(w.run(ctx))
 }
 

@@ -34,6 +34,7 @@ func TestMySQLCleanupFlaskInterop(t *testing.T) {
 				t.Fatalf("setup: %d rows with NULL expiry, want %d", n, len(noExpiry))
 			}
 			total := int64(len(live) + len(expired) + len(noExpiry))
+			s.(*myStore).maxBatch = 4 // batches of 4 throughout, so there are several
 
 			dry, err := s.Cleanup(ctx, sessionstore.CleanupOptions{DryRun: true, BatchSize: 4})
 			if err != nil || !dry.DryRun || dry.Scanned != total || dry.Expired != int64(len(expired)) || dry.Deleted != 0 ||
@@ -215,6 +216,7 @@ func myTestGlobalTimeZone(t *testing.T, tz string) {
 func TestMySQLBatchesFollowTheShareOfExpiredRows(t *testing.T) {
 	ctx := myTestCtx(t)
 	_, s, pool := myTestSessionsTable(t)
+	s.(*myStore).maxBatch = 10 // the batch does not grow: this is about the reads
 	myTestExec(t, pool, `INSERT INTO sessions (session_id, data, expiry)
 		SELECT CONCAT('session:', seq), x'80', UTC_TIMESTAMP() + INTERVAL IF(seq % 10 = 0, -1, 1) HOUR FROM seq_1_to_2000`)
 	var perBatch []int64

@@ -71,6 +71,9 @@ func myTestRefreshRace(t *testing.T, broken, lockPath bool) myRaceOutcome {
 	db, s, pool := myTestSessionsTable(t)
 	s.(*myStore).skipRecheck = broken
 	s.(*myStore).forceLockPath = lockPath
+	// Batches of 10 throughout: many read-then-delete windows for the
+	// writers to land in.
+	s.(*myStore).maxBatch = 10
 	const n = 3000
 	myTestFill(t, pool, "session:live-", n, "INTERVAL 1 HOUR")
 	myTestFill(t, pool, "session:expired-", n, "INTERVAL -1 HOUR")

@@ -62,6 +62,12 @@ type myStore struct {
 	// forceLockPath makes every batch take the locking transaction that
 	// MySQL gets, so tests on MariaDB exercise it. Tests only.
 	forceLockPath bool
+	// maxBatch, when set, caps the batch size below myMaxBatch, so the
+	// race tests get many small batches. Tests only.
+	maxBatch int
+	// onBatch, when set, is told each batch's size and lock hold. Tests
+	// and the benchmark only.
+	onBatch func(size int, hold time.Duration)
 	// longestHold is the longest a batch transaction of the last Cleanup
 	// held its locks, for tests and the benchmark.
 	longestHold time.Duration

@@ -82,6 +82,13 @@ func myBenchOnce(b *testing.B, db string, pool *sql.DB, rows int, withIndex bool
 	ctx := context.Background()
 	b.StopTimer()
 	s := myTestStore(b, sessionstore.Config{URL: myTestURL(db), Table: "bench"})
+	var largest, over int
+	s.(*myStore).onBatch = func(size int, hold time.Duration) {
+		largest = max(largest, size)
+		if hold > myLockBudget {
+			over++
+		}
+	}
 	var baseline, took time.Duration
 	var rep sessionstore.Report
 	var err error
@@ -113,6 +120,9 @@ func myBenchOnce(b *testing.B, db string, pool *sql.DB, rows int, withIndex bool
 		b.Fatalf("cleanup beside the app: %+v, %v; want %d deleted", appRep, err, rows/2)
 	}
 	maxTx = max(maxTx, s.(*myStore).longestHold)
+	// The app alone, for as long (5 s at most): its longest UPDATE with
+	// nothing else on the table is what the machine's load alone costs it.
+	aloneWait := myBenchWithApp(b, db, rows, func() { time.Sleep(min(took, 5*time.Second)) })
 
 	b.ReportMetric(float64(baseline.Microseconds())/1000, "baseline-ms")
 	b.ReportMetric(float64(took)/float64(baseline), "x-baseline")
@@ -120,6 +130,9 @@ func myBenchOnce(b *testing.B, db string, pool *sql.DB, rows int, withIndex bool
 	b.ReportMetric(float64(appWait.Microseconds())/1000, "app-wait-ms")
 	b.ReportMetric(float64(baselineWait.Microseconds())/1000, "baseline-app-wait-ms")
 	b.ReportMetric(float64(rep.Batches), "batches")
+	b.ReportMetric(float64(largest), "max-batch")
+	b.ReportMetric(float64(over), "tx-over-250ms")
+	b.ReportMetric(float64(aloneWait.Microseconds())/1000, "app-alone-wait-ms")
 }
 
 func myBenchBaseline(b *testing.B, pool *sql.DB, rows int) time.Duration {

@@ -120,6 +120,7 @@ func TestMySQLCleanupLeavesNoSessionState(t *testing.T) {
 	_, s, pool := myTestSessionsTable(t)
 	myTestFill(t, pool, "session:expired-", 50, "INTERVAL -1 HOUR")
 	store := s.(*myStore)
+	store.maxBatch = 20 // 50 sessions in 3 batches
 	before, connID := myTestSessionVariables(t, store)
 
 	var levels []string
@@ -259,6 +260,7 @@ func TestMySQLDryRunChangesNothing(t *testing.T) {
 // batch under way, says how far it got, and a rerun finishes the job.
 func TestMySQLCleanupStopsBetweenBatches(t *testing.T) {
 	_, s, pool := myTestSessionsTable(t)
+	s.(*myStore).maxBatch = 50 // batches of 50 throughout
 	myTestFill(t, pool, "session:expired-", 500, "INTERVAL -1 HOUR")
 	myTestFill(t, pool, "session:live-", 100, "INTERVAL 1 HOUR")
 	ctx, cancel := context.WithCancel(myTestCtx(t))

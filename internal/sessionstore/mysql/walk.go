@@ -21,8 +21,9 @@ import (
 //  1. SELECT id, expiry IS NULL, <expired> FROM t WHERE id > <last>
 //     ORDER BY id LIMIT <scan>: a plain read of the next rows along the
 //     clustered index, which locks nothing and counts every row once, up to
-//     the one that makes BatchSize expired rows (BatchSize is how many
-//     sessions one delete removes at most); <scan> follows the share of
+//     the one that makes <size> expired rows (how many sessions one delete
+//     removes at most: BatchSize for the first batch, then set by how long
+//     the last one held its locks, see nextSize); <scan> follows the share of
 //     expired rows the last batch saw, so each batch reads about as many
 //     rows as it needs, and never more than myMaxScanGrowth batches' worth;
 //  2. when some had expired, on MariaDB, one statement that is its own
@@ -50,11 +51,17 @@ import (
 // table's size.
 
 const (
-	// myLockBudget is how long a batch transaction may hold its locks;
-	// a batch that takes half of it makes the next ones smaller.
+	// myLockBudget is the longest a batch may hold its locks.
 	myLockBudget = 250 * time.Millisecond
+	// myHoldTarget is the hold the batch size aims at: well under the
+	// budget, so that a batch descheduled on a loaded machine stays in it,
+	// and long enough that few commits (one fsync each) are paid.
+	myHoldTarget = 100 * time.Millisecond
 	myMinBatch   = 10
-	// myMaxScanGrowth caps how many BatchSize's worth of rows one lockless
+	// myMaxBatch caps the batch however quick it is: its id list (about 7
+	// bytes an id) stays far below any server's max_allowed_packet.
+	myMaxBatch = 32768
+	// myMaxScanGrowth caps how many batches' worth of rows one lockless
 	// read may take where few rows have expired.
 	myMaxScanGrowth = 8
 	// myBatchAttempts: a batch that loses a deadlock (or times out on a
@@ -72,8 +79,11 @@ type myWalk struct {
 	// STATEMENT), so a batch can be one DELETE that never waits.
 	noWait    bool
 	batchSize int
-	progress  func()
-	rep       *sessionstore.Report
+	// maxSize is how large a batch may grow (myMaxBatch unless a test
+	// pins it).
+	maxSize  int
+	progress func()
+	rep      *sessionstore.Report
 	// longestHold is the longest a batch transaction held its locks.
 	longestHold time.Duration
 }
@@ -110,24 +120,31 @@ func (w *myWalk) run(ctx context.Context) error {
 		w.rep.AddKept("noExpiry", snap.noExpiry)
 		w.longestHold = max(w.longestHold, hold)
 		w.store.longestHold = w.longestHold
+		if w.store.onBatch != nil {
+			w.store.onBatch(size, hold)
+		}
 		w.progress()
 		if snap.end {
 			return nil
 		}
 		after = snap.last
-		size = w.nextSize(size, hold)
+		size = nextSize(size, hold, w.maxSize)
 		scan = nextScan(snap, size, scan)
 	}
 }
 
-// nextSize halves the batch after one that held its locks for more than
-// half the budget, and grows it back towards BatchSize after quick ones.
-func (w *myWalk) nextSize(size int, hold time.Duration) int {
+// nextSize sizes the next batch by how long this one held its locks: a
+// batch over myHoldTarget shrinks the next one in proportion, to half or
+// less; one under half of it doubles the next one, up to maxSize. The
+// first batch is BatchSize. Fewer, larger batches pay fewer commits, the
+// main cost of a cleanup; the target keeps each short.
+func nextSize(size int, hold time.Duration, maxSize int) int {
 	switch {
-	case hold > myLockBudget/2:
-		return max(myMinBatch, size/2)
-	case hold < myLockBudget/8 && size < w.batchSize:
-		return min(w.batchSize, size*2)
+	case hold > myHoldTarget:
+		scaled := int(int64(size) * int64(myHoldTarget) / int64(hold))
+		return max(myMinBatch, min(size/2, scaled))
+	case hold < myHoldTarget/2:
+		return max(size, min(maxSize, size*2))
 	}
 	return size
 }
