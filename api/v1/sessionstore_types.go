@@ -360,7 +360,9 @@ type CleanupSpec struct {
 	// Suspend stops scheduling new cleanup runs.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
-	// BatchSize is how many sessions one delete removes at most.
+	// BatchSize is how many sessions one delete removes at most. On MySQL
+	// and MariaDB it is the first delete's: later ones grow (up to 32768)
+	// or shrink so that each holds its locks about 100 ms.
 	// +optional
 	// +kubebuilder:default=1000
 	// +kubebuilder:validation:Minimum=1
