@@ -50,8 +50,11 @@ func myBenchSizes(b *testing.B) []int {
 // their ratio. Then it runs both again while
 // an app updates live sessions as fast as it can, one UPDATE at a time:
 // app-wait-ms is the app's longest UPDATE during Cleanup, and
-// baseline-app-wait-ms during the plain DELETE. max-tx-ms is the longest
-// any Cleanup batch held its locks (from its locking read to its commit).
+// baseline-app-wait-ms during the plain DELETE, and app-alone-wait-ms with
+// nothing else running (what the machine's load alone costs it). max-tx-ms
+// is the longest any Cleanup batch held its locks (its DELETE, or from its
+// locking read to its commit), tx-over-250ms how many did longer than
+// 250 ms in both runs, max-batch the largest batch size reached.
 //
 //	go test ./internal/sessionstore/mysql -run '^$' -bench MySQL -benchtime 1x -count 1 -timeout 60m
 func BenchmarkMySQLCleanup(b *testing.B) {
