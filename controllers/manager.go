@@ -55,7 +55,8 @@ func CacheOptions(namespaces []string) cache.Options {
 
 // keepOwnManagedFields drops the managedFields entries of every manager but
 // the operator's own apply, which client-go's Extract functions read: the
-// others are of no use here and would only cost memory.
+// others are of no use here and would only cost memory. That one is kept
+// shared between objects (fieldset_share.go).
 func keepOwnManagedFields(in any) (any, error) {
 	obj, err := meta.Accessor(in)
 	if err != nil {
@@ -64,6 +65,7 @@ func keepOwnManagedFields(in any) (any, error) {
 	var own []metav1.ManagedFieldsEntry
 	for _, entry := range obj.GetManagedFields() {
 		if entry.Manager == specs.FieldManager && entry.Operation == metav1.ManagedFieldsOperationApply && entry.Subresource == "" {
+			shareFieldSet(obj, entry.FieldsV1)
 			own = append(own, entry)
 		}
 	}

@@ -151,6 +151,7 @@ func cronJobApplyConfigurations(desired, existing *batchv1.CronJob, owner owners
 	if err := toApplyConfiguration(desired, w); err != nil || owner != ours {
 		return w, nil, err
 	}
+	restoreOwnerUID(existing)
 	o, err := batchv1ac.ExtractCronJob(existing, specs.FieldManager)
 	if err != nil {
 		return nil, nil, err

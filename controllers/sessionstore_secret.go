@@ -97,6 +97,7 @@ func secretApplyConfigurations(desired, existing *corev1.Secret, owner ownership
 	if err := toApplyConfiguration(desired, w); err != nil || owner != ours {
 		return w, nil, err
 	}
+	restoreOwnerUID(existing)
 	o, err := corev1ac.ExtractSecret(existing, specs.FieldManager)
 	if err != nil {
 		return nil, nil, err
