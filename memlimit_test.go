@@ -6,14 +6,14 @@ import (
 )
 
 // The Deployment passes the container's memory limit; the GC's soft limit is
-// 90% of it, and an explicit GOMEMLIMIT is left to the runtime.
+// 75% of it, and an explicit GOMEMLIMIT is left to the runtime.
 func TestGoMemoryLimitFromTheContainerLimit(t *testing.T) {
 	cases := []struct {
 		name            string
 		gomemlimit, env string
 		want            int64
 	}{
-		{"256Mi limit", "", "268435456", 241591910},
+		{"256Mi limit", "", "268435456", 201326592},
 		{"no limit given", "", "", 0},
 		{"not a number", "", "256Mi", 0},
 		{"GOMEMLIMIT set explicitly", "200MiB", "268435456", 0},
@@ -33,10 +33,10 @@ func TestSetMemoryLimitReachesTheRuntime(t *testing.T) {
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })
 	t.Setenv("GOMEMLIMIT", "")
 	t.Setenv(memoryLimitEnv, "1000000000")
-	if set := setMemoryLimit(); set != 900000000 {
-		t.Fatalf("setMemoryLimit = %d, want 900000000", set)
+	if set := setMemoryLimit(); set != 750000000 {
+		t.Fatalf("setMemoryLimit = %d, want 750000000", set)
 	}
-	if got := debug.SetMemoryLimit(-1); got != 900000000 {
-		t.Fatalf("the runtime's limit is %d, want 900000000", got)
+	if got := debug.SetMemoryLimit(-1); got != 750000000 {
+		t.Fatalf("the runtime's limit is %d, want 750000000", got)
 	}
 }
