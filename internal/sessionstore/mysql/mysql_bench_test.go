@@ -55,6 +55,11 @@ func myBenchSizes(b *testing.B) []int {
 // is the longest any Cleanup batch held its locks (its DELETE, or from its
 // locking read to its commit), tx-over-250ms how many did longer than
 // 250 ms in both runs, max-batch the largest batch size reached.
+// lock-waits and lock-wait-ms are how often and how long any transaction on
+// the server (the app's, on this machine) waited for a row lock during the
+// Cleanup beside the app (baseline-lock-waits: during the plain DELETE
+// beside it): the app's longest UPDATE less what was lock wait
+// is the load's.
 //
 //	go test ./internal/sessionstore/mysql -run '^$' -bench MySQL -benchtime 1x -count 1 -timeout 60m
 func BenchmarkMySQLCleanup(b *testing.B) {
@@ -113,12 +118,16 @@ func myBenchOnce(b *testing.B, db string, pool *sql.DB, rows int, withIndex bool
 	maxTx := s.(*myStore).longestHold
 
 	myBenchFill(b, db, pool, withIndex)
+	baseWaitsBefore, _ := myBenchLockWaits(b, pool)
 	baselineWait := myBenchWithApp(b, db, rows, func() { myBenchBaseline(b, pool, rows) })
+	baseWaitsAfter, _ := myBenchLockWaits(b, pool)
 	myBenchFill(b, db, pool, withIndex)
 	var appRep sessionstore.Report
+	waitsBefore, waitMsBefore := myBenchLockWaits(b, pool)
 	appWait := myBenchWithApp(b, db, rows, func() {
 		appRep, err = s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: myDefaultBatchSize})
 	})
+	waitsAfter, waitMsAfter := myBenchLockWaits(b, pool)
 	if err != nil || appRep.Deleted != int64(rows/2) {
 		b.Fatalf("cleanup beside the app: %+v, %v; want %d deleted", appRep, err, rows/2)
 	}
@@ -136,6 +145,9 @@ func myBenchOnce(b *testing.B, db string, pool *sql.DB, rows int, withIndex bool
 	b.ReportMetric(float64(largest), "max-batch")
 	b.ReportMetric(float64(over), "tx-over-250ms")
 	b.ReportMetric(float64(aloneWait.Microseconds())/1000, "app-alone-wait-ms")
+	b.ReportMetric(float64(waitsAfter-waitsBefore), "lock-waits")
+	b.ReportMetric(float64(waitMsAfter-waitMsBefore), "lock-wait-ms")
+	b.ReportMetric(float64(baseWaitsAfter-baseWaitsBefore), "baseline-lock-waits")
 }
 
 func myBenchBaseline(b *testing.B, pool *sql.DB, rows int) time.Duration {
@@ -184,6 +196,20 @@ func myBenchWithApp(b *testing.B, db string, rows int, work func()) time.Duratio
 		b.Fatalf("app: %v", appErr)
 	}
 	return longest
+}
+
+// myBenchLockWaits reads how many times, and how many ms in all, any
+// transaction on the server has waited for a row lock.
+func myBenchLockWaits(b *testing.B, pool *sql.DB) (waits, ms int64) {
+	b.Helper()
+	var name string
+	if err := pool.QueryRow("SHOW GLOBAL STATUS LIKE 'Innodb_row_lock_waits'").Scan(&name, &waits); err != nil {
+		b.Fatal(err)
+	}
+	if err := pool.QueryRow("SHOW GLOBAL STATUS LIKE 'Innodb_row_lock_time'").Scan(&name, &ms); err != nil {
+		b.Fatal(err)
+	}
+	return waits, ms
 }
 
 // myBenchFill makes table bench a fresh copy of the template in
