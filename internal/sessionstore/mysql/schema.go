@@ -69,21 +69,26 @@ func myParseVersion(version string) myServer {
 	return v
 }
 
+// myInspectSQL names the schema and the table in each subquery's WHERE, so
+// that MariaDB looks up that one table: under a LEFT JOIN's ON it scans
+// every database's tables, and waits on any table one of them is creating
+// (a CREATE TABLE ... AS SELECT holds its table's exclusive lock throughout).
+// Each ? is the table's name.
 const myInspectSQL = `
-SELECT DATABASE(), VERSION(), t.TABLE_TYPE,
+SELECT DATABASE(), VERSION(),
+       (SELECT t.TABLE_TYPE FROM information_schema.TABLES t
+         WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME = ?),
        (SELECT LOWER(c.DATA_TYPE) FROM information_schema.COLUMNS c
-         WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.COLUMN_NAME = 'expiry'),
+         WHERE c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = ? AND c.COLUMN_NAME = 'expiry'),
        EXISTS (SELECT 1 FROM information_schema.COLUMNS c
-         WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.COLUMN_NAME = 'session_id'),
+         WHERE c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = ? AND c.COLUMN_NAME = 'session_id'),
        EXISTS (SELECT 1 FROM information_schema.COLUMNS c
-         WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.COLUMN_NAME = 'data'),
+         WHERE c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = ? AND c.COLUMN_NAME = 'data'),
        (SELECT MIN(c.COLUMN_NAME) FROM information_schema.COLUMNS c
-         WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.COLUMN_KEY = 'PRI'
+         WHERE c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = ? AND c.COLUMN_KEY = 'PRI'
            AND LOWER(c.DATA_TYPE) IN ('tinyint', 'smallint', 'mediumint', 'int', 'integer', 'bigint')
          HAVING (SELECT COUNT(*) FROM information_schema.COLUMNS p
-                  WHERE p.TABLE_SCHEMA = t.TABLE_SCHEMA AND p.TABLE_NAME = t.TABLE_NAME AND p.COLUMN_KEY = 'PRI') = 1)
-  FROM (SELECT 1) one
-  LEFT JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME = ?`
+                  WHERE p.TABLE_SCHEMA = DATABASE() AND p.TABLE_NAME = ? AND p.COLUMN_KEY = 'PRI') = 1)`
 
 func (s *myStore) myInspect(ctx context.Context, conn *sql.Conn) (myTableInfo, error) {
 	var (
@@ -92,7 +97,8 @@ func (s *myStore) myInspect(ctx context.Context, conn *sql.Conn) (myTableInfo, e
 		kind, expiryType, key sql.NullString
 		hasSessionID, hasData sql.NullBool
 	)
-	err := conn.QueryRowContext(ctx, myInspectSQL, s.cfg.Table).
+	name := s.cfg.Table
+	err := conn.QueryRowContext(ctx, myInspectSQL, name, name, name, name, name, name).
 		Scan(&database, &version, &kind, &expiryType, &hasSessionID, &hasData, &key)
 	if err != nil {
 		return info, s.myError("inspect table", err)
