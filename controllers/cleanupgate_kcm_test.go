@@ -25,6 +25,7 @@ import (
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
+	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
 // realControlPlane is a control plane of the test's own with the real
@@ -45,11 +46,12 @@ func startRealControlPlane(t *testing.T) *realControlPlane {
 	if _, err := os.Stat(kcm); err != nil {
 		t.Fatalf("%s not found: run `make tools` (hack/install-tools.sh) first", kcm)
 	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths: []string{filepath.Join("..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assets,
-	}
-	cfg, err := env.Start()
+	env, cfg, err := testservers.StartEnvtest(func() *envtest.Environment {
+		return &envtest.Environment{
+			CRDDirectoryPaths: []string{filepath.Join("..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true,
+			BinaryAssetsDirectory: assets,
+		}
+	})
 	if err != nil {
 		t.Fatalf("starting a second control plane: %v", err)
 	}

@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
 
 // The suite runs one real kube-apiserver and etcd (envtest, built by
@@ -85,18 +86,20 @@ func runSuite(m *testing.M) int {
 			return 1
 		}
 	}
-	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assets,
-	}
-	// As on OpenShift: setting an owner reference that blocks the owner's
-	// deletion needs update on the owner's finalizers, so the RBAC tests
-	// show whether the manager's role grants it.
-	testEnv.ControlPlane.GetAPIServer().Configure().
-		Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	var err error
-	testCfg, err = testEnv.Start()
+	testEnv, testCfg, err = testservers.StartEnvtest(func() *envtest.Environment {
+		env := &envtest.Environment{
+			CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+			ErrorIfCRDPathMissing: true,
+			BinaryAssetsDirectory: assets,
+		}
+		// As on OpenShift: setting an owner reference that blocks the owner's
+		// deletion needs update on the owner's finalizers, so the RBAC tests
+		// show whether the manager's role grants it.
+		env.ControlPlane.GetAPIServer().Configure().
+			Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
+		return env
+	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: starting envtest: %v\n", err)
 		return 1

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -19,8 +20,10 @@ func main() {
 	kubeconfig := flag.String("write-kubeconfig", "bin/demo/kubeconfig", "where to write the admin kubeconfig")
 	flag.Parse()
 
-	env := &envtest.Environment{BinaryAssetsDirectory: *assets}
-	if _, err := env.Start(); err != nil {
+	env, _, err := testservers.StartEnvtest(func() *envtest.Environment {
+		return &envtest.Environment{BinaryAssetsDirectory: *assets}
+	})
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "controlplane: starting etcd and kube-apiserver: %v\n", err)
 		os.Exit(1)
 	}
