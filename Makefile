@@ -13,7 +13,9 @@ IMG ?= ghcr.io/sessionstore/sessionstore-operator:$(VERSION)
 BIN_DIR := $(CURDIR)/bin
 CONTROLLER_GEN := $(BIN_DIR)/controller-gen
 ENVTEST_ASSETS := $(BIN_DIR)/k8s
-GO_TEST_FLAGS ?=
+# The tests run under the race detector: the manager's workers, the prober
+# and the gate share state. GO_TEST_FLAGS= turns it off for a quick run.
+GO_TEST_FLAGS ?= -race
 
 export KUBEBUILDER_ASSETS := $(ENVTEST_ASSETS)
 
