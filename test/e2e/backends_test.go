@@ -3,20 +3,26 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
 
 // appUID is the app's user on the filesystem store: its files are 0600, so
@@ -34,8 +40,19 @@ type backend struct {
 	// (lifetime in seconds, count) arguments.
 	args  []string
 	asUID int
+	// appArgs, when set, replaces args with what the app reads from the
+	// store's connection Secret (the app configures itself from it).
+	appArgs func(secret *corev1.Secret) []string
+	// credential must show in neither the cleanup Pod's log nor its
+	// termination message.
+	credential string
 	// prepare runs before the store is created (a volume for the filesystem).
 	prepare func(t *testing.T, ns string)
+	// beforeRun checks what the operator says of the store before its first
+	// cleanup run; afterRun checks the store itself after it, before the
+	// app reads it again.
+	beforeRun func(t *testing.T, ns, name string)
+	afterRun  func(t *testing.T, ns, name string)
 }
 
 // cleanupBackends have no expiry of their own: a CronJob removes expired
@@ -50,10 +67,20 @@ func cleanupBackends() []backend {
 		store: func(ns string) *v1.SessionStore {
 			return newStore(ns, "postgresql", v1.SessionStoreSpec{Backend: v1.BackendPostgreSQL, PostgreSQL: &v1.PostgreSQLSpec{
 				Host: nodeIP, Database: "postgres", Table: sqlTable, SSLMode: "disable",
-				CredentialsSecretRef: &v1.SecretReference{Name: "pg"}}})
+				CredentialsSecretRef: &v1.SecretReference{Name: "pg"}, CreateExpiryIndex: ptr.To(true)}})
 		},
-		script: "flask_sqlalchemy_sessions.py",
-		args:   []string{fmt.Sprintf("postgresql+psycopg2://postgres@%s:5432/postgres", nodeIP), sqlTable},
+		script:     "flask_sqlalchemy_sessions.py",
+		args:       []string{fmt.Sprintf("postgresql+psycopg2://postgres@%s:5432/postgres", nodeIP), sqlTable},
+		credential: "trust auth: any",
+		// The operator makes the table but never builds the index (a build
+		// waits for every open transaction): the cleanup Pod does.
+		beforeRun: func(t *testing.T, ns, name string) {
+			waitCondition(t, ns, name, "SchemaReady", metav1.ConditionFalse, "SchemaPending")
+			NewWithT(t).Expect(pgRelationExists(t, sqlTable+"_expiry_idx")).To(BeFalse(), "the operator built the index")
+		},
+		afterRun: func(t *testing.T, ns, name string) {
+			NewWithT(t).Expect(pgRelationExists(t, sqlTable+"_expiry_idx")).To(BeTrue(), "the cleanup Pod built no index")
+		},
 	}, {
 		name:    "mysql",
 		secrets: map[string]map[string]string{"mysql": {"username": "sessions", "password": mariadbPassword}},
@@ -63,16 +90,26 @@ func cleanupBackends() []backend {
 				CredentialsSecretRef: &v1.SecretReference{Name: "mysql"}}})
 		},
 		script: "flask_sqlalchemy_mysql.py",
-		args:   []string{fmt.Sprintf("mysql+pymysql://%s@%s:3306/e2e", url.UserPassword("sessions", mariadbPassword), nodeIP), sqlTable},
+		// The app takes the SQLAlchemy URI the operator wrote, password
+		// (full of URL syntax) included.
+		appArgs: func(secret *corev1.Secret) []string {
+			return []string{string(secret.Data[sessionstore.EnvFlaskSQLAlchemyURI]), sqlTable}
+		},
+		credential: mariadbPassword,
+		beforeRun:  schemaReady("SchemaCreated"),
 	}, {
 		name:    "mongodb",
 		secrets: map[string]map[string]string{"mongo": {"uri": fmt.Sprintf("mongodb://%s:27017/", nodeIP)}},
 		store: func(ns string) *v1.SessionStore {
 			return newStore(ns, "mongodb", v1.SessionStoreSpec{Backend: v1.BackendMongoDB, MongoDB: &v1.MongoDBSpec{
-				URISecretRef: v1.SecretKeySelector{Name: "mongo", Key: "uri"}, Database: mongoDB, Collection: "sessions"}})
+				URISecretRef: v1.SecretKeySelector{Name: "mongo", Key: "uri"}, Database: mongoDB, Collection: "sessions",
+				TTLIndex: ptr.To(true)}})
 		},
 		script: "flask_mongodb_sessions.py",
 		args:   []string{fmt.Sprintf("mongodb://%s:27017/", nodeIP), mongoDB, "sessions", "session:"},
+		// FerretDB has no TTL indexes: said, and not an error; the CronJob
+		// does the expiry.
+		beforeRun: schemaReady("TTLUnsupported"),
 	}, {
 		name: "filesystem",
 		store: func(ns string) *v1.SessionStore {
@@ -84,7 +121,65 @@ func cleanupBackends() []backend {
 		args:    []string{fsDir},
 		asUID:   appUID,
 		prepare: func(t *testing.T, ns string) { hostPathClaim(t, ns, "flask-sessions", fsDir) },
+		// No probe reaches a claim from the operator's Pod: the store waits
+		// for a cleanup Pod to read the directory.
+		beforeRun: func(t *testing.T, ns, name string) {
+			waitCondition(t, ns, name, "StoreReachable", metav1.ConditionUnknown, v1.ReasonAwaitingCleanupRun)
+		},
+		afterRun: func(t *testing.T, ns, name string) { filesystemAfterRun(t, ns, name, fsDir) },
 	}}
+}
+
+// pgRelationExists says whether the e2e's PostgreSQL has the relation.
+func pgRelationExists(t *testing.T, name string) bool {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(c, fmt.Sprintf("postgresql://postgres@%s:5432/postgres?sslmode=disable", nodeIP))
+	if err != nil {
+		t.Fatalf("connecting to PostgreSQL on %s: %v", nodeIP, err)
+	}
+	defer func() { _ = conn.Close(ctx()) }()
+	var exists bool
+	if err := conn.QueryRow(c, "SELECT to_regclass($1) IS NOT NULL", "public."+name).Scan(&exists); err != nil {
+		t.Fatalf("looking up %s: %v", name, err)
+	}
+	return exists
+}
+
+// schemaReady checks SchemaReady is True for the reason given.
+func schemaReady(reason string) func(t *testing.T, ns, name string) {
+	return func(t *testing.T, ns, name string) {
+		waitCondition(t, ns, name, "SchemaReady", metav1.ConditionTrue, reason)
+	}
+}
+
+// filesystemAfterRun: the files left are the live sessions, those within the
+// grace period and cachelib's count file (named by a hash too), which the
+// cleanup Pod set to the true count; the run told the store it reached the
+// directory.
+func filesystemAfterRun(t *testing.T, ns, name, dir string) {
+	g := NewWithT(t)
+	g.Expect(sessionFiles(t, dir)).To(Equal(liveCount + graceCount + 1))
+	count := flask(t, appUID, "", "flask_filesystem_sessions.py", "count", dir)
+	g.Expect(strings.TrimSpace(count)).To(Equal(fmt.Sprint(liveCount + graceCount)))
+	waitCondition(t, ns, name, "StoreReachable", metav1.ConditionTrue, v1.ReasonCleanupRunReached)
+}
+
+// sessionFiles counts cachelib's files (32 hex characters) in dir.
+func sessionFiles(t *testing.T, dir string) int {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if len(e.Name()) == 32 && strings.Trim(e.Name(), "0123456789abcdef") == "" {
+			n++
+		}
+	}
+	return n
 }
 
 func newStore(ns, name string, spec v1.SessionStoreSpec) *v1.SessionStore {
@@ -133,10 +228,15 @@ func hostPathClaim(t *testing.T, ns, claim, dir string) {
 	}
 }
 
+// What the app writes into each cleanup backend: live sessions, sessions
+// expired ten minutes ago (past the cleanup's default 5m grace period), and
+// sessions expired a minute ago (within it, so kept).
+const liveCount, expiredCount, graceCount = 4, 5, 2
+
 // testCleanupBackend: the real app writes live and expired sessions, the
-// store's CronJob runs once as a real Pod, exactly the expired ones go, every
-// live one reads back, and the status reports what the kubelet read from the
-// Pod's termination message.
+// store's CronJob runs once as a real Pod, exactly the expired ones go (not
+// those within the grace period), every live one reads back, and the status
+// reports what the kubelet read from the Pod's termination message.
 func testCleanupBackend(t *testing.T, b backend) {
 	g := NewWithT(t)
 	ns := restrictedNamespace(t, fmt.Sprintf("e2e-%s-%s", installMode, b.name))
@@ -152,30 +252,36 @@ func testCleanupBackend(t *testing.T, b backend) {
 		// The operator's own Pod probes the store (and makes the table).
 		waitCondition(t, ns, store.Name, "StoreReachable", metav1.ConditionTrue, "")
 	}
-	// Expired ten minutes ago: past the cleanup's default 5m grace period.
-	const liveCount, expiredCount = 4, 5
-	live := parseSessions(t, flask(t, b.asUID, "", b.script, append(append([]string{"write"}, b.args...), "3600", fmt.Sprint(liveCount))...), liveCount)
-	expired := parseSessions(t, flask(t, b.asUID, "", b.script, append(append([]string{"write"}, b.args...), "-600", fmt.Sprint(expiredCount))...), expiredCount)
+	if b.beforeRun != nil {
+		b.beforeRun(t, ns, store.Name)
+	}
+	scheduled := waitCondition(t, ns, store.Name, "CleanupScheduled", metav1.ConditionTrue, "")
+	args := b.args
+	if b.appArgs != nil {
+		secret := &corev1.Secret{}
+		key := client.ObjectKey{Namespace: ns, Name: scheduled.Status.ConnectionSecretName}
+		g.Expect(k8sClient.Get(ctx(), key, secret)).To(Succeed())
+		args = b.appArgs(secret)
+	}
+	write := func(lifetime, n int) []flaskSession {
+		out := flask(t, b.asUID, "", b.script, append(append([]string{"write"}, args...), fmt.Sprint(lifetime), fmt.Sprint(n))...)
+		return parseSessions(t, out, n)
+	}
+	live, expired := write(3600, liveCount), write(-600, expiredCount)
+	write(-60, graceCount)
 
-	cronJob := waitCondition(t, ns, store.Name, "CleanupScheduled", metav1.ConditionTrue, "").Status.Cleanup.CronJobName
 	job := store.Name + "-e2e"
-	pod := runCleanupPod(t, ns, cronJob, job)
-	message, exit := terminationMessage(t, pod)
-	g.Expect(exit).To(BeZero())
-	var report struct {
-		Deleted int64 `json:"deleted"`
-		Scanned int64 `json:"scanned"`
-	}
-	g.Expect(json.Unmarshal([]byte(message), &report)).To(Succeed(), "termination message %q", message)
-	g.Expect(report.Deleted).To(BeEquivalentTo(expiredCount), "termination message %q", message)
-	g.Expect(message).NotTo(Or(ContainSubstring("trust auth: any"), ContainSubstring(mariadbPassword)),
-		"a credential in the termination message")
-	if b.asUID != 0 {
-		g.Expect(effectiveRunAsUser(pod)).To(BeEquivalentTo(b.asUID))
+	pod := runCleanupPod(t, ns, scheduled.Status.Cleanup.CronJobName, job)
+	report := checkCleanupPod(t, b, pod)
+	// Before the app reads: a read of a session that is gone makes a new one.
+	if b.afterRun != nil {
+		b.afterRun(t, ns, store.Name)
 	}
 
+	// The app reads no expired session, kept or not: that the 2 within the
+	// grace period are kept shows in the report (5 of 11 deleted).
 	readBack := map[string]*string{}
-	out := flask(t, b.asUID, sidsJSON(live, expired), b.script, append([]string{"read"}, b.args...)...)
+	out := flask(t, b.asUID, sidsJSON(live, expired), b.script, append([]string{"read"}, args...)...)
 	g.Expect(json.Unmarshal([]byte(out), &readBack)).To(Succeed())
 	for _, s := range live {
 		g.Expect(readBack[s.SID]).NotTo(BeNil(), "live session %s lost", s.SID)
@@ -191,7 +297,38 @@ func testCleanupBackend(t *testing.T, b backend) {
 	g.Expect(res.JobName).To(Equal(job))
 	g.Expect(res.Deleted).To(Equal(report.Deleted))
 	g.Expect(res.Scanned).To(Equal(report.Scanned))
+	// A Job made by hand is no scheduled run: the CronJob controller sets
+	// no lastScheduleTime, and the status copies none.
+	cj := &batchv1.CronJob{}
+	g.Expect(k8sClient.Get(ctx(), client.ObjectKey{Namespace: ns, Name: scheduled.Status.Cleanup.CronJobName}, cj)).To(Succeed())
+	g.Expect(got.Status.Cleanup.LastScheduleTime).To(Equal(cj.Status.LastScheduleTime))
 	waitCondition(t, ns, store.Name, "Ready", metav1.ConditionTrue, "")
+}
+
+type cleanupReport struct {
+	Deleted int64 `json:"deleted"`
+	Scanned int64 `json:"scanned"`
+}
+
+// checkCleanupPod: the Pod exited 0, as the store's user where it names one,
+// and its termination message reports exactly the expired sessions deleted
+// of all those written; no credential is in the message or the log.
+func checkCleanupPod(t *testing.T, b backend, pod *corev1.Pod) cleanupReport {
+	g := NewWithT(t)
+	message, exit := terminationMessage(t, pod)
+	g.Expect(exit).To(BeZero())
+	var report cleanupReport
+	g.Expect(json.Unmarshal([]byte(message), &report)).To(Succeed(), "termination message %q", message)
+	g.Expect(report).To(Equal(cleanupReport{Deleted: expiredCount, Scanned: liveCount + expiredCount + graceCount}),
+		"termination message %q", message)
+	if b.credential != "" {
+		logs := kubectl(t, "logs", "-n", pod.Namespace, pod.Name)
+		g.Expect(message+logs).NotTo(ContainSubstring(b.credential), "a credential in the Pod's log or termination message")
+	}
+	if b.asUID != 0 {
+		g.Expect(effectiveRunAsUser(pod)).To(BeEquivalentTo(b.asUID))
+	}
+	return report
 }
 
 func effectiveRunAsUser(pod *corev1.Pod) int64 {
