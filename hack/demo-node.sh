@@ -19,12 +19,14 @@ VERSION="$(git describe --tags --always --dirty 2>/dev/null || echo dev)"
 IMG="${IMG:-ghcr.io/sessionstore/sessionstore-operator:$VERSION}"
 CLEANUPS=(postgresql-sessions mysql-sessions mongodb-sessions filesystem-sessions)
 
-step() { echo; echo "==> $*"; }
+START=$SECONDS
+step() { echo; echo "==> [$((SECONDS - START))s] $*"; }
 teardown() {
   local status=$?
   step "tearing the node down (the host is left as found)"
-  hack/e2e/stores.sh down || true
+  # It takes the stores down too, side by side with the node.
   hack/e2e/node.sh down || true
+  echo "==> [$((SECONDS - START))s] done"
   exit "$status"
 }
 
@@ -32,13 +34,16 @@ step "building the node's binaries (first run only) and the operator's image"
 hack/install-node.sh
 hack/install-tools.sh etcd kube-apiserver ferretdb
 hack/start-services.sh
-make --no-print-directory image IMG="$IMG" | tail -n 1
+# The image builds while the node comes up; it is needed only to import it.
+make --no-print-directory image IMG="$IMG" >bin/demo-image.log 2>&1 &
+image_pid=$!
 
 trap teardown EXIT
-step "bringing up a single-node cluster: etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet, kube-proxy"
-hack/e2e/node.sh up
+step "bringing up a single-node cluster: etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet, kube-proxy; the stores on $NODE_IP"
+WITH_STORES=1 hack/e2e/node.sh up
+wait "$image_pid" || { cat bin/demo-image.log >&2; exit 1; }
+tail -n 1 bin/demo-image.log
 hack/e2e/node.sh import bin/image.tar
-hack/e2e/stores.sh up
 kubectl get nodes -o wide
 
 step "installing the operator: kubectl apply -k config/default, image $IMG"
@@ -47,7 +52,8 @@ cp -r config "$tmp/"
 (cd "$tmp/config/manager" && sed -i "s|newName: .*|newName: ${IMG%:*}|; s|newTag: .*|newTag: ${IMG##*:}|" kustomization.yaml)
 kubectl apply --server-side -k "$tmp/config/default" >/dev/null
 rm -rf "$tmp"
-kubectl rollout status -n "$OPERATOR_NS" deployment/sessionstore-controller-manager --timeout=3m
+# The samples need only the CRD; the operator's Pod starts meanwhile.
+kubectl wait --for=condition=Established --timeout=60s crd/sessionstores.sessionstore.dev >/dev/null
 
 step "applying the samples into namespace $NS (restricted), pointed at the stores on $NODE_IP"
 kubectl create namespace "$NS" >/dev/null
@@ -103,30 +109,41 @@ patches:
            {"op": "replace", "path": "/spec/mysql/tls", "value": "disabled"}]'
 YAML
 kubectl apply -k "$E2E_DIR/samples" >/dev/null
+# The operator reconciles before its readiness probe first passes (5s in):
+# the stores are waited for first, the rollout then.
 kubectl wait -n "$NS" --for=condition=CleanupScheduled --timeout=90s "${CLEANUPS[@]/#/sessionstore/}" >/dev/null
 kubectl wait -n "$NS" --for=condition=StoreReachable --timeout=90s \
   sessionstore/postgresql-sessions sessionstore/mysql-sessions sessionstore/mongodb-sessions \
   sessionstore/redis-sessions sessionstore/memcached-sessions >/dev/null
+kubectl rollout status -n "$OPERATOR_NS" deployment/sessionstore-controller-manager --timeout=3m
 
 step "a real Flask-Session writes live and expired sessions (expired 10 minutes ago: past the 5m grace)"
 TESTDATA=internal/sessionstore/storetest/testdata
 write() { /usr/bin/python3 "$TESTDATA/$1" "${@:2}" >/dev/null; }
 PG_URI="postgresql+psycopg2://postgres@$NODE_IP:5432/postgres"
 MY_URI="mysql+pymysql://sessions:$(/usr/bin/python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$MARIADB_PASSWORD")@$NODE_IP:3306/e2e"
-write flask_sqlalchemy_sessions.py write "$PG_URI" sessions 3600 6
-write flask_sqlalchemy_sessions.py write "$PG_URI" sessions -600 4
-write flask_sqlalchemy_mysql.py write "$MY_URI" sessions 3600 6
-write flask_sqlalchemy_mysql.py write "$MY_URI" sessions -600 5
-write flask_mongodb_sessions.py write "mongodb://$NODE_IP:27017/" demo sessions session: 3600 5
-write flask_mongodb_sessions.py write "mongodb://$NODE_IP:27017/" demo sessions session: -600 3
-setpriv --reuid 1000 --regid 1000 --clear-groups /usr/bin/python3 "$TESTDATA/flask_filesystem_sessions.py" write "$FS_DIR" 3600 4 >/dev/null
-setpriv --reuid 1000 --regid 1000 --clear-groups /usr/bin/python3 "$TESTDATA/flask_filesystem_sessions.py" write "$FS_DIR" -600 7 >/dev/null
+# One app per store, side by side.
+writers=()
+{ write flask_sqlalchemy_sessions.py write "$PG_URI" sessions 3600 6 &&
+  write flask_sqlalchemy_sessions.py write "$PG_URI" sessions -600 4; } &
+writers+=($!)
+{ write flask_sqlalchemy_mysql.py write "$MY_URI" sessions 3600 6 &&
+  write flask_sqlalchemy_mysql.py write "$MY_URI" sessions -600 5; } &
+writers+=($!)
+{ write flask_mongodb_sessions.py write "mongodb://$NODE_IP:27017/" demo sessions session: 3600 5 &&
+  write flask_mongodb_sessions.py write "mongodb://$NODE_IP:27017/" demo sessions session: -600 3; } &
+writers+=($!)
+{ setpriv --reuid 1000 --regid 1000 --clear-groups /usr/bin/python3 "$TESTDATA/flask_filesystem_sessions.py" write "$FS_DIR" 3600 4 >/dev/null &&
+  setpriv --reuid 1000 --regid 1000 --clear-groups /usr/bin/python3 "$TESTDATA/flask_filesystem_sessions.py" write "$FS_DIR" -600 7 >/dev/null; } &
+writers+=($!)
+for pid in "${writers[@]}"; do wait "$pid"; done
 echo "    postgresql: 6 live, 4 expired; mysql: 6 live, 5 expired; mongodb: 5 live, 3 expired; filesystem (uid 1000, 0600): 4 live, 7 expired"
 
 step "running each cleanup CronJob once as a real Pod (kubectl create job --from=cronjob/...)"
 for store in "${CLEANUPS[@]}"; do
-  kubectl create job -n "$NS" --from="cronjob/$store-cleanup" "$store-demo" >/dev/null
+  kubectl create job -n "$NS" --from="cronjob/$store-cleanup" "$store-demo" >/dev/null &
 done
+wait
 # shellcheck disable=SC2046 # one word per Job
 kubectl wait -n "$NS" --for=condition=Complete --timeout=120s $(printf 'job/%s-demo ' "${CLEANUPS[@]}") >/dev/null
 kubectl wait -n "$NS" --for=condition=LastCleanupSucceeded --timeout=60s "${CLEANUPS[@]/#/sessionstore/}" >/dev/null

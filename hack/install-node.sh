@@ -20,9 +20,10 @@ log() { echo "[install-node] $*" >&2; }
 
 apt_packages() {
   # runc's seccomp support links libseccomp; kube-proxy drives iptables (nft);
-  # the node scripts use openssl (certificates), ip (the bridge) and setpriv.
+  # the node scripts use openssl (certificates), ip (the bridge), setpriv and
+  # nft (down deletes the tables iptables-nft leaves).
   local missing=() pkg
-  for pkg in libseccomp-dev iptables ca-certificates openssl iproute2 util-linux; do
+  for pkg in libseccomp-dev iptables nftables ca-certificates openssl iproute2 util-linux; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0

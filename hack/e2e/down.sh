@@ -26,16 +26,6 @@ stop_pids() {
   done
 }
 
-delete_pods() {
-  # Graceful deletion needs the kubelet, which is still running here.
-  kubectl delete pods --all --all-namespaces --grace-period=1 --wait=false >/dev/null 2>&1 || true
-  for _ in $(seq 1 60); do
-    [[ -z "$(kubectl get pods -A -o name 2>/dev/null)" ]] && return 0
-    sleep 0.5
-  done
-  kubectl delete pods --all --all-namespaces --force --grace-period=0 >/dev/null 2>&1 || true
-}
-
 kill_containers() {
   local ctr=("$NODE_BIN/ctr" --address "$CONTAINERD_SOCK" -n k8s.io) task
   [[ -S "$CONTAINERD_SOCK" ]] || return 0
@@ -75,8 +65,10 @@ remove_network() {
   local table
   # kube-proxy --cleanup empties its chains; iptables-nft leaves the tables.
   [[ -x "$K8S_BIN/kube-proxy" ]] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
-  if [[ -f "$E2E_DIR/host/nft-tables" ]]; then
-    nft list tables 2>/dev/null | sort | comm -23 - "$E2E_DIR/host/nft-tables" | while read -r _ family name; do
+  # Without nft (Debian's nftables; install-node.sh installs it) the tables
+  # stay, empty; the rest of down must run all the same.
+  if [[ -f "$E2E_DIR/host/nft-tables" ]] && command -v nft >/dev/null; then
+    { nft list tables 2>/dev/null || true; } | sort | comm -23 - "$E2E_DIR/host/nft-tables" | while read -r _ family name; do
       nft delete table "$family" "$name" 2>/dev/null || true
     done
   fi
@@ -91,19 +83,24 @@ remove_host_paths() {
 }
 
 down() {
-  local start=$SECONDS
-  # No controller may make new Pods while the kubelet stops the old ones.
-  # Stateless, or with state that goes with $E2E_DIR: no need to wait for a
-  # graceful exit.
-  stop_pids -KILL kube-controller-manager kube-scheduler
-  if [[ -f "$E2E_DIR/pids/kubelet" ]]; then delete_pods; fi
-  log "pods deleted"
-  stop_pids kube-proxy kubelet
+  local start=$SECONDS stores_pid=""
+  # Stores that hack/e2e/stores.sh started go while the node stops.
+  if compgen -G "$E2E_DIR/pids/store-*" >/dev/null; then
+    "$ROOT/hack/e2e/stores.sh" down &
+    stores_pid=$!
+  fi
+  # No controller may make new Pods, nor the kubelet restart a container,
+  # while the containers are killed. Everything here is stateless or keeps
+  # its state in $E2E_DIR, which goes: no graceful exit to wait for. Nor is
+  # a graceful deletion of the Pods (seconds): their network namespaces and
+  # mounts go with unmount_all, their cgroups with remove_cgroups.
+  stop_pids -KILL kube-controller-manager kube-scheduler kubelet kube-proxy
   kill_containers
-  stop_pids containerd
+  stop_pids -KILL containerd
   stop_shims
   stop_pids -KILL kube-apiserver etcd
-  log "processes stopped"
+  if [[ -n "$stores_pid" ]]; then wait "$stores_pid" || true; fi
+  log "processes stopped in $((SECONDS - start))s"
   unmount_all
   remove_cgroups
   remove_network

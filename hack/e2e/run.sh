@@ -25,7 +25,7 @@ teardown() {
     kubectl logs -n "$OPERATOR_NS" deployment/"$RELEASE-controller-manager" --tail=200 > bin/e2e-logs/operator.log 2>&1 || true
     log "failed; the node's and the operator's logs are in bin/e2e-logs/"
   fi
-  hack/e2e/stores.sh down || true
+  # It takes the stores down too.
   hack/e2e/node.sh down || true
   exit "$status"
 }
@@ -84,8 +84,7 @@ hack/install-tools.sh etcd kube-apiserver ferretdb
 hack/start-services.sh
 go test -c -tags e2e -o bin/e2e.test ./test/e2e
 trap teardown EXIT
-hack/e2e/node.sh up
+WITH_STORES=1 hack/e2e/node.sh up
 hack/e2e/node.sh import bin/image.tar
-hack/e2e/stores.sh up
 for pass in $PASSES; do run_pass "$pass"; done
 log "passed in $((SECONDS - start))s"

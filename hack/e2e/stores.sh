@@ -67,8 +67,15 @@ up() {
   start ferretdb "$BIN_DIR/ferretdb" --handler=sqlite --sqlite-url="file:$STORES/ferretdb/" \
     --listen-addr="$NODE_IP:27017" --telemetry=disable --log-level=warn \
     --state-dir="$STORES/ferretdb" --debug-addr=127.0.0.1:0
-  start_postgres
-  [[ -x /usr/sbin/mariadbd ]] && start_mariadb
+  # initdb and mariadb-install-db take seconds each: side by side.
+  local pids=() pid
+  start_postgres &
+  pids+=($!)
+  if [[ -x /usr/sbin/mariadbd ]]; then
+    start_mariadb &
+    pids+=($!)
+  fi
+  for pid in "${pids[@]}"; do wait "$pid"; done
   wait_port redis 6379
   wait_port memcached 11211
   wait_port ferretdb 27017
@@ -76,14 +83,20 @@ up() {
 }
 
 down() {
-  local f name pid
+  local f pid pids=()
+  # All at once. Their data goes with them, so no clean shutdown is needed:
+  # SIGKILL, except for PostgreSQL, whose children outlive a killed
+  # postmaster a while; its SIGINT (fast shutdown) does not wait for clients.
   for f in "$E2E_DIR"/pids/store-*; do
     [[ -f "$f" ]] || continue
     pid="$(cat "$f")"
-    kill "$pid" 2>/dev/null || true
+    rm -f "$f"
+    if [[ "$f" == */store-postgres ]]; then kill -INT "$pid" 2>/dev/null || true; else kill -KILL "$pid" 2>/dev/null || true; fi
+    pids+=("$pid")
+  done
+  for pid in "${pids[@]}"; do
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$f"
   done
   rm -rf "$STORES"
 }
