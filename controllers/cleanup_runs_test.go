@@ -13,6 +13,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/runrecord"
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
 
@@ -32,7 +33,7 @@ type runEnding struct {
 }
 
 // simulateRun makes a cleanup run of store's CronJob that ended as said,
-// recorded as the Job controller and kubelet would (recordRun).
+// recorded as the Job controller and kubelet would (internal/runrecord).
 func simulateRun(t *testing.T, store *v1.SessionStore, jobName string, end runEnding) *batchv1.Job {
 	t.Helper()
 	cj := waitCronJob(t, store.Namespace, specs.CleanupCronJobName(store))
@@ -44,12 +45,12 @@ func simulateRun(t *testing.T, store *v1.SessionStore, jobName string, end runEn
 	if finished.IsZero() {
 		finished = time.Now().Add(-time.Second)
 	}
-	run := &finishedRun{
+	run := &runrecord.Run{
 		JobName: jobName, FailureReason: end.reason, ExitCode: exit,
 		TerminationMessage: end.terminationReport,
 		Started:            finished.Add(-30 * time.Second), Finished: finished,
 	}
-	job, err := recordRun(ctx(), k8sClient, cj, run)
+	job, err := runrecord.Record(ctx(), k8sClient, cj, run)
 	if err != nil {
 		t.Fatalf("recording run %s: %v", jobName, err)
 	}

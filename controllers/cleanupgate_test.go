@@ -26,7 +26,7 @@ import (
 // There is no kube-controller-manager in this suite (bin/k8s has none yet):
 // the tests make the Jobs the CronJob controller makes (its template, its
 // owner reference and scheduled-time annotation) and finish them as the Job
-// controller does (recordRun's conditions, recorded_run_test.go). What the gate does to
+// controller does (runrecord's conditions). What the gate does to
 // them (un-suspend, delete) is the real manager's, against the real API server.
 
 // policyLabel selects a test's stores: each test's policy selects its own.

@@ -12,17 +12,18 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/runrecord"
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
 
 // recordRemovedRun records a finished run of the store's CronJob as the Job
 // controller and kubelet would, then removes its Job and Pod as the CronJob
 // controller does at once when the history limit for the outcome is 0.
-func recordRemovedRun(t *testing.T, ns, cronJobName string, run *finishedRun) {
+func recordRemovedRun(t *testing.T, ns, cronJobName string, run *runrecord.Run) {
 	t.Helper()
 	g := NewWithT(t)
 	cj := waitCronJob(t, ns, cronJobName)
-	job, err := recordRun(ctx(), k8sClient, cj, run)
+	job, err := runrecord.Record(ctx(), k8sClient, cj, run)
 	g.Expect(err).NotTo(HaveOccurred())
 	// envtest runs no garbage collector: the Pod goes by hand too.
 	g.Expect(k8sClient.DeleteAllOf(ctx(), &corev1.Pod{}, client.InNamespace(ns),
@@ -47,7 +48,7 @@ func TestHistoryLimitsOfZeroStillReportRuns(t *testing.T) {
 
 	// A run that succeeded five minutes ago, its Job gone.
 	now := time.Now()
-	recordRemovedRun(t, ns, "nohistory-cleanup", &finishedRun{
+	recordRemovedRun(t, ns, "nohistory-cleanup", &runrecord.Run{
 		Started: now.Add(-5 * time.Minute), Finished: now.Add(-5*time.Minute + 10*time.Second),
 		TerminationMessage: reportJSON(t, map[string]any{"backend": "filesystem", "scanned": 10, "expired": 4, "deleted": 4}),
 	})
@@ -61,7 +62,7 @@ func TestHistoryLimitsOfZeroStillReportRuns(t *testing.T) {
 
 	// A run that failed a moment ago, its Job gone too: the failure stays
 	// visible as the condition, the last result, Ready and one event.
-	recordRemovedRun(t, ns, "nohistory-cleanup", &finishedRun{
+	recordRemovedRun(t, ns, "nohistory-cleanup", &runrecord.Run{
 		Started: now.Add(-30 * time.Second), Finished: now.Add(-time.Second), ExitCode: 1,
 		TerminationMessage: reportJSON(t, map[string]any{"backend": "filesystem", "error": "ping: permission denied"}),
 	})

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sessionstore/sessionstore-operator/internal/localrun"
+	"github.com/sessionstore/sessionstore-operator/internal/runrecord"
 )
 
 func main() {
@@ -63,7 +64,7 @@ func runOne(c client.Client, namespace, name, binary string) error {
 		return err
 	}
 	fmt.Printf("    %s: exit %d: %s\n", name, run.ExitCode, firstLine(run.Stdout))
-	_, err = localrun.Record(ctx, c, cj, run)
+	_, err = runrecord.Record(ctx, c, cj, run)
 	return err
 }
 

@@ -1,4 +1,10 @@
-package controllers
+// Package runrecord writes what a finished run of a CronJob leaves in the
+// API server, as the CronJob and Job controllers and the kubelet would: the
+// Job, its Pod with the container's termination state, their status, and the
+// CronJob's schedule times. The fallback demo records its local runs with it,
+// and the envtest suite, which has no kubelet, the runs its tests need ended
+// in a given way. Runs by a real kubelet are in the real-node e2e.
+package runrecord
 
 import (
 	"context"
@@ -12,13 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// This suite has no Job controller or kubelet: a test that needs a run
-// ended in a given way (a failure reason, a report, a time) writes the
-// objects such a run leaves, as those controllers would. Runs by a real
-// kubelet are in the real-node e2e (test/e2e).
-
-// finishedRun is how a run ended.
-type finishedRun struct {
+// Run is how one run of a pod template's container ended.
+type Run struct {
 	// JobName names the recorded Job; empty: <cronjob>-<minutes since epoch>,
 	// as the CronJob controller names them.
 	JobName string
@@ -26,14 +27,15 @@ type finishedRun struct {
 	FailureReason      string
 	ExitCode           int
 	TerminationMessage string
+	Stdout, Stderr     string
 	Started, Finished  time.Time
 }
 
-// recordRun writes what a finished run of cronJob looks like: the Job the
-// CronJob controller creates, the Pod the Job controller creates, their
+// Record writes what a run of cronJob looks like once finished: the Job
+// the CronJob controller creates, the Pod the Job controller creates, their
 // status as the kubelet and the Job controller set it, and the CronJob's
 // lastScheduleTime.
-func recordRun(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, run *finishedRun) (*batchv1.Job, error) {
+func Record(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, run *Run) (*batchv1.Job, error) {
 	jobName := run.JobName
 	if jobName == "" {
 		jobName = fmt.Sprintf("%s-%d", cronJob.Name, run.Started.Unix()/60)
@@ -52,10 +54,10 @@ func recordRun(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, r
 	if err := c.Create(ctx, job); err != nil {
 		return nil, fmt.Errorf("creating Job %s: %w", jobName, err)
 	}
-	if err := recordRunPod(ctx, c, cronJob, job, run, start, finish); err != nil {
+	if err := recordPod(ctx, c, cronJob, job, run, start, finish); err != nil {
 		return nil, err
 	}
-	setRunJobOutcome(job, run, start, finish)
+	setJobOutcome(job, run, start, finish)
 	if err := c.Status().Update(ctx, job); err != nil {
 		return nil, fmt.Errorf("setting Job %s status: %w", job.Name, err)
 	}
@@ -71,9 +73,9 @@ func recordRun(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, r
 	return job, nil
 }
 
-// recordRunPod creates the Job's Pod as the Job controller would, with the
+// recordPod creates the Job's Pod as the Job controller would, with the
 // status the kubelet would report for the run.
-func recordRunPod(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, job *batchv1.Job, run *finishedRun, start, finish metav1.Time) error {
+func recordPod(ctx context.Context, c client.Client, cronJob *batchv1.CronJob, job *batchv1.Job, run *Run, start, finish metav1.Time) error {
 	// The Job controller sets both its labels and their legacy short forms.
 	labels := map[string]string{batchv1.JobNameLabel: job.Name, "job-name": job.Name,
 		batchv1.ControllerUidLabel: string(job.UID), "controller-uid": string(job.UID)}
@@ -82,7 +84,7 @@ func recordRunPod(ctx context.Context, c client.Client, cronJob *batchv1.CronJob
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace: cronJob.Namespace, Name: job.Name + "-recorded", Labels: labels,
+			Namespace: cronJob.Namespace, Name: job.Name + "-local", Labels: labels,
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job",
 				Name: job.Name, UID: job.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
 		},
@@ -92,18 +94,24 @@ func recordRunPod(ctx context.Context, c client.Client, cronJob *batchv1.CronJob
 		return fmt.Errorf("creating Pod %s: %w", pod.Name, err)
 	}
 	container := pod.Spec.Containers[0]
-	terminated := &corev1.ContainerStateTerminated{ExitCode: int32(run.ExitCode), Reason: "Completed",
-		Message: run.TerminationMessage, StartedAt: start, FinishedAt: finish}
-	pod.Status = corev1.PodStatus{Phase: corev1.PodSucceeded, StartTime: &start,
-		ContainerStatuses: []corev1.ContainerStatus{{Name: container.Name, Image: container.Image,
-			ImageID: "recorded://" + container.Image, State: corev1.ContainerState{Terminated: terminated}}}}
+	pod.Status = corev1.PodStatus{
+		Phase:     corev1.PodSucceeded,
+		StartTime: &start,
+		ContainerStatuses: []corev1.ContainerStatus{{
+			Name: container.Name, Image: container.Image, ImageID: "recorded://" + container.Image,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				ExitCode: int32(run.ExitCode), Reason: "Completed", Message: run.TerminationMessage,
+				StartedAt: start, FinishedAt: finish,
+			}},
+		}},
+	}
 	if run.ExitCode != 0 {
 		pod.Status.Phase = corev1.PodFailed
-		terminated.Reason = "Error"
-		if run.TerminationMessage == "" {
-			// The container never ran: no terminated state to report.
-			pod.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
-		}
+		pod.Status.ContainerStatuses[0].State.Terminated.Reason = "Error"
+	}
+	if run.ExitCode != 0 && run.TerminationMessage == "" && run.Stdout == "" && run.Stderr == "" {
+		// The container never ran: no terminated state to report.
+		pod.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
 	}
 	if err := c.Status().Update(ctx, pod); err != nil {
 		return fmt.Errorf("setting Pod %s status: %w", pod.Name, err)
@@ -111,9 +119,9 @@ func recordRunPod(ctx context.Context, c client.Client, cronJob *batchv1.CronJob
 	return nil
 }
 
-// setRunJobOutcome fills in the Job status the Job controller would write
-// for the run: complete, or failed past its backoff limit.
-func setRunJobOutcome(job *batchv1.Job, run *finishedRun, start, finish metav1.Time) {
+// setJobOutcome fills in the Job status the Job controller would write for
+// the run: complete, or failed past its backoff limit.
+func setJobOutcome(job *batchv1.Job, run *Run, start, finish metav1.Time) {
 	job.Status.StartTime = &start
 	if run.ExitCode == 0 {
 		job.Status.Succeeded = 1
