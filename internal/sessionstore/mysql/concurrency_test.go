@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -208,11 +209,22 @@ func myTestHoldRefresh(t *testing.T, pool *sql.DB, sid string) *myHeldRefresh {
 	h := &myHeldRefresh{sid: sid, conn: conn, pool: pool}
 	myTestExec(t, conn, "START TRANSACTION")
 	myTestExec(t, conn, "UPDATE sessions SET expiry = UTC_TIMESTAMP() + INTERVAL 1 HOUR WHERE session_id = ?", sid)
-	if err := conn.QueryRowContext(context.Background(),
-		"SELECT trx_id FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = CONNECTION_ID()").Scan(&h.trxID); err != nil {
-		t.Fatal(err)
+	// InnoDB fills INNODB_TRX from a cache it refreshes only when the last
+	// read is over 100 ms old: right after the previous test's watcher
+	// polled it, it does not list this transaction yet, and reads closer
+	// together than that keep it stale.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := conn.QueryRowContext(context.Background(),
+			"SELECT trx_id FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = CONNECTION_ID()").Scan(&h.trxID)
+		if err == nil {
+			return h
+		}
+		if !errors.Is(err, sql.ErrNoRows) || time.Now().After(deadline) {
+			t.Fatalf("the held refresh's transaction: %v", err)
+		}
+		time.Sleep(150 * time.Millisecond)
 	}
-	return h
 }
 
 // commitWhenWaitedFor commits the refresh as soon as another transaction
@@ -230,7 +242,10 @@ func (h *myHeldRefresh) commitWhenWaitedFor(ctx context.Context, stop <-chan str
 		case <-backstop:
 			h.once.Do(func() { h.conn.ExecContext(ctx, "COMMIT") })
 			return false
-		case <-time.After(5 * time.Millisecond):
+		// Over 100 ms apart: InnoDB refreshes what INNODB_TRX and
+		// INNODB_LOCK_WAITS show only when their last read is older than
+		// that, so closer polls would keep reading the first snapshot.
+		case <-time.After(150 * time.Millisecond):
 		}
 		var waiters int
 		// INNODB_LOCK_WAITS does not always name the held transaction as
