@@ -35,6 +35,7 @@ func TestRealNode(t *testing.T) {
 			t.Run("native expiry/"+b.name, func(t *testing.T) { t.Parallel(); testNativeBackend(t, b) })
 		}
 	})
+	t.Run("cleanup gate: one run at a time per server", testGateOnePerServer)
 	t.Run("metrics scraped with a token", testMetricsScraped)
 	if t.Failed() {
 		return

@@ -8,10 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 )
@@ -41,6 +43,9 @@ func envOr(key, fallback string) string {
 }
 
 func TestMain(m *testing.M) {
+	// The tests' clients log nothing worth reading; say so, rather than let
+	// controller-runtime warn that no logger was set.
+	log.SetLogger(logr.Discard())
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		panic(err)
