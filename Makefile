@@ -13,9 +13,11 @@ IMG ?= ghcr.io/sessionstore/sessionstore-operator:$(VERSION)
 BIN_DIR := $(CURDIR)/bin
 CONTROLLER_GEN := $(BIN_DIR)/controller-gen
 ENVTEST_ASSETS := $(BIN_DIR)/k8s
+GO_TEST_FLAGS ?=
 # The tests run under the race detector: the manager's workers, the prober
-# and the gate share state. GO_TEST_FLAGS= turns it off for a quick run.
-GO_TEST_FLAGS ?= -race
+# and the gate share state. Kept apart from GO_TEST_FLAGS, which .ci/run
+# sets to -v; RACE= turns it off for a quick run.
+RACE ?= -race
 
 export KUBEBUILDER_ASSETS := $(ENVTEST_ASSETS)
 
@@ -55,8 +57,8 @@ services: ## Start Redis, PostgreSQL, memcached and FerretDB on loopback, instal
 test: tools services manifests generate vet ## Build what the tests need, start the servers, run every test, then the real-node e2e.
 	hack/check-generated.sh
 	hack/install-node.sh
-	go test $(GO_TEST_FLAGS) ./... -count=1 -timeout 30m
-	cd hack/image && go test $(GO_TEST_FLAGS) ./... -count=1
+	go test $(RACE) $(GO_TEST_FLAGS) ./... -count=1 -timeout 30m
+	cd hack/image && go test $(RACE) $(GO_TEST_FLAGS) ./... -count=1
 	$(MAKE) --no-print-directory e2e
 
 .PHONY: e2e
