@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -27,10 +26,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/internal/prober"
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
-
-	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 )
 
 // sessionStoreReconciler reconciles SessionStore objects.
