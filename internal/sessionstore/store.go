@@ -132,7 +132,9 @@ type Report struct {
 	Now     time.Time `json:"now"`
 	// Cutoff is Now less the grace period: what had expired by then went.
 	Cutoff time.Time `json:"cutoff,omitzero"`
-	// Scanned counts the sessions looked at.
+	// Scanned counts the sessions looked at. A session the app refreshed
+	// during the run may be counted twice where the store writes a
+	// refreshed row anew (PostgreSQL's heap walk can meet it again).
 	Scanned int64 `json:"scanned"`
 	// Expired counts the sessions found expired when their batch was
 	// processed; Deleted those removed (fewer than Expired in a dry run, or

@@ -35,13 +35,14 @@ func TestPostgresCleanupThroughTransactionPooler(t *testing.T) {
 	pooled := "postgresql://postgres@" + pooler + "/" + db + "?sslmode=disable"
 
 	var stop atomic.Bool
+	var refreshes atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := pgTestAppTraffic(ctx, pooled, &stop); err != nil {
+			if err := pgTestAppTraffic(ctx, pooled, &stop, &refreshes); err != nil {
 				errs <- err
 			}
 		}()
@@ -61,8 +62,14 @@ func TestPostgresCleanupThroughTransactionPooler(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Cleanup through the pooler: %v", err)
 	}
-	if rep.Deleted != 2000 || rep.Expired != 2000 || rep.Scanned != 3000 || rep.Batches < 10 {
-		t.Fatalf("report %+v; want 2000 of 3000 deleted in batches", rep)
+	// A refresh writes the row anew; where the new version lands in a
+	// part of the heap not yet walked, the walk reads that session twice.
+	// So Scanned is 3000 plus at most one per refresh, and exact only
+	// without app traffic (TestPostgresCleanupFlaskInterop and others).
+	t.Logf("scanned %d in %d batches, while the app made %d refreshes", rep.Scanned, rep.Batches, refreshes.Load())
+	if rep.Deleted != 2000 || rep.Expired != 2000 || rep.Batches < 10 ||
+		rep.Scanned < 3000 || rep.Scanned > 3000+refreshes.Load() {
+		t.Fatalf("report %+v after %d refreshes; want 2000 of 3000 deleted in batches", rep, refreshes.Load())
 	}
 	if n := pgTestCount(t, direct, "sessions"); n != 1000 {
 		t.Fatalf("%d rows left, want the 1000 live ones", n)
@@ -101,7 +108,8 @@ func pgTestSettings(t *testing.T, conn *pgx.Conn) string {
 
 // pgTestAppTraffic reads and refreshes live sessions through url, as an app
 // does, until stop; with the simple protocol, as apps behind PgBouncer must.
-func pgTestAppTraffic(ctx context.Context, url string, stop *atomic.Bool) error {
+// It counts its refreshes in refreshes.
+func pgTestAppTraffic(ctx context.Context, url string, stop *atomic.Bool, refreshes *atomic.Int64) error {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return err
@@ -117,6 +125,7 @@ func pgTestAppTraffic(ctx context.Context, url string, stop *atomic.Bool) error 
 		if _, err := c.Exec(ctx, `UPDATE sessions SET data = data WHERE session_id = $1`, sid); err != nil {
 			return err
 		}
+		refreshes.Add(1)
 		var n int
 		if err := c.QueryRow(ctx, `SELECT count(*) FROM sessions WHERE session_id = $1`, sid).Scan(&n); err != nil {
 			return err
