@@ -22,11 +22,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
 	"github.com/sessionstore/sessionstore-operator/controllers"
+	"github.com/sessionstore/sessionstore-operator/internal/metricsauth"
 	"github.com/sessionstore/sessionstore-operator/internal/version"
 )
 
@@ -140,7 +140,7 @@ func newManager(f *managerFlags, namespaces []string) (ctrl.Manager, error) {
 	utilruntime.Must(v1.AddToScheme(scheme))
 	metricsOpts := metricsserver.Options{BindAddress: f.metricsAddr, SecureServing: f.secureMetrics}
 	if f.secureMetrics {
-		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+		metricsOpts.FilterProvider = metricsauth.FilterProvider
 	}
 	restConfig, err := loadRESTConfig(f.kubeconfig)
 	if err != nil {
