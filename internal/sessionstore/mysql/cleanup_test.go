@@ -218,7 +218,7 @@ func TestMySQLBatchesFollowTheShareOfExpiredRows(t *testing.T) {
 	_, s, pool := myTestSessionsTable(t)
 	s.(*myStore).maxBatch = 10 // the batch does not grow: this is about the reads
 	myTestExec(t, pool, `INSERT INTO sessions (session_id, data, expiry)
-		SELECT CONCAT('session:', seq), x'80', UTC_TIMESTAMP() + INTERVAL IF(seq % 10 = 0, -1, 1) HOUR FROM seq_1_to_2000`)
+		SELECT CONCAT('session:', seq), x'80', UTC_TIMESTAMP() + INTERVAL IF(seq % 10 = 0, -1, 1) HOUR FROM `+myTestSeq(2000))
 	var perBatch []int64
 	var last int64
 	rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10, Progress: func(r sessionstore.Report) {

@@ -1,12 +1,14 @@
 package mysql
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,13 +19,14 @@ import (
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore/storetest"
 )
 
-// The tests run against the real MariaDB that hack/start-services.sh starts
-// (root with an empty password on 127.0.0.1:3306); each makes a database of
-// its own and drops it afterwards.
-const (
-	myTestHost    = "127.0.0.1:3306"
-	myTestFlaskPy = "flask_sqlalchemy_mysql.py"
-)
+// The tests run against a real server that hack/start-services.sh starts,
+// root with an empty password: MariaDB on 127.0.0.1:3306 unless
+// SESSIONSTORE_MYSQL_TEST_ADDR names another (make test reruns them against
+// MySQL 8.0 on 127.0.0.1:3307). Each makes a database of its own and drops
+// it afterwards.
+var myTestHost = cmp.Or(os.Getenv("SESSIONSTORE_MYSQL_TEST_ADDR"), "127.0.0.1:3306")
+
+const myTestFlaskPy = "flask_sqlalchemy_mysql.py"
 
 func myTestRandom() string {
 	b := make([]byte, 6)
@@ -52,7 +55,7 @@ func myTestOpen(t testing.TB, db string) *sql.DB {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := pool.PingContext(ctx); err != nil {
-		t.Fatalf("MariaDB at %s is not reachable (%v); run hack/start-services.sh", myTestHost, err)
+		t.Fatalf("MySQL/MariaDB at %s is not reachable (%v); run hack/start-services.sh", myTestHost, err)
 	}
 	return pool
 }
@@ -116,7 +119,32 @@ func myTestRows(t *testing.T, pool *sql.DB, table string, rows map[string]string
 func myTestFill(t *testing.T, pool *sql.DB, prefix string, n int, offset string) {
 	t.Helper()
 	myTestExec(t, pool, `INSERT INTO sessions (session_id, data, expiry)
-		SELECT CONCAT(?, seq), x'80049500', UTC_TIMESTAMP() + `+offset+` FROM seq_1_to_`+fmt.Sprint(n), prefix)
+		SELECT CONCAT(?, seq), x'80049500', UTC_TIMESTAMP() + `+offset+` FROM `+myTestSeq(n), prefix)
+}
+
+// myTestSeq is a derived table of the integers 1..n in a column seq, made
+// of cross-joined digits: MariaDB's seq_1_to_<n> tables do not exist on
+// MySQL, and its recursive CTEs stop at 1000 rows by default.
+func myTestSeq(n int) string {
+	const digits = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4" +
+		" UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9)"
+	expr, from := "1", ""
+	for i, scale := 0, 1; scale < n; i, scale = i+1, scale*10 {
+		expr += fmt.Sprintf(" + %d * d%d.d", scale, i)
+		from += fmt.Sprintf(", %s AS d%d", digits, i)
+	}
+	return fmt.Sprintf("(SELECT * FROM (SELECT %s AS seq FROM (SELECT 1) AS one%s) AS all_seq WHERE seq <= %d) AS seqs", expr, from, n)
+}
+
+// myTestMariaDB tells whether the server under test is MariaDB (else it
+// is MySQL), as the store does, for the tests whose outcome differs.
+func myTestMariaDB(t testing.TB) bool {
+	t.Helper()
+	var version string
+	if err := myTestOpen(t, "").QueryRow("SELECT VERSION()").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	return myParseVersion(version).mariaDB
 }
 
 // myTestLeft lists the session_ids left in table, sorted.
