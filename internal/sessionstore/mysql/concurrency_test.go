@@ -21,12 +21,12 @@ import (
 // cleanup. Every refresh that took effect must leave its session alive, and
 // the cleanup must never wait for the held lock.
 //
-// It runs for both ways of deleting: MariaDB's one DELETE that never waits
-// (falling back to the locking transaction for the held row), and the
-// locking transaction alone, as on MySQL.
+// It runs for the server's own way of deleting (MariaDB's one DELETE that
+// never waits, falling back to the locking transaction for the held row;
+// MySQL's locking transaction) and for the locking transaction alone.
 func TestMySQLCleanupKeepsRefreshedSessions(t *testing.T) {
 	for _, lockPath := range []bool{false, true} {
-		t.Run(map[bool]string{false: "no-wait delete", true: "locking transaction"}[lockPath], func(t *testing.T) {
+		t.Run(map[bool]string{false: "server's own delete", true: "locking transaction"}[lockPath], func(t *testing.T) {
 			myTestKeepsRefreshed(t, lockPath)
 		})
 	}
@@ -56,6 +56,11 @@ func TestMySQLRefreshRaceCatchesABrokenDelete(t *testing.T) {
 	t.Logf("%+v", out)
 	if out.lost == 0 {
 		t.Fatal("the broken delete lost no refreshed session: the race does not test the re-check")
+	}
+	// It deletes the held row without SKIP LOCKED, so it waits for it: the
+	// watcher must see that, or it could not tell a correct cleanup waiting.
+	if !out.waitedForHeldLock {
+		t.Fatal("the watcher did not see the broken delete wait for the held row lock")
 	}
 }
 
@@ -87,6 +92,11 @@ func myTestRefreshRace(t *testing.T, broken, lockPath bool) myRaceOutcome {
 	watchDone := make(chan bool, 1)
 	stopWatch := make(chan struct{})
 	go func() { watchDone <- held.commitWhenWaitedFor(ctx, stopWatch) }()
+	t.Cleanup(func() {
+		if held.watchErr != nil {
+			t.Errorf("the lock wait watcher: %v", held.watchErr)
+		}
+	})
 
 	rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 10, Progress: func(r sessionstore.Report) { batches.Store(int64(r.Batches)) }})
 	close(stopWatch)
@@ -197,6 +207,10 @@ type myHeldRefresh struct {
 	trxID string
 	pool  *sql.DB
 	once  sync.Once
+	// waitsSQL counts the transactions waiting for trxID's locks (one ?).
+	waitsSQL string
+	// watchErr is why the watcher stopped reading the lock waits.
+	watchErr error
 }
 
 func myTestHoldRefresh(t *testing.T, pool *sql.DB, sid string) *myHeldRefresh {
@@ -206,7 +220,7 @@ func myTestHoldRefresh(t *testing.T, pool *sql.DB, sid string) *myHeldRefresh {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	h := &myHeldRefresh{sid: sid, conn: conn, pool: pool}
+	h := &myHeldRefresh{sid: sid, conn: conn, pool: pool, waitsSQL: myTestLockWaitsSQL(myTestMariaDB(t))}
 	myTestExec(t, conn, "START TRANSACTION")
 	myTestExec(t, conn, "UPDATE sessions SET expiry = UTC_TIMESTAMP() + INTERVAL 1 HOUR WHERE session_id = ?", sid)
 	// InnoDB fills INNODB_TRX from a cache it refreshes only when the last
@@ -242,22 +256,36 @@ func (h *myHeldRefresh) commitWhenWaitedFor(ctx context.Context, stop <-chan str
 		case <-backstop:
 			h.once.Do(func() { h.conn.ExecContext(ctx, "COMMIT") })
 			return false
-		// Over 100 ms apart: InnoDB refreshes what INNODB_TRX and
-		// INNODB_LOCK_WAITS show only when their last read is older than
+		// Over 100 ms apart: InnoDB refreshes what INNODB_TRX (and
+		// MariaDB's INNODB_LOCK_WAITS) show only when their last read is older than
 		// that, so closer polls would keep reading the first snapshot.
 		case <-time.After(150 * time.Millisecond):
 		}
 		var waiters int
-		// INNODB_LOCK_WAITS does not always name the held transaction as
-		// the blocker (seen on MariaDB 10.11 with a long purge backlog): a
-		// cleanup DELETE waiting for a lock counts too.
-		if err := h.pool.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS WHERE blocking_trx_id = ?)
-			+ (SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE 'DELETE%')`,
-			h.trxID).Scan(&waiters); err == nil && waiters > 0 {
+		if err := h.pool.QueryRowContext(ctx, h.waitsSQL, h.trxID).Scan(&waiters); err != nil {
+			h.watchErr = err
+			h.once.Do(func() { h.conn.ExecContext(ctx, "COMMIT") })
+			return false
+		}
+		if waiters > 0 {
 			h.once.Do(func() { h.conn.ExecContext(ctx, "COMMIT") })
 			return true
 		}
 	}
+}
+
+// myTestLockWaitsSQL counts the transactions waiting for a lock of the
+// transaction ?. MariaDB lists lock waits in information_schema's
+// INNODB_LOCK_WAITS, which MySQL 8 dropped for performance_schema's
+// data_lock_waits. INNODB_LOCK_WAITS does not always name the held
+// transaction as the blocker (seen on MariaDB 10.11 with a long purge
+// backlog): a cleanup DELETE waiting for a lock counts too.
+func myTestLockWaitsSQL(mariaDB bool) string {
+	waits := "SELECT COUNT(*) FROM performance_schema.data_lock_waits WHERE BLOCKING_ENGINE_TRANSACTION_ID = ?"
+	if mariaDB {
+		waits = "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS WHERE blocking_trx_id = ?"
+	}
+	return "SELECT (" + waits + ") + (SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE 'DELETE%')"
 }
 
 func (h *myHeldRefresh) commit(t *testing.T) {
