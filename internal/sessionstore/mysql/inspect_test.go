@@ -2,12 +2,50 @@ package mysql
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"github.com/sessionstore/sessionstore-operator/internal/sessionstore"
 )
+
+// TestMySQLServerKind: the store tells MariaDB from MySQL by VERSION(), and
+// what it picks for each holds on the server under test: MariaDB's
+// one-statement DELETE that never waits needs its SET STATEMENT, which
+// MySQL 8 rejects as a syntax error (1064), so there the batches lock with
+// SKIP LOCKED instead; sequences are MariaDB's alone.
+func TestMySQLServerKind(t *testing.T) {
+	ctx := myTestCtx(t)
+	_, s, pool := myTestSessionsTable(t)
+	store := s.(*myStore)
+	conn, err := store.myConn(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	info, err := store.myInspect(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var version string
+	if err := pool.QueryRow("SELECT VERSION()").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	mariaDB := strings.Contains(version, "MariaDB")
+	if info.server.mariaDB != mariaDB || !info.server.skipLocked() || info.server.sequences() != mariaDB {
+		t.Fatalf("server %q read as %+v (SKIP LOCKED %v, sequences %v)", version, info.server, info.server.skipLocked(), info.server.sequences())
+	}
+	_, err = pool.Exec("SET STATEMENT innodb_lock_wait_timeout = 0 FOR DELETE FROM sessions WHERE id = 0")
+	var myErr *mysql.MySQLError
+	if mariaDB && err != nil || !mariaDB && !(errors.As(err, &myErr) && myErr.Number == 1064) {
+		t.Fatalf("%s: SET STATEMENT ... FOR DELETE gave %v", version, err)
+	}
+	t.Logf("%s: %+v", version, info.server)
+}
 
 // TestMySQLInspectDoesNotWaitOnOtherDatabases: a CREATE TABLE ... AS SELECT
 // in another database holds its new table's exclusive metadata lock until it
