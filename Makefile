@@ -58,6 +58,7 @@ test: tools services manifests generate vet ## Build what the tests need, start 
 	hack/check-generated.sh
 	hack/install-node.sh
 	go test $(RACE) $(GO_TEST_FLAGS) ./... -count=1 -timeout 30m
+	SESSIONSTORE_MYSQL_TEST_ADDR=127.0.0.1:3307 go test $(RACE) $(GO_TEST_FLAGS) ./internal/sessionstore/mysql -count=1
 	cd hack/image && go test $(RACE) $(GO_TEST_FLAGS) ./... -count=1
 	$(MAKE) --no-print-directory e2e
 
