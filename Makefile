@@ -54,9 +54,10 @@ services: ## Start Redis, PostgreSQL, memcached and FerretDB on loopback, instal
 	hack/start-services.sh
 
 .PHONY: test
-test: tools services manifests generate vet ## Build what the tests need, start the servers, run every test, then the real-node e2e.
+test: tools manifests generate vet ## Build what the tests need, start the servers, run every test, then the real-node e2e.
 	hack/check-generated.sh
-	hack/install-node.sh
+	@# The servers' packages install while the node's binaries build (CPU).
+	hack/start-services.sh & services=$$!; hack/install-node.sh; built=$$?; wait $$services && exit $$built
 	go test $(RACE) $(GO_TEST_FLAGS) ./... -count=1 -timeout 30m
 	SESSIONSTORE_MYSQL_TEST_ADDR=127.0.0.1:3307 go test $(RACE) $(GO_TEST_FLAGS) ./internal/sessionstore/mysql -count=1
 	cd hack/image && go test $(RACE) $(GO_TEST_FLAGS) ./... -count=1

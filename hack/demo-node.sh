@@ -31,9 +31,14 @@ teardown() {
 }
 
 step "building the node's binaries (first run only) and the operator's image"
-hack/install-node.sh
 hack/install-tools.sh etcd kube-apiserver ferretdb
-hack/start-services.sh
+# The servers' packages install while the node's binaries build; the demo
+# needs no Helm (only the e2e's second pass does).
+hack/start-services.sh >bin/demo-services.log 2>&1 &
+services_pid=$!
+hack/install-node.sh apt kube containerd runc cni
+wait "$services_pid" || { cat bin/demo-services.log >&2; exit 1; }
+cat bin/demo-services.log
 # The image builds while the node comes up; it is needed only to import it.
 make --no-print-directory image IMG="$IMG" >bin/demo-image.log 2>&1 &
 image_pid=$!
