@@ -6,6 +6,7 @@ package storetest
 
 import (
 	"encoding/json"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -54,7 +55,20 @@ func RunFlask(t testing.TB, script, stdin string, args ...string) []byte {
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("%s %v: %v\n%s\n(the real Flask-Session comes from Debian's packages: run hack/start-services.sh)",
-			script, args, err, stderr.String())
+			script, redacted(args), err, stderr.String())
+	}
+	return out
+}
+
+// redacted is args with the password of any URL among them masked, so a
+// failure does not print the test's credentials.
+func redacted(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = a
+		if u, err := url.Parse(a); err == nil && u.User != nil {
+			out[i] = u.Redacted()
+		}
 	}
 	return out
 }
