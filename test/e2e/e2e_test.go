@@ -26,16 +26,19 @@ import (
 func TestRealNode(t *testing.T) {
 	t.Run("operator installed restricted", testOperatorInstalled)
 	t.Run("lease held", testLeaseHeld)
-	// The backends share nothing but the operator: checked side by side.
-	t.Run("backends", func(t *testing.T) {
+	// The backends and the gate's tests share nothing but the operator:
+	// each has its namespace, and each gate test its policy and stores.
+	t.Run("backends and gate", func(t *testing.T) {
 		for _, b := range cleanupBackends() {
 			t.Run("cleanup pod/"+b.name, func(t *testing.T) { t.Parallel(); testCleanupBackend(t, b) })
 		}
 		for _, b := range nativeBackends() {
 			t.Run("native expiry/"+b.name, func(t *testing.T) { t.Parallel(); testNativeBackend(t, b) })
 		}
+		t.Run("cleanup gate/one run at a time per server", func(t *testing.T) { t.Parallel(); testGateOnePerServer(t) })
+		t.Run("cleanup gate/deny window then run-now", func(t *testing.T) { t.Parallel(); testGateDenyWindowThenRunNow(t) })
+		t.Run("cleanup gate/run past its deadline skipped", func(t *testing.T) { t.Parallel(); testGateSkipsARunPastItsDeadline(t) })
 	})
-	t.Run("cleanup gate: one run at a time per server", testGateOnePerServer)
 	t.Run("metrics scraped with a token", testMetricsScraped)
 	if t.Failed() {
 		return

@@ -4,11 +4,13 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
@@ -20,36 +22,21 @@ import (
 
 // gateStores is how many stores share one PostgreSQL server under a policy
 // allowing one run at a time on it.
-const gateStores = 3
+const gateStores = 5
 
 // testGateOnePerServer: a ClusterSessionCleanupPolicy with maxPerServer 1
-// governs three stores on one PostgreSQL server. Their runs, asked for at
+// governs five stores on one PostgreSQL server. Their runs, asked for at
 // once by `kubectl create job --from`, wait their turn: the real Job
 // controller and kubelet never run two at once, and each starts when the
 // one before finishes.
 func testGateOnePerServer(t *testing.T) {
 	g := NewWithT(t)
 	ns := restrictedNamespace(t, "e2e-gate-"+installMode)
-	createSecret(t, ns, "pg", map[string]string{"username": "postgres", "password": "trust auth: any"})
-	createGatePolicy(t)
+	pgSecret(t, ns)
+	policy := createGatePolicy(t, "e2e-gate-"+installMode, v1.ClusterSessionCleanupPolicySpec{
+		Concurrency: v1.CleanupConcurrency{MaxPerServer: ptr.To[int32](1)}, StartingDeadlineSeconds: 3600})
 	for i := range gateStores {
-		store := newStore(ns, fmt.Sprintf("pg-%d", i), v1.SessionStoreSpec{Backend: v1.BackendPostgreSQL,
-			PostgreSQL: &v1.PostgreSQLSpec{Host: nodeIP, Database: "postgres", Table: fmt.Sprintf("gate_%s_%d", installMode, i),
-				SSLMode: "disable", CredentialsSecretRef: &v1.SecretReference{Name: "pg"}}})
-		store.Labels = map[string]string{"e2e-gate": installMode}
-		g.Expect(k8sClient.Create(ctx(), store)).To(Succeed())
-		// The later checks count one store per backend: these go first.
-		t.Cleanup(func() {
-			_ = k8sClient.Delete(ctx(), store)
-			waitGone(t, store)
-		})
-	}
-	for i := range gateStores {
-		g.Eventually(func(g Gomega) {
-			cj := &batchv1.CronJob{}
-			g.Expect(k8sClient.Get(ctx(), client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("pg-%d-cleanup", i)}, cj)).To(Succeed())
-			g.Expect(ptr.Deref(cj.Spec.JobTemplate.Spec.Suspend, false)).To(BeTrue(), "the governed job template is suspended")
-		}, e2eTimeout, poll).Should(Succeed())
+		gatedPostgresStore(t, ns, fmt.Sprintf("pg-%d", i), policy)
 	}
 
 	watcher := watchStartedJobs(t, ns)
@@ -69,27 +56,61 @@ func testGateOnePerServer(t *testing.T) {
 		}
 		g.Expect(complete).To(Equal(gateStores))
 	}, 3*e2eTimeout, poll).Should(Succeed())
+	// The watch may deliver the last start after the poll saw it complete.
+	g.Eventually(func() int { _, started := watcher.counts(); return started }, e2eTimeout, poll).Should(Equal(gateStores))
 	most, starts := watcher.stop()
 	g.Expect(most).To(Equal(1), "never more than one started, unfinished Job on the server")
 	g.Expect(starts).To(Equal(gateStores), "each Job started once")
 }
 
-// createGatePolicy makes the pass's policy, selecting only this test's
-// stores, whose own schedule never comes during the test; it is deleted
-// when the test ends.
-func createGatePolicy(t *testing.T) {
+// pgSecret gives ns the Secret "pg" with the node's PostgreSQL credentials
+// (trust auth: any password).
+func pgSecret(t *testing.T, ns string) {
 	t.Helper()
-	policy := &v1.ClusterSessionCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "e2e-gate-" + installMode},
-		Spec: v1.ClusterSessionCleanupPolicySpec{
-			Selector: v1.CleanupPolicySelector{StoreSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{"e2e-gate": installMode}}},
-			Defaults:    v1.CleanupPolicyDefaults{Schedule: "0 0 1 1 *"},
-			Concurrency: v1.CleanupConcurrency{MaxPerServer: ptr.To[int32](1)}, StartingDeadlineSeconds: 3600,
-		}}
+	createSecret(t, ns, "pg", map[string]string{"username": "postgres", "password": "trust auth: any"})
+}
+
+// gatePolicyLabel marks the stores a gate test's policy selects: its value
+// is the policy's name.
+const gatePolicyLabel = "e2e-gate"
+
+// createGatePolicy makes a policy named name with spec, selecting only the
+// stores labelled for it, whose own schedule never comes during the test;
+// it is deleted when the test ends.
+func createGatePolicy(t *testing.T, name string, spec v1.ClusterSessionCleanupPolicySpec) *v1.ClusterSessionCleanupPolicy {
+	t.Helper()
+	spec.Selector.StoreSelector = &metav1.LabelSelector{MatchLabels: map[string]string{gatePolicyLabel: name}}
+	spec.Defaults.Schedule = yearlySchedule
+	policy := &v1.ClusterSessionCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
 	if err := k8sClient.Create(ctx(), policy); err != nil {
 		t.Fatalf("creating the policy: %v", err)
 	}
 	t.Cleanup(func() { _ = k8sClient.Delete(ctx(), policy) })
+	return policy
+}
+
+// gatedPostgresStore makes a PostgreSQL store on the node's server, in a
+// table of its own, with the credentials of ns's Secret "pg" (pgSecret), governed by policy, and waits for its CronJob's
+// suspended job template. The store is deleted, and gone, when the test
+// ends: the later checks count one store per backend.
+func gatedPostgresStore(t *testing.T, ns, name string, policy *v1.ClusterSessionCleanupPolicy) *v1.SessionStore {
+	t.Helper()
+	g := NewWithT(t)
+	store := newStore(ns, name, v1.SessionStoreSpec{Backend: v1.BackendPostgreSQL,
+		PostgreSQL: &v1.PostgreSQLSpec{Host: nodeIP, Database: "postgres", Table: strings.ReplaceAll(ns+"_"+name, "-", "_"),
+			SSLMode: "disable", CredentialsSecretRef: &v1.SecretReference{Name: "pg"}}})
+	store.Labels = map[string]string{gatePolicyLabel: policy.Name}
+	g.Expect(k8sClient.Create(ctx(), store)).To(Succeed())
+	t.Cleanup(func() {
+		_ = k8sClient.Delete(ctx(), store)
+		waitGone(t, store)
+	})
+	g.Eventually(func(g Gomega) {
+		cj := &batchv1.CronJob{}
+		g.Expect(k8sClient.Get(ctx(), client.ObjectKey{Namespace: ns, Name: name + "-cleanup"}, cj)).To(Succeed())
+		g.Expect(ptr.Deref(cj.Spec.JobTemplate.Spec.Suspend, false)).To(BeTrue(), "the governed job template is suspended")
+	}, e2eTimeout, poll).Should(Succeed())
+	return store
 }
 
 // startedJobs follows a namespace's Jobs through a watch, so no overlap
@@ -150,12 +171,25 @@ func (s *startedJobs) follow() {
 	}
 }
 
+// counts returns the most Jobs seen running at once so far and how many
+// started.
+func (s *startedJobs) counts() (most, started int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.most, len(s.started)
+}
+
+// podsOf counts the Pods of a Job.
+func podsOf(g Gomega, ns, job string) int {
+	pods := &corev1.PodList{}
+	g.Expect(k8sClient.List(ctx(), pods, client.InNamespace(ns), client.MatchingLabels{"job-name": job})).To(Succeed())
+	return len(pods.Items)
+}
+
 // stop ends the watch and returns the most Jobs seen running at once and
 // how many started.
 func (s *startedJobs) stop() (most, started int) {
 	s.w.Stop()
 	<-s.done
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.most, len(s.started)
+	return s.counts()
 }
