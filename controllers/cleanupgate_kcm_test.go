@@ -24,6 +24,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/jobwatch"
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 	"github.com/sessionstore/sessionstore-operator/internal/testservers"
 )
@@ -162,7 +163,7 @@ func TestGateWithTheRealCronJobAndJobControllers(t *testing.T) {
 	for i := 0; i < stores; i++ {
 		g.Expect(cp.client.Create(ctx(), filesystemStore(ns, string(rune('a'+i))+"-store"))).To(Succeed())
 	}
-	monitor := monitorConcurrencyOn(t, cp.cfg, ns)
+	monitor := jobwatch.Start(t, cp.cfg, ns)
 
 	// The real CronJob controller makes every store's Job from the suspended
 	// template at the next minute; the gate starts one, and the real Job
@@ -204,7 +205,7 @@ func TestGateWithTheRealCronJobAndJobControllers(t *testing.T) {
 		}, eventually, poll).Should(Succeed())
 		done[started[0].Name] = true
 	}
-	g.Expect(monitor.max()).To(Equal(1), "never more than one started, unfinished Job on the server")
+	g.Expect(maxStarted(monitor)).To(Equal(1), "never more than one started, unfinished Job on the server")
 }
 
 // startedOf are the Jobs started and not finished.

@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,13 +12,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/jobwatch"
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
 
@@ -123,57 +121,16 @@ func startedUnfinished(g Gomega, ns string) []string {
 	return out
 }
 
-// concurrencyMonitor watches every Job event of a namespace and keeps the
-// most Jobs it ever saw started and unfinished at once.
-type concurrencyMonitor struct {
-	mu      sync.Mutex
-	active  map[string]bool
-	maxSeen int
-	stop    func()
+// maxStarted is the most Jobs the watch saw started and unfinished at once.
+func maxStarted(w *jobwatch.Watch) int {
+	most, _ := w.Counts()
+	return most
 }
 
-func monitorConcurrency(t *testing.T, ns string) *concurrencyMonitor {
+// monitorConcurrency follows ns's Jobs on the suite's API server.
+func monitorConcurrency(t *testing.T, ns string) *jobwatch.Watch {
 	t.Helper()
-	return monitorConcurrencyOn(t, testCfg, ns)
-}
-
-func monitorConcurrencyOn(t *testing.T, cfg *rest.Config, ns string) *concurrencyMonitor {
-	t.Helper()
-	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: testScheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := wc.Watch(ctx(), &batchv1.JobList{}, client.InNamespace(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &concurrencyMonitor{active: map[string]bool{}, stop: w.Stop}
-	go func() {
-		for ev := range w.ResultChan() {
-			job, ok := ev.Object.(*batchv1.Job)
-			if !ok {
-				continue
-			}
-			m.mu.Lock()
-			m.active[job.Name] = ev.Type != watch.Deleted && !ptr.Deref(job.Spec.Suspend, false) && !jobFinished(job)
-			n := 0
-			for _, a := range m.active {
-				if a {
-					n++
-				}
-			}
-			m.maxSeen = max(m.maxSeen, n)
-			m.mu.Unlock()
-		}
-	}()
-	t.Cleanup(w.Stop)
-	return m
-}
-
-func (m *concurrencyMonitor) max() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.maxSeen
+	return jobwatch.Start(t, testCfg, ns)
 }
 
 func getPolicy(g Gomega, name string) *v1.ClusterSessionCleanupPolicy {
@@ -212,7 +169,7 @@ func TestGateStartsOneRunPerServerAtATime(t *testing.T) {
 		finishJob(t, ns, started[0]) // the next starts when one finishes
 		finished = append(finished, started[0])
 	}
-	g.Expect(monitor.max()).To(Equal(1), "never more than one started, unfinished Job on the server")
+	g.Expect(maxStarted(monitor)).To(Equal(1), "never more than one started, unfinished Job on the server")
 	g.Eventually(func(g Gomega) {
 		st := getPolicy(g, "gate-one-per-server").Status
 		g.Expect([]int32{st.Running, st.Waiting}).To(Equal([]int32{0, 0}))

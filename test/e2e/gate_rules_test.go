@@ -33,7 +33,7 @@ func testGateDenyWindowThenRunNow(t *testing.T) {
 	policy := createGatePolicy(t, name, v1.ClusterSessionCleanupPolicySpec{StartingDeadlineSeconds: 3600,
 		Windows: []v1.CleanupWindow{{Kind: v1.WindowDeny, Schedule: "* * * * *", Duration: metav1.Duration{Duration: time.Hour}}}})
 	store := gatedPostgresStore(t, ns, "held", policy)
-	watcher := watchStartedJobs(t, ns)
+	watcher := startJobWatch(t, ns)
 
 	token := "e2e-run-now-" + installMode
 	patch := client.MergeFrom(store.DeepCopy())
@@ -50,7 +50,7 @@ func testGateDenyWindowThenRunNow(t *testing.T) {
 		g.Expect(st.WindowState).To(Equal(v1.WindowStateDenied))
 	}, e2eTimeout, poll).Should(Succeed())
 	g.Expect(ptr.Deref(job.Spec.Suspend, false)).To(BeTrue(), "made suspended, for the gate")
-	g.Consistently(func() int { _, started := watcher.counts(); return started }, heldFor, poll).
+	g.Consistently(func() int { _, started := watcher.Counts(); return started }, heldFor, poll).
 		Should(BeZero(), "a deny window starts nothing, run-now included")
 	g.Expect(podsOf(g, ns, job.Name)).To(BeZero())
 
@@ -65,8 +65,8 @@ func testGateDenyWindowThenRunNow(t *testing.T) {
 		g.Expect(result.Succeeded).To(BeTrue(), "run-now's run: %s", result.Message)
 	}, e2eTimeout, poll).Should(Succeed())
 	// The watch may deliver the start after the poll saw the completion.
-	g.Eventually(func() int { _, started := watcher.counts(); return started }, e2eTimeout, poll).Should(Equal(1))
-	most, started := watcher.stop()
+	g.Eventually(func() int { _, started := watcher.Counts(); return started }, e2eTimeout, poll).Should(Equal(1))
+	most, started := watcher.Stop()
 	g.Expect([]int{most, started}).To(Equal([]int{1, 1}), "the held Job started once, when the window went")
 }
 
@@ -81,7 +81,7 @@ func testGateSkipsARunPastItsDeadline(t *testing.T) {
 	pgSecret(t, ns)
 	policy := createGatePolicy(t, name, v1.ClusterSessionCleanupPolicySpec{Suspend: true, StartingDeadlineSeconds: 5})
 	gatedPostgresStore(t, ns, "late", policy)
-	watcher := watchStartedJobs(t, ns)
+	watcher := startJobWatch(t, ns)
 
 	kubectl(t, "create", "job", "-n", ns, "--from=cronjob/late-cleanup", "late-run")
 	held := &batchv1.Job{}
@@ -102,7 +102,7 @@ func testGateSkipsARunPastItsDeadline(t *testing.T) {
 	}, e2eTimeout, poll).Should(Succeed())
 	// Both times are whole seconds, as the API server keeps them.
 	g.Expect(skipped.Sub(held.CreationTimestamp.Time)).To(BeNumerically(">=", 5*time.Second), "not skipped before its deadline")
-	most, started := watcher.stop()
+	most, started := watcher.Stop()
 	g.Expect([]int{most, started}).To(Equal([]int{0, 0}), "the skipped run never started")
 	g.Expect(podsOf(g, ns, "late-run")).To(BeZero())
 }

@@ -5,19 +5,18 @@ package e2e
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/jobwatch"
 )
 
 // gateStores is how many stores share one PostgreSQL server under a policy
@@ -39,7 +38,7 @@ func testGateOnePerServer(t *testing.T) {
 		gatedPostgresStore(t, ns, fmt.Sprintf("pg-%d", i), policy)
 	}
 
-	watcher := watchStartedJobs(t, ns)
+	watcher := startJobWatch(t, ns)
 	for i := range gateStores {
 		kubectl(t, "create", "job", "-n", ns, fmt.Sprintf("--from=cronjob/pg-%d-cleanup", i), fmt.Sprintf("run-%d", i))
 	}
@@ -57,8 +56,8 @@ func testGateOnePerServer(t *testing.T) {
 		g.Expect(complete).To(Equal(gateStores))
 	}, 3*e2eTimeout, poll).Should(Succeed())
 	// The watch may deliver the last start after the poll saw it complete.
-	g.Eventually(func() int { _, started := watcher.counts(); return started }, e2eTimeout, poll).Should(Equal(gateStores))
-	most, starts := watcher.stop()
+	g.Eventually(func() int { _, started := watcher.Counts(); return started }, e2eTimeout, poll).Should(Equal(gateStores))
+	most, starts := watcher.Stop()
 	g.Expect(most).To(Equal(1), "never more than one started, unfinished Job on the server")
 	g.Expect(starts).To(Equal(gateStores), "each Job started once")
 }
@@ -113,72 +112,6 @@ func gatedPostgresStore(t *testing.T, ns, name string, policy *v1.ClusterSession
 	return store
 }
 
-// startedJobs follows a namespace's Jobs through a watch, so no overlap
-// between polls can be missed: the most started, unfinished Jobs at once,
-// and how many Jobs ever started.
-type startedJobs struct {
-	mu      sync.Mutex
-	running map[string]bool
-	started map[string]bool
-	most    int
-	w       watch.Interface
-	done    chan struct{}
-}
-
-func watchStartedJobs(t *testing.T, ns string) *startedJobs {
-	t.Helper()
-	cfg, err := config.GetConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: k8sClient.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := wc.Watch(ctx(), &batchv1.JobList{}, client.InNamespace(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &startedJobs{running: map[string]bool{}, started: map[string]bool{}, w: w, done: make(chan struct{})}
-	go s.follow()
-	t.Cleanup(func() { s.stop() })
-	return s
-}
-
-func (s *startedJobs) follow() {
-	defer close(s.done)
-	for ev := range s.w.ResultChan() {
-		job, ok := ev.Object.(*batchv1.Job)
-		if !ok {
-			continue
-		}
-		s.mu.Lock()
-		// Started: no longer suspended (the gate's doing) and not finished.
-		active := ev.Type != watch.Deleted && !ptr.Deref(job.Spec.Suspend, false) &&
-			!jobDone(job, batchv1.JobComplete) && !jobDone(job, batchv1.JobFailed)
-		if active {
-			s.started[job.Name] = true
-		}
-		s.running[job.Name] = active
-		count := 0
-		for _, r := range s.running {
-			if r {
-				count++
-			}
-		}
-		s.most = max(s.most, count)
-		s.mu.Unlock()
-	}
-}
-
-// counts returns the most Jobs seen running at once so far and how many
-// started.
-func (s *startedJobs) counts() (most, started int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.most, len(s.started)
-}
-
 // podsOf counts the Pods of a Job.
 func podsOf(g Gomega, ns, job string) int {
 	pods := &corev1.PodList{}
@@ -186,10 +119,12 @@ func podsOf(g Gomega, ns, job string) int {
 	return len(pods.Items)
 }
 
-// stop ends the watch and returns the most Jobs seen running at once and
-// how many started.
-func (s *startedJobs) stop() (most, started int) {
-	s.w.Stop()
-	<-s.done
-	return s.counts()
+// startJobWatch follows ns's Jobs through the test's kubeconfig.
+func startJobWatch(t *testing.T, ns string) *jobwatch.Watch {
+	t.Helper()
+	cfg, err := config.GetConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jobwatch.Start(t, cfg, ns)
 }
