@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,22 +66,7 @@ type flaskSession = storetest.FlaskSession
 // (0: root) with stdin, and returns its stdout.
 func flask(t *testing.T, uid int, stdin, script string, args ...string) string {
 	t.Helper()
-	argv := append([]string{storetest.Script(script)}, args...)
-	cmd := exec.Command(storetest.Python, argv...)
-	if uid != 0 {
-		id := strconv.Itoa(uid)
-		cmd = exec.Command("setpriv", append([]string{"--reuid", id, "--regid", id, "--clear-groups", storetest.Python}, argv...)...)
-	}
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.Output()
-	if err != nil {
-		stderr := ""
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
-		}
-		t.Fatalf("%s %v: %v\n%s", script, args, err, stderr)
-	}
-	return string(out)
+	return string(storetest.RunFlaskAs(t, uid, script, stdin, args...))
 }
 
 func parseSessions(t *testing.T, out string, want int) []flaskSession {
@@ -94,16 +78,7 @@ func parseSessions(t *testing.T, out string, want int) []flaskSession {
 	return s
 }
 
-func sidsJSON(groups ...[]flaskSession) string {
-	var sids []string
-	for _, g := range groups {
-		for _, s := range g {
-			sids = append(sids, s.SID)
-		}
-	}
-	data, _ := json.Marshal(sids)
-	return string(data)
-}
+func sidsJSON(groups ...[]flaskSession) string { return storetest.SIDsJSON(groups...) }
 
 func getStore(g Gomega, ns, name string) *v1.SessionStore {
 	s := &v1.SessionStore{}

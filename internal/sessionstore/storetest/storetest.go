@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -48,7 +49,19 @@ type FlaskSession struct {
 // loudly, when Flask-Session is not installed.
 func RunFlask(t testing.TB, script, stdin string, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(Python, append([]string{Script(script)}, args...)...)
+	return RunFlaskAs(t, 0, script, stdin, args...)
+}
+
+// RunFlaskAs is RunFlask as the app's uid (0: as the test runs), for
+// stores whose files the app owns.
+func RunFlaskAs(t testing.TB, uid int, script, stdin string, args ...string) []byte {
+	t.Helper()
+	argv := append([]string{Script(script)}, args...)
+	cmd := exec.Command(Python, argv...)
+	if uid != 0 {
+		id := strconv.Itoa(uid)
+		cmd = exec.Command("setpriv", append([]string{"--reuid", id, "--regid", id, "--clear-groups", Python}, argv...)...)
+	}
 	cmd.Stdin = strings.NewReader(stdin)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -58,6 +71,18 @@ func RunFlask(t testing.TB, script, stdin string, args ...string) []byte {
 			script, redacted(args), err, stderr.String())
 	}
 	return out
+}
+
+// SIDsJSON is the list of session ids the scripts' read command takes.
+func SIDsJSON(groups ...[]FlaskSession) string {
+	var sids []string
+	for _, g := range groups {
+		for _, s := range g {
+			sids = append(sids, s.SID)
+		}
+	}
+	data, _ := json.Marshal(sids)
+	return string(data)
 }
 
 // redacted is args with the password of any URL among them masked, so a
