@@ -106,17 +106,3 @@ func testGateSkipsARunPastItsDeadline(t *testing.T) {
 	g.Expect([]int{most, started}).To(Equal([]int{0, 0}), "the skipped run never started")
 	g.Expect(podsOf(g, ns, "late-run")).To(BeZero())
 }
-
-// waitJobComplete waits for the Job to complete, failing fast with its
-// Pod's story when it fails.
-func waitJobComplete(t *testing.T, ns, name string) {
-	t.Helper()
-	NewWithT(t).Eventually(func(g Gomega) {
-		j := &batchv1.Job{}
-		g.Expect(k8sClient.Get(ctx(), client.ObjectKey{Namespace: ns, Name: name}, j)).To(Succeed())
-		if jobDone(j, batchv1.JobFailed) {
-			t.Fatalf("job %s/%s failed:\n%s", ns, name, podStory(t, ns, name))
-		}
-		g.Expect(jobDone(j, batchv1.JobComplete)).To(BeTrue())
-	}, e2eTimeout, poll).Should(Succeed())
-}

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
@@ -109,20 +108,24 @@ func waitCondition(t *testing.T, ns, name, condType string, status metav1.Condit
 func runCleanupPod(t *testing.T, ns, cronJob, job string) *corev1.Pod {
 	t.Helper()
 	kubectl(t, "create", "job", "-n", ns, "--from=cronjob/"+cronJob, job)
-	deadline := time.Now().Add(e2eTimeout)
-	for {
+	waitJobComplete(t, ns, job)
+	return jobPod(t, ns, job)
+}
+
+// waitJobComplete waits for the Job to complete, failing fast with its
+// Pod's story when it fails, and with the story when it times out.
+func waitJobComplete(t *testing.T, ns, name string) {
+	t.Helper()
+	NewWithT(t).Eventually(func(g Gomega) {
 		j := &batchv1.Job{}
-		if err := k8sClient.Get(ctx(), client.ObjectKey{Namespace: ns, Name: job}, j); err != nil {
-			t.Fatalf("job %s: %v", job, err)
+		g.Expect(k8sClient.Get(ctx(), client.ObjectKey{Namespace: ns, Name: name}, j)).To(Succeed())
+		if jobDone(j, batchv1.JobFailed) {
+			t.Fatalf("job %s/%s failed: %+v\n%s", ns, name, j.Status.Conditions, podStory(t, ns, name))
 		}
-		if jobDone(j, batchv1.JobComplete) {
-			return jobPod(t, ns, job)
-		}
-		if jobDone(j, batchv1.JobFailed) || time.Now().After(deadline) {
-			t.Fatalf("job %s/%s did not complete: %+v\n%s", ns, job, j.Status.Conditions, podStory(t, ns, job))
-		}
-		time.Sleep(poll)
-	}
+		g.Expect(jobDone(j, batchv1.JobComplete)).To(BeTrue())
+	}, e2eTimeout, poll).Should(Succeed(), func() string {
+		return fmt.Sprintf("job %s/%s did not complete\n%s", ns, name, podStory(t, ns, name))
+	})
 }
 
 func jobDone(j *batchv1.Job, condType batchv1.JobConditionType) bool {
