@@ -7,12 +7,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -32,6 +34,7 @@ import (
 // service-account tokens), so every TokenReview and SubjectAccessReview is
 // the API server's own answer.
 var (
+	testEnv    *envtest.Environment
 	testCfg    *rest.Config
 	testClient client.Client
 )
@@ -42,7 +45,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "metricsauth tests need kube-apiserver and etcd (KUBEBUILDER_ASSETS, `make tools`): %v\n", err)
 		os.Exit(1)
 	}
-	testCfg = cfg
+	testEnv, testCfg = env, cfg
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		panic(err)
@@ -265,5 +268,38 @@ func TestDecisionCacheIsBounded(t *testing.T) {
 	}
 	if n := len(g.decisions); n > maxDecisions || n == 0 {
 		t.Fatalf("%d decisions held, want 1..%d", n, maxDecisions)
+	}
+}
+
+// An operator whose ServiceAccount lacks the metrics-auth role (a missing
+// ClusterRoleBinding): every scrape is refused with 500, never served,
+// asked again each time, and what is logged holds no token.
+func TestAManagerWithoutTheReviewPermissionServesNothing(t *testing.T) {
+	token := serviceAccountToken(t, "unreviewed")
+	grantMetrics(t, "unreviewed")
+	user, err := testEnv.AddUser(envtest.User{Name: "operator-without-metrics-auth"}, testCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filter, err := FilterProvider(user.Config(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged strings.Builder
+	log := funcr.New(func(prefix, args string) { logged.WriteString(prefix + args + "\n") }, funcr.Options{})
+	h, err := filter(log, metricsHandler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if code, reached := served(t, h, http.MethodGet, "/metrics", "Bearer "+token); code != http.StatusInternalServerError || reached {
+			t.Fatalf("got %d (metrics served: %v), want 500", code, reached)
+		}
+	}
+	if n := strings.Count(logged.String(), "forbidden"); n != 2 {
+		t.Errorf("want the API server's refusal logged once per scrape, got %d:\n%s", n, logged.String())
+	}
+	if strings.Contains(logged.String(), token) {
+		t.Error("the scraper's token is in the log")
 	}
 }
