@@ -135,8 +135,7 @@ uninstall: manifests ## Remove the CRD (and every SessionStore) from the cluster
 
 .PHONY: deploy
 deploy: manifests ## Deploy the operator with image $(IMG) to the cluster of your kubeconfig.
-	@tmp=$$(mktemp -d) && cp -r config $$tmp/ && img='$(IMG)' && \
-	  sed -i "s|newName: .*|newName: $${img%:*}|; s|newTag: .*|newTag: $${img##*:}|" $$tmp/config/manager/kustomization.yaml && \
+	@tmp=$$(hack/config-with-image.sh '$(IMG)') && \
 	  kubectl apply --server-side -k $$tmp/config/default; status=$$?; rm -rf $$tmp; exit $$status
 
 .PHONY: undeploy

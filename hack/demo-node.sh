@@ -52,9 +52,7 @@ hack/e2e/node.sh import bin/image.tar
 kubectl get nodes -o wide
 
 step "installing the operator: kubectl apply -k config/default, image $IMG"
-tmp="$(mktemp -d)"
-cp -r config "$tmp/"
-(cd "$tmp/config/manager" && sed -i "s|newName: .*|newName: ${IMG%:*}|; s|newTag: .*|newTag: ${IMG##*:}|" kustomization.yaml)
+tmp="$(hack/config-with-image.sh "$IMG")"
 kubectl apply --server-side -k "$tmp/config/default" >/dev/null
 rm -rf "$tmp"
 # The samples need only the CRD; the operator's Pod starts meanwhile.

@@ -32,9 +32,7 @@ teardown() {
 
 install_kustomize() {
   local tmp
-  tmp="$(mktemp -d)"
-  cp -r config "$tmp/"
-  (cd "$tmp/config/manager" && sed -i "s|newName: .*|newName: ${IMG%:*}|; s|newTag: .*|newTag: ${IMG##*:}|" kustomization.yaml)
+  tmp="$(hack/config-with-image.sh "$IMG")"
   kubectl apply --server-side -k "$tmp/config/default" >/dev/null
   rm -rf "$tmp"
 }
