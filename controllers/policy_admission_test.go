@@ -35,6 +35,8 @@ func TestPolicyAdmissionRejectsBadInput(t *testing.T) {
 		{"H in the day field", "defaults: {schedule: 'H H H * *'}", []string{"spec.defaults.schedule", "H allowed in the minute and hour fields"}},
 		{"minute out of range", "defaults: {schedule: '61 * * * *'}", []string{"spec.defaults.schedule"}},
 		{"window schedule not a cron", "windows: [{kind: Allow, schedule: 'nightly', duration: 4h}]", []string{"spec.windows[0].schedule", "5-field cron"}},
+		{"window minute and hour out of range", "windows: [{kind: Allow, schedule: '61 25 * * *', duration: 4h}]", []string{"spec.windows[0].schedule", "each in range"}},
+		{"window day of week out of range", "windows: [{kind: Deny, schedule: '0 1 * * 9', duration: 4h}]", []string{"spec.windows[0].schedule", "each in range"}},
 		{"window duration not a duration", "windows: [{kind: Deny, schedule: '0 1 * * *', duration: 'four hours'}]", []string{"spec.windows[0].duration"}},
 		{"window duration under a minute", "windows: [{kind: Deny, schedule: '0 1 * * *', duration: 30s}]", []string{"spec.windows[0].duration: Invalid value", "must be a duration of at least 1m"}},
 		{"window kind unknown", "windows: [{kind: Maybe, schedule: '0 1 * * *', duration: 1h}]", []string{"spec.windows[0].kind", "Unsupported value"}},

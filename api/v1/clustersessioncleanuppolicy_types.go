@@ -103,10 +103,10 @@ type CleanupWindow struct {
 	// Kind is Allow or Deny.
 	// +required
 	Kind CleanupWindowKind `json:"kind"`
-	// Schedule is when the window opens, in 5-field cron syntax.
+	// Schedule is when the window opens, in 5-field cron syntax or @daily-style.
 	// +required
 	// +kubebuilder:validation:MaxLength=100
-	// +kubebuilder:validation:XValidation:rule="self.matches('^ *[-0-9*/,]+ +[-0-9*/,]+ +[-0-9*/,?]+ +[-0-9A-Za-z*/,]+ +[-0-9A-Za-z*/,?]+ *$')",message="spec.windows[].schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week)"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$') || self.matches('^ *([*]|[0-5]?[0-9](-[0-5]?[0-9])?)(/[0-9]{1,2})?(,([*]|[0-5]?[0-9](-[0-5]?[0-9])?)(/[0-9]{1,2})?)* +([*]|([01]?[0-9]|2[0-3])(-([01]?[0-9]|2[0-3]))?)(/[0-9]{1,2})?(,([*]|([01]?[0-9]|2[0-3])(-([01]?[0-9]|2[0-3]))?)(/[0-9]{1,2})?)* +([?]|([*]|(0?[1-9]|[12][0-9]|3[01])(-(0?[1-9]|[12][0-9]|3[01]))?)(/[0-9]{1,2})?)(,([?]|([*]|(0?[1-9]|[12][0-9]|3[01])(-(0?[1-9]|[12][0-9]|3[01]))?)(/[0-9]{1,2})?))* +([*]|(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))(-(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)))?)(/[0-9]{1,2})?(,([*]|(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))(-(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)))?)(/[0-9]{1,2})?)* +([?]|([*]|([0-6]|(?i:sun|mon|tue|wed|thu|fri|sat))(-([0-6]|(?i:sun|mon|tue|wed|thu|fri|sat)))?)(/[0-9]{1,2})?)(,([?]|([*]|([0-6]|(?i:sun|mon|tue|wed|thu|fri|sat))(-([0-6]|(?i:sun|mon|tue|wed|thu|fri|sat)))?)(/[0-9]{1,2})?))* *$')",message="spec.windows[].schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week, each in range) or one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly"
 	Schedule string `json:"schedule"`
 	// Duration the window stays open, such as 4h or 90m.
 	// +required
