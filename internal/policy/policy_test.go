@@ -74,6 +74,10 @@ func TestServerKey(t *testing.T) {
 	pgURL := &v1.SessionStore{Spec: v1.SessionStoreSpec{Backend: v1.BackendPostgreSQL, PostgreSQL: &v1.PostgreSQLSpec{URLSecretRef: &v1.SecretKeySelector{}}}}
 	my := &v1.SessionStore{Spec: v1.SessionStoreSpec{Backend: v1.BackendMySQL, MySQL: &v1.MySQLSpec{Host: "My.DB", Port: 3307}}}
 	mongo := &v1.SessionStore{Spec: v1.SessionStoreSpec{Backend: v1.BackendMongoDB, MongoDB: &v1.MongoDBSpec{}}}
+	myURL := &v1.SessionStore{Spec: v1.SessionStoreSpec{Backend: v1.BackendMySQL, MySQL: &v1.MySQLSpec{URLSecretRef: &v1.SecretKeySelector{}}}}
+	pgHosts := func(hosts string) *v1.SessionStore {
+		return &v1.SessionStore{Spec: v1.SessionStoreSpec{Backend: v1.BackendPostgreSQL, PostgreSQL: &v1.PostgreSQLSpec{Host: hosts, Port: 5433}}}
+	}
 	cases := []struct {
 		name  string
 		store *v1.SessionStore
@@ -89,6 +93,10 @@ func TestServerKey(t *testing.T) {
 		{"mongodb hosts", mongo, "mongodb://u:p@m2,m1:27018/?replicaSet=rs", "m1:27018,m2:27017"},
 		{"mongodb srv", mongo, "mongodb+srv://u:p@Cluster.example/db", "srv:cluster.example"},
 		{"url not known", pgURL, "", ""},
+		{"host field listing several hosts", pgHosts("PG-b,pg-a"), "", "pg-a:5433,pg-b:5433"},
+		{"the same hosts in another order", pgHosts("pg-a,pg-b"), "", "pg-a:5433,pg-b:5433"},
+		{"mysql url, default port", myURL, "mysql+pymysql://u:p%3Aw@My.Example/sessions?charset=utf8mb4", "my.example:3306"},
+		{"mysql url, port", myURL, "mysql://u:p@my.example:3307/sessions", "my.example:3307"},
 		{"filesystem claim", fs, "", "pvc:ns/claim"},
 	}
 	for _, c := range cases {

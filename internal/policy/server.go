@@ -28,11 +28,11 @@ func ServerKey(store *v1.SessionStore, secretURL string) string {
 	spec := store.Spec
 	switch {
 	case spec.PostgreSQL != nil && spec.PostgreSQL.Host != "":
-		return hostPort(spec.PostgreSQL.Host, int(spec.PostgreSQL.Port), postgresPort)
+		return hostsPort(spec.PostgreSQL.Host, int(spec.PostgreSQL.Port), postgresPort)
 	case spec.PostgreSQL != nil:
 		return urlServers(secretURL, postgresPort)
 	case spec.MySQL != nil && spec.MySQL.Host != "":
-		return hostPort(spec.MySQL.Host, int(spec.MySQL.Port), mysqlPort)
+		return hostsPort(spec.MySQL.Host, int(spec.MySQL.Port), mysqlPort)
 	case spec.MySQL != nil:
 		return urlServers(secretURL, mysqlPort)
 	case spec.MongoDB != nil:
@@ -41,6 +41,20 @@ func ServerKey(store *v1.SessionStore, secretURL string) string {
 		return "pvc:" + store.Namespace + "/" + spec.Filesystem.ClaimName
 	}
 	return ""
+}
+
+// hostsPort keys a host field, which may list several hosts as libpq's
+// host=h1,h2 does, each on the one port: sorted, so that the order they
+// are listed in does not make another server.
+func hostsPort(hosts string, port, defaultPort int) string {
+	var keys []string
+	for _, h := range strings.Split(hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			keys = append(keys, hostPort(h, port, defaultPort))
+		}
+	}
+	slices.Sort(keys)
+	return strings.Join(slices.Compact(keys), ",")
 }
 
 func hostPort(host string, port, defaultPort int) string {
