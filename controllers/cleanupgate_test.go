@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,11 +23,14 @@ import (
 	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
 
-// There is no kube-controller-manager in this suite (bin/k8s has none yet):
-// the tests make the Jobs the CronJob controller makes (its template, its
-// owner reference and scheduled-time annotation) and finish them as the Job
-// controller does (runrecord's conditions). What the gate does to
-// them (un-suspend, delete) is the real manager's, against the real API server.
+// The suite's control plane runs no kube-controller-manager: these tests
+// make the Jobs the CronJob controller makes (its template, its owner
+// reference and scheduled-time annotation) and finish them as the Job
+// controller does (runrecord's conditions), so that each rule is driven
+// step by step. What the gate does to them (un-suspend, delete) is the real
+// manager's, against the real API server. TestGateWithTheRealCronJobAndJobControllers
+// runs the gate beside the real kube-controller-manager, and test/e2e on a
+// real node, where the Jobs' Pods run.
 
 // policyLabel selects a test's stores: each test's policy selects its own.
 const policyTestLabel = "test.sessionstore.dev/policy"
@@ -192,8 +197,11 @@ func TestGateWindowsHoldRuns(t *testing.T) {
 	g.Consistently(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(BeEmpty()) }, 2*time.Second, poll).
 		Should(Succeed(), "a deny window (over an open allow window) starts nothing")
 
-	// An allow window that is closed holds it too.
-	setWindows(t, p.Name, v1.CleanupWindow{Kind: v1.WindowAllow, Schedule: "0 0 1 1 *", Duration: metav1.Duration{Duration: time.Minute}})
+	// An allow window that is closed holds it too, when it opens before the
+	// run's deadline (one that opens later skips it at once: TestGateFollowsTheClock).
+	opens := time.Now().UTC().Add(30 * time.Minute)
+	setWindows(t, p.Name, v1.CleanupWindow{Kind: v1.WindowAllow,
+		Schedule: fmt.Sprintf("%d %d * * *", opens.Minute(), opens.Hour()), Duration: metav1.Duration{Duration: time.Minute}})
 	g.Eventually(func(g Gomega) {
 		g.Expect(getPolicy(g, p.Name).Status.WindowState).To(Equal(v1.WindowStateClosed))
 	}, eventually, poll).Should(Succeed())
@@ -268,6 +276,107 @@ func TestGateRunNow(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		g.Expect(startedUnfinished(g, ns)).To(Equal([]string{runNowJobName(cj.Name, "again")}))
 	}, eventually, poll).Should(Succeed())
+}
+
+// A run-now Job is copied from the CronJob: while the CronJob still has the
+// template of before the store became governed (here an admission policy
+// refuses its update, as Kyverno or Gatekeeper may; the same holds while the
+// cache is behind the apply), a copy would start at once, past the gate.
+// The token waits until the template is the governed one.
+func TestGateRunNowWaitsForTheGovernedTemplate(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	p := createPolicy(t, "gate-run-now-new", v1.ClusterSessionCleanupPolicySpec{Suspend: true, StartingDeadlineSeconds: 3600})
+	createStore(t, filesystemStore(ns, "a-store"))
+	cj := &batchv1.CronJob{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx(), types.NamespacedName{Namespace: ns, Name: "a-store-cleanup"}, cj)).To(Succeed())
+		g.Expect(getStore(g, ns, "a-store").Status.Cleanup.CronJobName).To(Equal(cj.Name))
+	}, eventually, poll).Should(Succeed())
+	g.Expect(ptr.Deref(cj.Spec.JobTemplate.Spec.Suspend, false)).To(BeFalse(), "an ungoverned store's runs start at once")
+	unrefuse := refuseSuspendedCronJobs(t, ns)
+
+	store := getStore(g, ns, "a-store")
+	patch := client.MergeFrom(store.DeepCopy())
+	store.Labels = map[string]string{policyTestLabel: p.Name}
+	store.Annotations = map[string]string{v1.RunNowAnnotation: "with-the-policy"}
+	g.Expect(k8sClient.Patch(ctx(), store, patch)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		c := findCondition(getStore(g, ns, "a-store").Status.Conditions, v1.ConditionCleanupScheduled)
+		g.Expect(c.Reason).To(Equal(v1.ReasonApplyFailed))
+	}, eventually, poll).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(jobNames(g, ns)).To(BeEmpty()) }, 2*time.Second, poll).
+		Should(Succeed(), "no run-now Job from the ungoverned template")
+
+	unrefuse()
+	name := runNowJobName(cj.Name, "with-the-policy")
+	job := &batchv1.Job{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx(), types.NamespacedName{Namespace: ns, Name: name}, job)).To(Succeed())
+		g.Expect(getStore(g, ns, "a-store").Status.Cleanup.LastHandledRunRequest).To(Equal("with-the-policy"))
+	}, eventually, poll).Should(Succeed())
+	g.Expect(job.Labels[specs.PolicyLabel]).To(Equal(p.Name))
+	g.Expect(ptr.Deref(job.Spec.Suspend, false)).To(BeTrue(), "the run-now Job must wait for the gate")
+	g.Consistently(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(BeEmpty()) }, 2*time.Second, poll).Should(Succeed())
+}
+
+// refuseSuspendedCronJobs makes the API server refuse, in ns, any CronJob
+// whose job template is suspended (a ValidatingAdmissionPolicy), until the
+// returned func is called.
+func refuseSuspendedCronJobs(t *testing.T, ns string) func() {
+	t.Helper()
+	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "refuse-suspended-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"batch"}, APIVersions: []string{"v1"}, Resources: []string{"cronjobs"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: "!has(object.spec.jobTemplate.spec.suspend) || !object.spec.jobTemplate.spec.suspend",
+				Message:    "suspended job templates are refused here",
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: vap.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        vap.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+		},
+	}
+	for _, obj := range []client.Object{vap, binding} {
+		if err := k8sClient.Create(ctx(), obj); err != nil {
+			t.Fatalf("creating %T: %v", obj, err)
+		}
+	}
+	// The API server loads policies asynchronously: wait until it refuses.
+	probe := &batchv1.CronJob{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
+		Spec: batchv1.CronJobSpec{Schedule: "0 0 1 1 *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{
+			Suspend: ptr.To(true),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+				Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}},
+		}}},
+	}
+	NewWithT(t).Eventually(func() error {
+		err := k8sClient.Create(ctx(), probe.DeepCopy(), client.DryRunAll)
+		if err == nil {
+			return fmt.Errorf("not refused yet")
+		}
+		return nil
+	}, eventually, poll).Should(Succeed())
+	remove := func() {
+		_ = k8sClient.Delete(ctx(), binding)
+		_ = k8sClient.Delete(ctx(), vap)
+	}
+	t.Cleanup(remove)
+	return remove
 }
 
 func jobNames(g Gomega, ns string) []string {

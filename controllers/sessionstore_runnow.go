@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
@@ -19,6 +19,10 @@ import (
 // for the gate like any other run.
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=create
 
+// runNowRetry is how soon a run-now request that waits for its CronJob's
+// template is looked at again.
+const runNowRetry = 5 * time.Second
+
 // runNow creates the Job of a new sessionstore.dev/run-now token, once:
 // the Job's name is derived from the token, and the token is echoed in
 // status.cleanup.lastHandledRunRequest.
@@ -27,9 +31,19 @@ func (r *sessionStoreReconciler) runNow(ctx context.Context, s *reconcileScope) 
 	if token == "" || token == s.status.Cleanup.LastHandledRunRequest || s.status.Cleanup.CronJobName == "" {
 		return nil
 	}
-	cj := &batchv1.CronJob{}
-	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: s.store.Namespace, Name: s.status.Cleanup.CronJobName}, cj); err != nil {
-		return ignoreNotFound(err) // the CronJob's creation brings the store back
+	cj, err := r.cleanupCronJob(ctx, s)
+	if err != nil || cj == nil {
+		return err // a new CronJob's creation brings the store back
+	}
+	if templateSuspended(cj) != (s.governance != nil) {
+		// The CronJob still has the template of before the store's
+		// governance changed (its apply failed, or the cache is behind): a
+		// copy would pass by the gate, or wait for one that no longer
+		// governs it. The token is handled once the template is current:
+		// the CronJob's event brings the store back, and this look again
+		// retries an apply that was refused.
+		s.requeueWithin(runNowRetry)
+		return nil
 	}
 	job := jobFromCronJob(cj, runNowJobName(cj.Name, token))
 	// Owned by the CronJob, as kubectl's are, so its history limits and the
@@ -45,6 +59,11 @@ func (r *sessionStoreReconciler) runNow(ctx context.Context, s *reconcileScope) 
 	ctrlLog(ctx).Info("run-now Job created", "job", job.Name)
 	s.status.Cleanup.LastHandledRunRequest = token
 	return nil
+}
+
+// templateSuspended tells whether cj's Jobs are made suspended, for the gate.
+func templateSuspended(cj *batchv1.CronJob) bool {
+	return cj.Spec.JobTemplate.Spec.Suspend != nil && *cj.Spec.JobTemplate.Spec.Suspend
 }
 
 // jobFromCronJob is what kubectl create job --from=cronjob/... makes.
