@@ -38,6 +38,45 @@ func getCronJob(g Gomega, ns, name string) *batchv1.CronJob {
 	return cj
 }
 
+// A hashed time is put inside the policy's allow windows on the policy's
+// clock, so a store with a time zone of its own runs on that clock too;
+// a store that names its own time keeps its own zone.
+func TestHashedTimeKeepsThePolicysClock(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	tokyo := filesystemStore(ns, "tokyo")
+	tokyo.Labels = map[string]string{policyTestLabel: "govern-zone"}
+	tokyo.Spec.Cleanup.TimeZone = ptr.To("Asia/Tokyo")
+	createStore(t, tokyo)
+	fixed := filesystemStore(ns, "fixed")
+	fixed.Labels = map[string]string{policyTestLabel: "govern-zone"}
+	fixed.Spec.Cleanup.TimeZone = ptr.To("Asia/Tokyo")
+	fixed.Spec.Cleanup.Schedule = "30 12 * * *"
+	createStore(t, fixed)
+	createPolicy(t, "govern-zone", v1.ClusterSessionCleanupPolicySpec{
+		TimeZone: ptr.To("Europe/Paris"),
+		Defaults: v1.CleanupPolicyDefaults{Schedule: "H H * * *"},
+		Windows:  []v1.CleanupWindow{{Kind: v1.WindowAllow, Schedule: "0 1 * * *", Duration: metav1.Duration{Duration: 4 * time.Hour}}},
+	})
+	var cj *batchv1.CronJob
+	g.Eventually(func(g Gomega) {
+		cj = getCronJob(g, ns, "tokyo-cleanup")
+		g.Expect(ptr.Deref(cj.Spec.JobTemplate.Spec.Suspend, false)).To(BeTrue())
+		g.Expect(ptr.Deref(cj.Spec.TimeZone, "")).To(Equal("Europe/Paris"))
+	}, eventually, poll).Should(Succeed())
+	var minute, hour int
+	_, err := fmt.Sscanf(cj.Spec.Schedule, "%d %d * * *", &minute, &hour)
+	g.Expect(err).NotTo(HaveOccurred(), "H H * * * hashed: %q", cj.Spec.Schedule)
+	g.Expect(hour).To(And(BeNumerically(">=", 1), BeNumerically("<", 5)), "inside the 01:00-05:00 Paris window")
+
+	g.Eventually(func(g Gomega) {
+		cj := getCronJob(g, ns, "fixed-cleanup")
+		g.Expect(ptr.Deref(cj.Spec.JobTemplate.Spec.Suspend, false)).To(BeTrue())
+		g.Expect(cj.Spec.Schedule).To(Equal("30 12 * * *"))
+		g.Expect(ptr.Deref(cj.Spec.TimeZone, "")).To(Equal("Asia/Tokyo"))
+	}, eventually, poll).Should(Succeed())
+}
+
 func TestPolicyGovernsTheStoresItSelects(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)

@@ -8,6 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -44,12 +45,18 @@ func (r *sessionStoreReconciler) governCleanup(ctx context.Context, s *reconcile
 	}
 	windowState, allowed := r.policyWindows(s, p, now)
 	schedule := firstSet(s.store.Spec.Cleanup.Schedule, p.Spec.Defaults.Schedule, policy.DefaultSchedule)
+	zone := firstZone(s.store.Spec.Cleanup.TimeZone, p.Spec.TimeZone)
+	if allowed != nil && policy.Hashed(schedule) {
+		// H is put inside the allow windows, whose clock is the policy's
+		// zone: the run keeps to that clock, whatever zone the store has.
+		zone = firstZone(p.Spec.TimeZone, ptr.To("UTC"))
+	}
 	if expanded, err := policy.ExpandH(schedule, s.store.Namespace+"/"+s.store.Name, allowed); err == nil {
 		schedule = expanded
 	}
 	gov := &specs.Governance{
 		Policy: p.Name, ServerHash: policy.ServerHash(key), Schedule: schedule,
-		TimeZone:              firstZone(s.store.Spec.Cleanup.TimeZone, p.Spec.TimeZone),
+		TimeZone:              zone,
 		ActiveDeadlineSeconds: p.Spec.Defaults.ActiveDeadlineSeconds, Resources: p.Spec.Defaults.Resources,
 		StartingDeadlineSeconds: p.Spec.StartingDeadlineSeconds,
 	}

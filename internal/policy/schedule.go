@@ -42,13 +42,19 @@ func mix64(x uint64) uint64 {
 	return x
 }
 
+// Hashed tells whether schedule has H in its minute or hour field.
+func Hashed(schedule string) bool {
+	fields := strings.Fields(schedule)
+	return len(fields) == 5 && (fields[0] == "H" || fields[1] == "H")
+}
+
 // ExpandH replaces H in the minute and hour fields of schedule with values
 // hashed from seed. allowed (from Windows.AllowedClock; nil: all) says
 // which clock minutes an allow window covers: the hashed values are moved,
 // stably, into one of them when the plain hash falls outside.
 func ExpandH(schedule, seed string, allowed []bool) (string, error) {
 	fields := strings.Fields(schedule)
-	if len(fields) != 5 || (fields[0] != "H" && fields[1] != "H") {
+	if !Hashed(schedule) {
 		if strings.Contains(schedule, "H") {
 			return "", fmt.Errorf("schedule %q: H is allowed only as the whole minute or hour field", schedule)
 		}

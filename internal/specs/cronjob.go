@@ -104,7 +104,9 @@ func governedCleanup(cleanup v1.CleanupSpec, gov *Governance) v1.CleanupSpec {
 	if gov.Resources != nil && len(cleanup.Resources.Requests) == 0 && len(cleanup.Resources.Limits) == 0 {
 		cleanup.Resources = *gov.Resources
 	}
-	if cleanup.TimeZone == nil {
+	// The governance's zone is the store's own unless the policy put a
+	// hashed time inside its windows, which keep the policy's clock.
+	if gov.TimeZone != nil {
 		cleanup.TimeZone = gov.TimeZone
 	}
 	return cleanup
