@@ -96,8 +96,8 @@ func (g *cleanupGate) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.
 	}
 	gate := gateOf(views)
 	held := gate.Admit(runs.running, runs.waiting).Held
-	expired, waiting := runs.splitExpired(views, now)
-	errs := []error{g.skip(ctx, expired, held)}
+	expired, waiting, early := runs.splitExpired(views, now)
+	errs := []error{g.skip(ctx, expired, held, early)}
 	decision := gate.Admit(runs.running, waiting)
 	errs = append(errs, g.start(ctx, decision.Start))
 	errs = append(errs, g.writePolicyStatus(ctx, views, runs, decision, now))
@@ -133,6 +133,13 @@ func policyViews(items []v1.ClusterSessionCleanupPolicy, now time.Time) map[stri
 		views[p.Name] = v
 	}
 	return views
+}
+
+// closedUntilAfter tells whether the policy's allow windows are closed now
+// and stay so until after t. A deny window or suspension may end sooner,
+// and an invalid window be fixed: those runs wait for their deadline.
+func (v *policyView) closedUntilAfter(t time.Time) bool {
+	return v.windowState == v1.WindowStateClosed && (v.nextChange.IsZero() || v.nextChange.After(t))
 }
 
 // gateOf turns the policies into the pure gate.

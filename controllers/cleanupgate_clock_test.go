@@ -8,6 +8,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,7 +42,8 @@ func TestGateFollowsTheClock(t *testing.T) {
 	stale := job("stale", "old", clk.Now().Add(-time.Hour))
 	c := fake.NewClientBuilder().WithScheme(testScheme).WithObjects(pol, store, fresh, stale).
 		WithStatusSubresource(&v1.SessionStore{}, &v1.ClusterSessionCleanupPolicy{}).Build()
-	gate := &cleanupGate{Client: c, Clock: clk}
+	recorder := events.NewFakeRecorder(10)
+	gate := &cleanupGate{Client: c, Clock: clk, Recorder: recorder}
 	gate.initMemory()
 
 	res, err := gate.Reconcile(ctx(), gateKey)
@@ -54,6 +56,7 @@ func TestGateFollowsTheClock(t *testing.T) {
 	g.Expect(c.Get(ctx(), client.ObjectKeyFromObject(store), skipped)).To(Succeed())
 	g.Expect(skipped.Status.Cleanup.LastSkipReason).To(ContainSubstring("no allow window of policy nightly is open"))
 	g.Expect(skipped.Status.Cleanup.LastSkipTime.Time).To(BeTemporally("==", clk.Now()))
+	g.Expect(<-recorder.Events).To(HavePrefix("Warning CleanupSkipped run stale skipped: not started within its starting deadline"))
 	p := &v1.ClusterSessionCleanupPolicy{}
 	g.Expect(c.Get(ctx(), client.ObjectKeyFromObject(pol), p)).To(Succeed())
 	g.Expect(p.Status.WindowState).To(Equal(v1.WindowStateClosed))
@@ -66,6 +69,20 @@ func TestGateFollowsTheClock(t *testing.T) {
 	g.Expect(suspendedOf(g, c, "fresh")).To(BeFalse(), "started as the window opens")
 	g.Expect(c.Get(ctx(), client.ObjectKeyFromObject(pol), p)).To(Succeed())
 	g.Expect([]any{p.Status.WindowState, p.Status.Running, p.Status.Waiting}).To(Equal([]any{v1.WindowStateOpen, int32(1), int32(0)}))
+
+	// At 02:30 the window is closed until 01:00 tomorrow, long after a new
+	// run's 600 s deadline: it is skipped at once, not left to wait, and
+	// as the windows doing their job (a Normal event), not a Warning.
+	clk.SetTime(time.Date(2026, 3, 1, 2, 30, 0, 0, paris))
+	g.Expect(c.Create(ctx(), job("outside", "old", clk.Now()))).To(Succeed())
+	_, err = gate.Reconcile(ctx(), gateKey)
+	g.Expect(err).NotTo(HaveOccurred())
+	err = c.Get(ctx(), types.NamespacedName{Namespace: "shop", Name: "outside"}, &batchv1.Job{})
+	g.Expect(err).To(MatchError(ContainSubstring("not found")), "skipped as it came, outside the window")
+	g.Expect(c.Get(ctx(), client.ObjectKeyFromObject(store), skipped)).To(Succeed())
+	g.Expect(skipped.Status.Cleanup.LastSkipReason).To(Equal(
+		"run outside skipped: no allow window of policy nightly opens before its starting deadline (2026-03-01T01:40:00Z)"))
+	g.Expect(<-recorder.Events).To(HavePrefix("Normal CleanupSkipped run outside skipped"))
 }
 
 func suspendedOf(g Gomega, c client.Client, name string) bool {

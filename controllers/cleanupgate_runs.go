@@ -89,18 +89,31 @@ func runOf(job *batchv1.Job) policy.Run {
 	}
 }
 
-// splitExpired separates the waiting runs whose starting deadline passed.
+// splitExpired separates the waiting runs that can no longer start in
+// time: their starting deadline passed, or (early) their policy's allow
+// windows stay closed until after it, so waiting would only end in a skip.
 // A run whose policy is gone is not governed any more: it never expires.
-func (r governedRuns) splitExpired(views map[string]*policyView, now time.Time) (expired, waiting []policy.Run) {
+func (r governedRuns) splitExpired(views map[string]*policyView, now time.Time) (expired, waiting []policy.Run, early map[types.UID]string) {
+	early = map[types.UID]string{}
 	for _, run := range r.waiting {
 		v := views[run.Policy]
-		if v != nil && now.After(run.Created.Add(startingDeadline(v.policy))) {
-			expired = append(expired, run)
+		if v == nil {
+			waiting = append(waiting, run)
 			continue
 		}
-		waiting = append(waiting, run)
+		deadline := run.Created.Add(startingDeadline(v.policy))
+		switch {
+		case now.After(deadline):
+			expired = append(expired, run)
+		case v.closedUntilAfter(deadline):
+			expired = append(expired, run)
+			early[run.UID] = fmt.Sprintf("no allow window of policy %s opens before its starting deadline (%s)",
+				run.Policy, deadline.UTC().Format(time.RFC3339))
+		default:
+			waiting = append(waiting, run)
+		}
 	}
-	return expired, waiting
+	return expired, waiting, early
 }
 
 // start un-suspends each run's Job. The patch carries the Job's UID, so a
@@ -129,8 +142,9 @@ func (g *cleanupGate) remember(m map[types.UID]bool, uid types.UID) {
 }
 
 // skip deletes each expired run's Job and records on its store why it
-// never started: held says what held it last.
-func (g *cleanupGate) skip(ctx context.Context, expired []policy.Run, held map[string]string) error {
+// never started: held says what held it last, early why a run outside its
+// policy's allow windows was not left to wait.
+func (g *cleanupGate) skip(ctx context.Context, expired []policy.Run, held map[string]string, early map[types.UID]string) error {
 	var errs []error
 	for _, run := range expired {
 		job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: run.Namespace, Name: run.Name}}
@@ -140,30 +154,48 @@ func (g *cleanupGate) skip(ctx context.Context, expired []policy.Run, held map[s
 			continue
 		}
 		g.remember(g.deleted, run.UID)
-		reason := held[run.Namespace+"/"+run.Name]
-		if reason == "" {
-			reason = "the gate did not start it in time"
-		}
-		errs = append(errs, g.recordSkip(ctx, run, reason))
+		errs = append(errs, g.recordSkip(ctx, run, skipMessage(run, held, early)))
 	}
 	return errors.Join(errs...)
 }
 
+// skipMessage says why run never started, and whether that was the
+// policy's windows doing what they are for (a Normal event) rather than
+// runs held past their deadline (a Warning).
+func skipMessage(run policy.Run, held map[string]string, early map[types.UID]string) skipNote {
+	if reason, ok := early[run.UID]; ok {
+		return skipNote{message: fmt.Sprintf("run %s skipped: %s", run.Name, reason), expected: true}
+	}
+	reason := held[run.Namespace+"/"+run.Name]
+	if reason == "" {
+		reason = "the gate did not start it in time"
+	}
+	return skipNote{message: fmt.Sprintf("run %s skipped: not started within its starting deadline: %s", run.Name, reason)}
+}
+
+type skipNote struct {
+	message  string
+	expected bool
+}
+
 // recordSkip writes the skip into the store's status and an event.
-func (g *cleanupGate) recordSkip(ctx context.Context, run policy.Run, reason string) error {
+func (g *cleanupGate) recordSkip(ctx context.Context, run policy.Run, note skipNote) error {
 	store := &v1.SessionStore{}
 	if err := g.Client.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Store}, store); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	message := fmt.Sprintf("run %s skipped: not started within its starting deadline: %s", run.Name, reason)
 	before := store.DeepCopy()
 	store.Status.Cleanup.LastSkipTime = &metav1.Time{Time: g.Clock.Now()}
-	store.Status.Cleanup.LastSkipReason = message
+	store.Status.Cleanup.LastSkipReason = note.message
 	if err := g.Client.Status().Patch(ctx, store, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("recording the skip of %s: %w", run.Name, err)
 	}
 	if g.Recorder != nil {
-		g.Recorder.Eventf(store, nil, corev1.EventTypeWarning, v1.EventCleanupSkipped, "SkipCleanup", "%s", message)
+		eventType := corev1.EventTypeWarning
+		if note.expected {
+			eventType = corev1.EventTypeNormal
+		}
+		g.Recorder.Eventf(store, nil, eventType, v1.EventCleanupSkipped, "SkipCleanup", "%s", note.message)
 	}
 	return nil
 }
