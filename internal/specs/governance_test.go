@@ -62,8 +62,17 @@ func TestGovernedCronJob(t *testing.T) {
 	store.Spec.Cleanup.TimeZone = ptr.To("UTC")
 	store.Spec.Cleanup.Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}
 	cj = GovernedCleanupCronJob(store, "img", gov)
-	if ptr.Deref(cj.Spec.JobTemplate.Spec.ActiveDeadlineSeconds, 0) != 120 || *cj.Spec.TimeZone != "UTC" ||
+	if ptr.Deref(cj.Spec.JobTemplate.Spec.ActiveDeadlineSeconds, 0) != 120 ||
 		!cj.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Resources.Limits.Memory().Equal(resource.MustParse("1Gi")) {
 		t.Error("the store's own cleanup settings must override the policy's defaults")
+	}
+	// The zone is the governance's: the controller picks it (the store's own,
+	// unless the policy hashed a time into its windows, on its own clock).
+	if *cj.Spec.TimeZone != "Europe/Paris" {
+		t.Errorf("zone %q, want the governance's", *cj.Spec.TimeZone)
+	}
+	gov.TimeZone = nil
+	if cj = GovernedCleanupCronJob(store, "img", gov); *cj.Spec.TimeZone != "UTC" {
+		t.Errorf("zone %q, want the store's own when the governance names none", *cj.Spec.TimeZone)
 	}
 }
