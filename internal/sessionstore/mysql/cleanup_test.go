@@ -85,6 +85,40 @@ func TestMySQLCleanupFlaskInterop(t *testing.T) {
 	}
 }
 
+// TestMySQLCleanupOnATableSQLAlchemyMade: an app that came first made its
+// table itself (db.create_all() on Flask-Session's model, SQLAlchemy's own
+// DDL, no EnsureSchema); a store pointed at it without createTable cleans it the
+// same: exactly the expired sessions go, live and NULL-expiry ones stay.
+func TestMySQLCleanupOnATableSQLAlchemyMade(t *testing.T) {
+	ctx := myTestCtx(t)
+	db := myTestDatabase(t)
+	pool := myTestOpen(t, db)
+	uri := myTestSQLAlchemyURI(db)
+	storetest.RunFlask(t, myTestFlaskPy, "", "create", uri, "app_sessions")
+	live := myTestFlaskWrite(t, uri, "app_sessions", 3600, 12, true)
+	expired := myTestFlaskWrite(t, uri, "app_sessions", -3600, 9, true)
+	noExpiry := myTestFlaskWrite(t, uri, "app_sessions", 3600, 3, false)
+	s := myTestStore(t, sessionstore.Config{URL: myTestURL(db), Table: "app_sessions"})
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping on the table SQLAlchemy made: %v", err)
+	}
+	rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 4})
+	total := int64(len(live) + len(expired) + len(noExpiry))
+	if err != nil || rep.Scanned != total || rep.Expired != int64(len(expired)) || rep.Deleted != int64(len(expired)) ||
+		rep.Kept["noExpiry"] != int64(len(noExpiry)) {
+		t.Fatalf("Cleanup: %+v, %v; want %d scanned, %d deleted, %d kept with no expiry", rep, err, total, len(expired), len(noExpiry))
+	}
+	if n := myTestCount(t, pool, "SELECT COUNT(*) FROM app_sessions"); n != int64(len(live)+len(noExpiry)) {
+		t.Fatalf("%d rows left, want %d", n, len(live)+len(noExpiry))
+	}
+	read := storetest.FlaskRead(t, myTestFlaskPy, live, uri, "app_sessions")
+	for _, l := range live {
+		if v := read[l.SID]; v == nil || *v != l.Value {
+			t.Errorf("live session %s: the app reads %v, want %s", l.SID, v, l.Value)
+		}
+	}
+}
+
 // TestMySQLCleanupGracePeriod: only sessions that expired at least the
 // grace period ago go, by the server's clock, and the report says when
 // that was.
