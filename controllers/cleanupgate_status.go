@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
@@ -42,13 +44,42 @@ func (g *cleanupGate) writePolicyStatus(ctx context.Context, views map[string]*p
 		}
 		before := v.policy.DeepCopy()
 		v.policy.Status = want
-		if err := g.Client.Status().Patch(ctx, v.policy, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+		patch, err := policyStatusPatch(before, v.policy)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := g.Client.Status().Patch(ctx, v.policy, patch); client.IgnoreNotFound(err) != nil {
 			errs = append(errs, fmt.Errorf("writing the status of policy %s: %w", name, err))
 			continue
 		}
 		g.rememberStatus(name, want)
 	}
 	return errors.Join(errs...)
+}
+
+// policyStatusPatch is the merge patch from before to after, with the
+// counters always in it: a merge patch leaves out a field that was 0 and
+// still is, so a policy's first status would lack its zeros and kubectl
+// would show <none> under RUNNING and WAITING.
+func policyStatusPatch(before, after *v1.ClusterSessionCleanupPolicy) (client.Patch, error) {
+	data, err := client.MergeFrom(before).Data(after)
+	if err != nil {
+		return nil, err
+	}
+	patch := map[string]any{}
+	if err := json.Unmarshal(data, &patch); err != nil {
+		return nil, err
+	}
+	status, _ := patch["status"].(map[string]any)
+	if status == nil {
+		status = map[string]any{}
+		patch["status"] = status
+	}
+	st := after.Status
+	status["stores"], status["running"], status["waiting"], status["skippedLastDay"] = st.Stores, st.Running, st.Waiting, st.SkippedLastDay
+	data, err = json.Marshal(patch)
+	return client.RawPatch(types.MergePatchType, data), err
 }
 
 func (g *cleanupGate) rememberStatus(name string, st v1.ClusterSessionCleanupPolicyStatus) {
