@@ -181,6 +181,50 @@ func TestGateStartsOneRunPerServerAtATime(t *testing.T) {
 	}, eventually, poll).Should(Succeed())
 }
 
+// maxTotal limits the runs a policy governs across servers: three stores on
+// three claims (three servers, so maxPerServer would let all start) under
+// maxTotal 2 never have more than two started; the third starts when one
+// finishes.
+func TestGateMaxTotalAcrossServers(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	createPolicy(t, "gate-max-total", v1.ClusterSessionCleanupPolicySpec{
+		Concurrency: v1.CleanupConcurrency{MaxTotal: ptr.To[int32](2)}, StartingDeadlineSeconds: 3600})
+	var cronJobs []*batchv1.CronJob
+	for _, name := range []string{"a", "b", "c"} {
+		store := filesystemStore(ns, name+"-store")
+		store.Spec.Filesystem.ClaimName = "claim-" + name
+		store.Labels = map[string]string{policyTestLabel: "gate-max-total"}
+		createStore(t, store)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		cronJobs = append(cronJobs, waitGovernedCronJob(t, ns, name+"-store-cleanup", "gate-max-total"))
+	}
+	g.Expect(cronJobs[0].Spec.JobTemplate.Labels[specs.ServerLabel]).NotTo(Equal(cronJobs[1].Spec.JobTemplate.Labels[specs.ServerLabel]))
+	monitor := monitorConcurrency(t, ns)
+	scheduled := time.Now().Truncate(time.Minute)
+	for _, cj := range cronJobs {
+		scheduleJob(t, cj, scheduled)
+	}
+	var started []string
+	g.Eventually(func(g Gomega) {
+		started = startedUnfinished(g, ns)
+		g.Expect(started).To(HaveLen(2))
+	}, eventually, poll).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(HaveLen(2)) }, time.Second, poll).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		st := getPolicy(g, "gate-max-total").Status
+		g.Expect([]int32{st.Stores, st.Running, st.Waiting}).To(Equal([]int32{3, 2, 1}))
+	}, eventually, poll).Should(Succeed())
+	finishJob(t, ns, started[0])
+	g.Eventually(func(g Gomega) {
+		now := startedUnfinished(g, ns)
+		g.Expect(now).To(HaveLen(2))
+		g.Expect(now).NotTo(ContainElement(started[0]))
+	}, eventually, poll).Should(Succeed(), "the third starts when one finishes")
+	g.Expect(maxStarted(monitor)).To(Equal(2))
+}
+
 func TestGateWindowsHoldRuns(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
