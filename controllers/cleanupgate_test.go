@@ -352,7 +352,13 @@ func TestGateRunNowWaitsForTheGovernedTemplate(t *testing.T) {
 	g.Consistently(func(g Gomega) { g.Expect(jobNames(g, ns)).To(BeEmpty()) }, 2*time.Second, poll).
 		Should(Succeed(), "no run-now Job from the ungoverned template")
 
+	// Once the refusal is lifted, the next reconcile (here a label, as any
+	// change to the store) applies the governed template and makes the Job.
 	unrefuse()
+	store = getStore(g, ns, "a-store")
+	patch = client.MergeFrom(store.DeepCopy())
+	store.Labels["touched"] = "yes"
+	g.Expect(k8sClient.Patch(ctx(), store, patch)).To(Succeed())
 	name := runNowJobName(cj.Name, "with-the-policy")
 	job := &batchv1.Job{}
 	g.Eventually(func(g Gomega) {
@@ -420,7 +426,13 @@ func refuseSuspendedCronJobs(t *testing.T, ns string) func() {
 		_ = k8sClient.Delete(ctx(), vap)
 	}
 	t.Cleanup(remove)
-	return remove
+	return func() {
+		remove()
+		// The API server unloads it asynchronously too: wait until it admits.
+		NewWithT(t).Eventually(func() error {
+			return k8sClient.Create(ctx(), probe.DeepCopy(), client.DryRunAll)
+		}, eventually, poll).Should(Succeed())
+	}
 }
 
 func jobNames(g Gomega, ns string) []string {
@@ -495,5 +507,38 @@ func kubectl(t *testing.T, args ...string) {
 	out, err := exec.Command("kubectl", append([]string{"--kubeconfig", path}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("kubectl %v: %v\n%s", args, err, out)
+	}
+}
+
+// A run-now Job is copied only from a template made for the store's
+// governance as it is now: not an ungoverned one, nor one suspended for
+// another policy or server (a store that moved between policies).
+func TestTemplateMatchesGovernance(t *testing.T) {
+	template := func(suspend bool, policyName, server string) *batchv1.CronJob {
+		cj := &batchv1.CronJob{}
+		cj.Spec.JobTemplate.Spec.Suspend = ptr.To(suspend)
+		if policyName != "" {
+			cj.Spec.JobTemplate.Labels = map[string]string{specs.PolicyLabel: policyName, specs.ServerLabel: server}
+		}
+		return cj
+	}
+	gov := &specs.Governance{Policy: "b", ServerHash: "s1"}
+	cases := []struct {
+		name string
+		cj   *batchv1.CronJob
+		gov  *specs.Governance
+		want bool
+	}{
+		{"ungoverned template, ungoverned store", template(false, "", ""), nil, true},
+		{"governed template, store no longer governed", template(true, "a", "s1"), nil, false},
+		{"ungoverned template, governed store", template(false, "", ""), gov, false},
+		{"suspended for another policy", template(true, "a", "s1"), gov, false},
+		{"suspended for another server", template(true, "b", "s0"), gov, false},
+		{"the governance's own", template(true, "b", "s1"), gov, true},
+	}
+	for _, c := range cases {
+		if got := templateMatchesGovernance(c.cj, c.gov); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
-	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -12,16 +11,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1 "github.com/sessionstore/sessionstore-operator/api/v1"
+	"github.com/sessionstore/sessionstore-operator/internal/specs"
 )
 
 // A run-now request makes one Job from the CronJob's template, as
 // `kubectl create job --from=cronjob/...` does: a governed store's waits
 // for the gate like any other run.
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=create
-
-// runNowRetry is how soon a run-now request that waits for its CronJob's
-// template is looked at again.
-const runNowRetry = 5 * time.Second
 
 // runNow creates the Job of a new sessionstore.dev/run-now token, once:
 // the Job's name is derived from the token, and the token is echoed in
@@ -35,14 +31,13 @@ func (r *sessionStoreReconciler) runNow(ctx context.Context, s *reconcileScope) 
 	if err != nil || cj == nil {
 		return err // a new CronJob's creation brings the store back
 	}
-	if templateSuspended(cj) != (s.governance != nil) {
+	if !templateMatchesGovernance(cj, s.governance) {
 		// The CronJob still has the template of before the store's
 		// governance changed (its apply failed, or the cache is behind): a
-		// copy would pass by the gate, or wait for one that no longer
-		// governs it. The token is handled once the template is current:
-		// the CronJob's event brings the store back, and this look again
-		// retries an apply that was refused.
-		s.requeueWithin(runNowRetry)
+		// copy would pass by the gate, or be counted under a policy that no
+		// longer governs the store. The token is handled once the template
+		// is current: the CronJob's event brings the store back, as does
+		// the change that lets a refused apply through.
 		return nil
 	}
 	job := jobFromCronJob(cj, runNowJobName(cj.Name, token))
@@ -61,9 +56,16 @@ func (r *sessionStoreReconciler) runNow(ctx context.Context, s *reconcileScope) 
 	return nil
 }
 
-// templateSuspended tells whether cj's Jobs are made suspended, for the gate.
-func templateSuspended(cj *batchv1.CronJob) bool {
-	return cj.Spec.JobTemplate.Spec.Suspend != nil && *cj.Spec.JobTemplate.Spec.Suspend
+// templateMatchesGovernance tells whether cj's Jobs are made as the store's
+// governance has them: suspended for the gate and labelled with its policy
+// and server when governed, left to start at once when not.
+func templateMatchesGovernance(cj *batchv1.CronJob, gov *specs.Governance) bool {
+	tmpl := cj.Spec.JobTemplate
+	suspended := tmpl.Spec.Suspend != nil && *tmpl.Spec.Suspend
+	if gov == nil {
+		return !suspended
+	}
+	return suspended && tmpl.Labels[specs.PolicyLabel] == gov.Policy && tmpl.Labels[specs.ServerLabel] == gov.ServerHash
 }
 
 // jobFromCronJob is what kubectl create job --from=cronjob/... makes.
