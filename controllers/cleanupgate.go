@@ -113,14 +113,16 @@ type policyView struct {
 	windowState string
 	nextChange  time.Time
 	invalid     error
+	// windows are the policy's parsed windows; nil when invalid.
+	windows *policy.Windows
 }
 
 func policyViews(items []v1.ClusterSessionCleanupPolicy, now time.Time) map[string]*policyView {
 	views := map[string]*policyView{}
 	for i := range items {
 		p := &items[i]
-		v := &policyView{policy: p}
 		windows, err := policy.ParseWindows(&p.Spec, now)
+		v := &policyView{policy: p, windows: windows}
 		switch {
 		case err != nil:
 			v.windowState, v.invalid = v1.WindowStateInvalid, err
@@ -135,11 +137,14 @@ func policyViews(items []v1.ClusterSessionCleanupPolicy, now time.Time) map[stri
 	return views
 }
 
-// closedUntilAfter tells whether the policy's allow windows are closed now
-// and stay so until after t. A deny window or suspension may end sooner,
-// and an invalid window be fixed: those runs wait for their deadline.
-func (v *policyView) closedUntilAfter(t time.Time) bool {
-	return v.windowState == v1.WindowStateClosed && (v.nextChange.IsZero() || v.nextChange.After(t))
+// outsideWindows tells whether a run made at created, due to start by
+// deadline, came while the policy's allow windows were closed and stays
+// outside them until after its deadline: then only the windows hold it, and
+// waiting would only end in a skip. A run held by a deny window, a
+// suspension, an invalid window or the limits (even one whose window closed
+// while it waited) is not: any of those may end sooner, and it waits.
+func (v *policyView) outsideWindows(created, deadline time.Time) bool {
+	return v.windowState == v1.WindowStateClosed && v.windows != nil && v.windows.AllowClosedThrough(created, deadline)
 }
 
 // gateOf turns the policies into the pure gate.

@@ -71,9 +71,13 @@ func TestGateFollowsTheClock(t *testing.T) {
 	g.Expect([]any{p.Status.WindowState, p.Status.Running, p.Status.Waiting}).To(Equal([]any{v1.WindowStateOpen, int32(1), int32(0)}))
 
 	// At 02:30 the window is closed until 01:00 tomorrow, long after a new
-	// run's 600 s deadline: it is skipped at once, not left to wait, and
-	// as the windows doing their job (a Normal event), not a Warning.
+	// run's 600 s deadline: it is skipped at once, not left to wait, and,
+	// the store's cleanup having succeeded within the day, as the windows
+	// doing their job (a Normal event), not a Warning.
 	clk.SetTime(time.Date(2026, 3, 1, 2, 30, 0, 0, paris))
+	before := skipped.DeepCopy()
+	skipped.Status.Cleanup.LastSuccessfulTime = &metav1.Time{Time: time.Date(2026, 3, 1, 1, 5, 0, 0, paris)}
+	g.Expect(c.Status().Patch(ctx(), skipped, client.MergeFrom(before))).To(Succeed())
 	g.Expect(c.Create(ctx(), job("outside", "old", clk.Now()))).To(Succeed())
 	_, err = gate.Reconcile(ctx(), gateKey)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -83,6 +87,14 @@ func TestGateFollowsTheClock(t *testing.T) {
 	g.Expect(skipped.Status.Cleanup.LastSkipReason).To(Equal(
 		"run outside skipped: no allow window of policy nightly opens before its starting deadline (2026-03-01T01:40:00Z)"))
 	g.Expect(<-recorder.Events).To(HavePrefix("Normal CleanupSkipped run outside skipped"))
+
+	// A day on without a success, its runs never meeting the windows: the
+	// same skip warns.
+	clk.SetTime(time.Date(2026, 3, 2, 2, 30, 0, 0, paris))
+	g.Expect(c.Create(ctx(), job("never", "old", clk.Now()))).To(Succeed())
+	_, err = gate.Reconcile(ctx(), gateKey)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(<-recorder.Events).To(HavePrefix("Warning CleanupSkipped run never skipped: no allow window"))
 }
 
 func suspendedOf(g Gomega, c client.Client, name string) bool {

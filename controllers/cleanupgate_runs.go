@@ -105,7 +105,7 @@ func (r governedRuns) splitExpired(views map[string]*policyView, now time.Time) 
 		switch {
 		case now.After(deadline):
 			expired = append(expired, run)
-		case v.closedUntilAfter(deadline):
+		case v.outsideWindows(run.Created, deadline):
 			expired = append(expired, run)
 			early[run.UID] = fmt.Sprintf("no allow window of policy %s opens before its starting deadline (%s)",
 				run.Policy, deadline.UTC().Format(time.RFC3339))
@@ -160,8 +160,8 @@ func (g *cleanupGate) skip(ctx context.Context, expired []policy.Run, held map[s
 }
 
 // skipMessage says why run never started, and whether that was the
-// policy's windows doing what they are for (a Normal event) rather than
-// runs held past their deadline (a Warning).
+// policy's windows doing what they are for rather than runs held past
+// their deadline.
 func skipMessage(run policy.Run, held map[string]string, early map[types.UID]string) skipNote {
 	if reason, ok := early[run.UID]; ok {
 		return skipNote{message: fmt.Sprintf("run %s skipped: %s", run.Name, reason), expected: true}
@@ -192,10 +192,22 @@ func (g *cleanupGate) recordSkip(ctx context.Context, run policy.Run, note skipN
 	}
 	if g.Recorder != nil {
 		eventType := corev1.EventTypeWarning
-		if note.expected {
+		if note.expected && cleanedWithinADay(store, g.Clock.Now()) {
 			eventType = corev1.EventTypeNormal
 		}
 		g.Recorder.Eventf(store, nil, eventType, v1.EventCleanupSkipped, "SkipCleanup", "%s", note.message)
 	}
 	return nil
+}
+
+// cleanedWithinADay tells whether store's cleanup succeeded (or the store
+// was made) within the last day: a run skipped outside the windows is then
+// the windows doing their job; after a day without a success it is a
+// schedule that never meets them, which warns.
+func cleanedWithinADay(store *v1.SessionStore, now time.Time) bool {
+	since := store.CreationTimestamp.Time
+	if t := store.Status.Cleanup.LastSuccessfulTime; t != nil && t.After(since) {
+		since = t.Time
+	}
+	return now.Sub(since) < 24*time.Hour
 }

@@ -297,3 +297,36 @@ func TestAdmit(t *testing.T) {
 		})
 	}
 }
+
+// AllowClosedThrough: whether a run made at from meets no open allow window
+// until its deadline, whatever deny windows do.
+func TestAllowClosedThrough(t *testing.T) {
+	paris, _ := time.LoadLocation("Europe/Paris")
+	at := func(h, m int) time.Time { return time.Date(2026, 3, 1, h, m, 0, 0, paris) }
+	nightly := v1.CleanupWindow{Kind: v1.WindowAllow, Schedule: "0 1 * * *", Duration: metav1.Duration{Duration: time.Hour}}
+	frequentDeny := v1.CleanupWindow{Kind: v1.WindowDeny, Schedule: "*/5 * * * *", Duration: metav1.Duration{Duration: time.Minute}}
+	cases := []struct {
+		name          string
+		windows       []v1.CleanupWindow
+		from, until   time.Time
+		closedThrough bool
+	}{
+		{"made after the window closed, deadline before it reopens", []v1.CleanupWindow{nightly}, at(2, 30), at(2, 40), true},
+		{"the window opens before the deadline", []v1.CleanupWindow{nightly}, at(0, 55), at(1, 5), false},
+		{"opening exactly at the deadline", []v1.CleanupWindow{nightly}, at(0, 55), at(1, 0), false},
+		{"made inside the window, held past its close", []v1.CleanupWindow{nightly}, at(1, 55), at(2, 5), false},
+		{"deny windows change nothing", []v1.CleanupWindow{nightly, frequentDeny}, at(2, 30), at(2, 40), true},
+		{"no allow window: never closed by windows", []v1.CleanupWindow{frequentDeny}, at(2, 30), at(2, 40), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w, err := ParseWindows(spec("Europe/Paris", c.windows...), c.from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := w.AllowClosedThrough(c.from, c.until); got != c.closedThrough {
+				t.Errorf("AllowClosedThrough = %v, want %v", got, c.closedThrough)
+			}
+		})
+	}
+}

@@ -73,6 +73,25 @@ func (w window) openAt(t time.Time) (open bool, change time.Time) {
 	return false, w.schedule.Next(t)
 }
 
+// AllowClosedThrough tells whether the policy has allow windows and none of
+// them is open at any instant from from to until: a run made at from could
+// not start by until, whatever else holds it.
+func (w *Windows) AllowClosedThrough(from, until time.Time) bool {
+	from = from.In(w.loc)
+	allows := false
+	for _, win := range w.windows {
+		if win.kind != v1.WindowAllow {
+			continue
+		}
+		allows = true
+		open, opens := win.openAt(from)
+		if open || (!opens.IsZero() && !opens.After(until)) {
+			return false
+		}
+	}
+	return allows
+}
+
 // State is the window state at now (Open, Closed or Denied) and when it may
 // next change: a window opening or closing.
 func (w *Windows) State(now time.Time) (string, time.Time) {
