@@ -74,7 +74,6 @@ func BenchmarkMySQLCleanup(b *testing.B) {
 func myBenchCleanup(b *testing.B, rows int) {
 	db := myTestDatabase(b)
 	pool := myTestOpen(b, db)
-	myBenchFlushWhenIdle(b, pool)
 	// From cross-joined digits (myTestSeq), not MariaDB's seq_1_to_<n>,
 	// so that it runs on MySQL 8 too.
 	myTestExec(b, pool, `CREATE TABLE bench_template AS
@@ -237,22 +236,23 @@ func myBenchFill(b *testing.B, db string, pool *sql.DB, withIndex bool) {
 	myBenchSettle(b, pool)
 }
 
-// myBenchFlushWhenIdle makes InnoDB write its dirty pages when idle, for
-// the benchmark's length, where the server is set never to (MariaDB's
-// innodb_max_dirty_pages_pct_lwm = 0, its default): else myBenchSettle
-// waits its whole minute each time, and every statement is timed with the
-// last one's pages still to write.
-func myBenchFlushWhenIdle(b *testing.B, pool *sql.DB) {
+// myBenchFlushWhenIdle makes InnoDB write its dirty pages while
+// myBenchSettle waits, where the server is set never to when idle
+// (MariaDB's innodb_max_dirty_pages_pct_lwm = 0, its default): else the
+// wait runs its whole minute each time, and every statement is timed with
+// the last one's pages still to write. It returns what puts the setting
+// back, before the timed statement, so that this runs as configured.
+func myBenchFlushWhenIdle(b *testing.B, pool *sql.DB) (restore func()) {
 	b.Helper()
 	var lwm float64
 	if err := pool.QueryRow("SELECT @@GLOBAL.innodb_max_dirty_pages_pct_lwm").Scan(&lwm); err != nil {
 		b.Fatal(err)
 	}
 	if lwm > 0 {
-		return
+		return func() {}
 	}
 	myTestExec(b, pool, "SET GLOBAL innodb_max_dirty_pages_pct_lwm = 0.001")
-	b.Cleanup(func() { _, _ = pool.Exec("SET GLOBAL innodb_max_dirty_pages_pct_lwm = 0") })
+	return func() { myTestExec(b, pool, "SET GLOBAL innodb_max_dirty_pages_pct_lwm = 0") }
 }
 
 // myBenchSettle waits, up to a minute, until InnoDB has purged what earlier
@@ -262,6 +262,8 @@ func myBenchFlushWhenIdle(b *testing.B, pool *sql.DB) {
 // MySQL 8 both have (only MariaDB has it as a status variable).
 func myBenchSettle(b *testing.B, pool *sql.DB) {
 	b.Helper()
+	restore := myBenchFlushWhenIdle(b, pool)
+	defer restore()
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		var history, dirty int64
 		if err := pool.QueryRow("SELECT `COUNT` FROM information_schema.INNODB_METRICS WHERE NAME = 'trx_rseg_history_len'").Scan(&history); err != nil {
