@@ -298,12 +298,8 @@ func TestGateRunNow(t *testing.T) {
 		g.Expect(k8sClient.Patch(ctx(), store, patch)).To(Succeed())
 	}
 	annotate("2026-11-29T23:00:00Z")
-	name := runNowJobName(cj.Name, "2026-11-29T23:00:00Z")
-	job := &batchv1.Job{}
-	g.Eventually(func(g Gomega) {
-		g.Expect(k8sClient.Get(ctx(), types.NamespacedName{Namespace: ns, Name: name}, job)).To(Succeed())
-		g.Expect(getStore(g, ns, "a-store").Status.Cleanup.LastHandledRunRequest).To(Equal("2026-11-29T23:00:00Z"))
-	}, eventually, poll).Should(Succeed())
+	job := waitRunNowJob(g, ns, cj.Name, "2026-11-29T23:00:00Z")
+	name := job.Name
 	g.Expect(job.Labels[specs.PolicyLabel]).To(Equal(p.Name))
 	g.Expect(job.OwnerReferences).To(HaveLen(1))
 	g.Expect(job.OwnerReferences[0].Name).To(Equal(cj.Name))
@@ -359,12 +355,7 @@ func TestGateRunNowWaitsForTheGovernedTemplate(t *testing.T) {
 	patch = client.MergeFrom(store.DeepCopy())
 	store.Labels["touched"] = "yes"
 	g.Expect(k8sClient.Patch(ctx(), store, patch)).To(Succeed())
-	name := runNowJobName(cj.Name, "with-the-policy")
-	job := &batchv1.Job{}
-	g.Eventually(func(g Gomega) {
-		g.Expect(k8sClient.Get(ctx(), types.NamespacedName{Namespace: ns, Name: name}, job)).To(Succeed())
-		g.Expect(getStore(g, ns, "a-store").Status.Cleanup.LastHandledRunRequest).To(Equal("with-the-policy"))
-	}, eventually, poll).Should(Succeed())
+	job := waitRunNowJob(g, ns, cj.Name, "with-the-policy")
 	g.Expect(job.Labels[specs.PolicyLabel]).To(Equal(p.Name))
 	g.Expect(ptr.Deref(job.Spec.Suspend, false)).To(BeTrue(), "the run-now Job must wait for the gate")
 	g.Consistently(func(g Gomega) { g.Expect(startedUnfinished(g, ns)).To(BeEmpty()) }, 2*time.Second, poll).Should(Succeed())
@@ -433,6 +424,17 @@ func refuseSuspendedCronJobs(t *testing.T, ns string) func() {
 			return k8sClient.Create(ctx(), probe.DeepCopy(), client.DryRunAll)
 		}, eventually, poll).Should(Succeed())
 	}
+}
+
+// waitRunNowJob waits for the Job of a-store's run-now token and for the
+// token's echo in its status.
+func waitRunNowJob(g Gomega, ns, cronJob, token string) *batchv1.Job {
+	job := &batchv1.Job{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx(), types.NamespacedName{Namespace: ns, Name: runNowJobName(cronJob, token)}, job)).To(Succeed())
+		g.Expect(getStore(g, ns, "a-store").Status.Cleanup.LastHandledRunRequest).To(Equal(token))
+	}, eventually, poll).Should(Succeed())
+	return job
 }
 
 func jobNames(g Gomega, ns string) []string {
