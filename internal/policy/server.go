@@ -53,6 +53,12 @@ func hostsPort(hosts string, port, defaultPort int) string {
 			keys = append(keys, hostPort(h, port, defaultPort))
 		}
 	}
+	return sortedServers(keys)
+}
+
+// sortedServers joins host:port keys in one order, each once, so that the
+// order a store lists its hosts in does not make another server.
+func sortedServers(keys []string) string {
 	slices.Sort(keys)
 	return strings.Join(slices.Compact(keys), ",")
 }
@@ -92,8 +98,7 @@ func urlServers(raw string, defaultPort int) string {
 		}
 		hosts = append(hosts, hostPort(host, port, defaultPort))
 	}
-	slices.Sort(hosts)
-	return strings.Join(slices.Compact(hosts), ",")
+	return sortedServers(hosts)
 }
 
 // splitHostPort splits host[:port] and [v6][:port]; port 0 when absent.
