@@ -337,3 +337,53 @@ func TestMySQLCleanupRechecksARowRefreshedAfterItsRead(t *testing.T) {
 		})
 	}
 }
+
+// TestMySQLCleanupPassesALiveRowHeldInALongTransaction: a live session the
+// app holds in a long transaction lies among a batch's expired rows. No
+// statement of the batch may wait for it: the cleanup ends within seconds,
+// where a wait would last innodb_lock_wait_timeout, and deletes every
+// expired session. With and without an index on expiry, for the server's
+// own delete and for the locking transaction.
+func TestMySQLCleanupPassesALiveRowHeldInALongTransaction(t *testing.T) {
+	for _, index := range []bool{false, true} {
+		for _, lockPath := range []bool{false, true} {
+			t.Run(fmt.Sprintf("expiry index=%v/locking transaction=%v", index, lockPath), func(t *testing.T) {
+				myTestPassesAHeldLiveRow(t, index, lockPath)
+			})
+		}
+	}
+}
+
+func myTestPassesAHeldLiveRow(t *testing.T, index, lockPath bool) {
+	ctx := myTestCtx(t)
+	_, s, pool := myTestSessionsTable(t)
+	if index {
+		myTestExec(t, pool, "CREATE INDEX sessions_expiry_idx ON sessions (expiry)")
+	}
+	myTestFill(t, pool, "expired-a-", 50, "INTERVAL -1 HOUR")
+	myTestFill(t, pool, "live-", 10, "INTERVAL 1 HOUR")
+	myTestFill(t, pool, "expired-b-", 50, "INTERVAL -1 HOUR")
+	s.(*myStore).forceLockPath = lockPath
+	s.(*myStore).maxBatch = 200 // one batch: its ids are most of the table
+
+	app, err := pool.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Rollback() //nolint:errcheck
+	if _, err := app.ExecContext(ctx, "UPDATE sessions SET expiry = UTC_TIMESTAMP() + INTERVAL 2 HOUR WHERE session_id = 'live-5'"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rep, err := s.Cleanup(ctx, sessionstore.CleanupOptions{BatchSize: 200})
+	took := time.Since(start)
+	if err != nil || rep.Deleted != 100 || rep.Batches != 1 {
+		t.Fatalf("Cleanup beside a held live row: %+v, %v (after %v); want 100 deleted in one batch", rep, err, took)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("Cleanup took %v: it waited for the live row the app holds", took)
+	}
+	if n := myTestCount(t, pool, "SELECT COUNT(*) FROM sessions"); n != 10 {
+		t.Fatalf("%d rows left, want the 10 live ones", n)
+	}
+}
